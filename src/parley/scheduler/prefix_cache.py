@@ -1,0 +1,276 @@
+"""PrefixCache: which engine sequence holds which tokens, and how a new prompt gets the most KV for free.
+
+Narrow API, used only by the scheduler thread:
+    attach(request)      give the request a sequence already holding the longest cached prefix of its prompt
+                         (forked zero-copy from a live sequence, or restored from RAM/disk) -> Attach
+    grew(slot)           re-index a sequence after its prompt was read
+    release(request)     the request is done: its sequence stays as a cache entry (LRU), pinned if asked
+    make_room(cells)     evict idle, unpinned sequences (saved to RAM/disk first) until `cells` are free
+    unpin(slot)          let a pinned prefix be evicted again
+    save_all()           at shutdown: every idle sequence to disk
+
+Invariants: a Slot's `tokens` are exactly the positions its sequence holds in the KV cache; the ledger counts
+cells; every live slot and every saved state is in the PrefixIndex under its block hashes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from parley.scheduler.cells import CellLedger
+from parley.scheduler.kv_store import KVStore, Saved
+from parley.scheduler.prefix_index import PrefixIndex, chain_hashes
+
+RESTORE_MIN_GAIN = 16   # restore a saved state only when it covers this many more tokens than a live fork
+SAVE_MIN_TOKENS = 32    # shorter sequences are cheaper to recompute than to save
+
+
+@dataclass(eq=False)
+class Slot:
+    """A live engine sequence."""
+
+    seq: int
+    tokens: list[int] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)
+    owner: Any = None          # the running Request, None when idle
+    pins: int = 0
+    used: float = field(default_factory=time.monotonic)
+    tier = "live"
+
+
+@dataclass
+class Attach:
+    n_cached: int
+    source: str      # "live" | "ram" | "disk" | "none"
+    note: str        # why the cache did not cover the whole prompt ("" when it did)
+
+
+@dataclass
+class CacheCounters:
+    hits_live: int = 0
+    hits_ram: int = 0
+    hits_disk: int = 0
+    misses: int = 0
+    evictions: int = 0
+    saved_states: int = 0
+    restore_failures: int = 0
+
+
+class PrefixCache:
+    def __init__(self, engine, *, kv_budget: int, store: KVStore | None):
+        self.engine = engine
+        self.kv_budget = kv_budget
+        self.store = store
+        self.ledger = CellLedger()
+        self.index = PrefixIndex()
+        self.slots: dict[int, Slot] = {}
+        self.free_seqs = list(range(engine.n_seq_max - 1, -1, -1))
+        self.counters = CacheCounters()
+        if store is not None:
+            for s in store.scan_disk():
+                self.index.add(s)
+
+    # ---- accounting --------------------------------------------------------------------------------------
+    @property
+    def cells_used(self) -> int:
+        return self.ledger.used
+
+    def idle_slots(self) -> list[Slot]:
+        return sorted((s for s in self.slots.values() if s.owner is None and not s.pins), key=lambda s: s.used)
+
+    # ---- attach ------------------------------------------------------------------------------------------
+    def attach(self, req, protect_cells: int) -> Attach | None:
+        """Bind `req` to a sequence holding the longest cached prefix of its prompt. `protect_cells` is how many
+        free cells must remain for requests already running. Returns None (nothing changed) when the KV budget
+        or the sequence ids cannot take the request now."""
+        prompt = req.prompt
+        hashes = chain_hashes(prompt)
+        limit = len(prompt) - 1 if req.max_new > 0 else len(prompt)  # keep one token to decode for logits
+        live, n_live = self.index.match(prompt, hashes, accept=lambda h: isinstance(h, Slot))
+        saved, n_saved = self.index.match(prompt, hashes, accept=lambda h: isinstance(h, Saved) and not h.deleted)
+        n_live, n_saved = min(n_live, limit), min(n_saved, limit)
+        use_saved = saved is not None and n_saved >= n_live + RESTORE_MIN_GAIN
+        n_from = n_saved if use_saved else n_live
+        takeover = (not use_saved and live is not None and live.owner is None and not live.pins
+                    and n_live == len(live.tokens) and n_live > 0)
+
+        need = len(prompt) - n_from + req.max_new
+        if use_saved:
+            need += len(saved.tokens)  # restored whole, then trimmed
+        protect = {live} if live is not None else set()
+        if not self.make_room(need + protect_cells, protect=protect, need_seq=not takeover):
+            return None
+
+        note = ""
+        if takeover:
+            slot = live
+            self.counters.hits_live += 1
+            source = "live"
+        else:
+            slot = Slot(seq=self.free_seqs.pop())
+            self.slots[slot.seq] = slot
+            source = "none"
+            if use_saved:
+                source, n_from, note = self._restore(slot, saved, n_saved)
+                if source == "none" and n_live > 0:  # the file failed its checks: fall back to a live fork
+                    use_saved = False
+                    n_from = n_live
+            if not use_saved and n_live > 0:
+                self.engine.kv_copy(live.seq, slot.seq, 0, n_live)
+                self.ledger.fork(live.seq, slot.seq, n_live)
+                slot.tokens = prompt[:n_live]
+                n_from = n_live
+                source = "live"
+                self.counters.hits_live += 1
+            elif source == "none":
+                self.counters.misses += 1
+        if n_from < len(slot.tokens):
+            self.engine.kv_remove(slot.seq, n_from, -1)
+            self.ledger.trim(slot.seq, n_from)
+            if slot in self.index:
+                self.index.remove(slot)
+            slot.tokens = slot.tokens[:n_from]
+            slot.hashes = []
+        slot.owner = req
+        slot.used = time.monotonic()
+        self.index.remove(slot)
+        slot.hashes = chain_hashes(slot.tokens)
+        self.index.add(slot)
+        req.slot = slot
+        req.n_past = n_from
+        req.cached_tokens = n_from
+        req.cache_source = source
+        if not note and n_from < limit:
+            note = self._miss_note(prompt, n_from, live if n_live >= n_saved else saved)
+        req.cache_note = note
+        return Attach(n_from, source, note)
+
+    def _restore(self, slot: Slot, saved: Saved, n: int) -> tuple[str, int, str]:
+        data = self.store.load(saved)
+        if data is None:
+            self.index.remove(saved)
+            self.counters.restore_failures += 1
+            return "none", 0, f"the {saved.tier} cache file failed its checks and was deleted; recomputed"
+        from parley.engine.llamacpp import KVFull
+        try:
+            self.engine.state_set(slot.seq, data)
+        except KVFull:
+            self.counters.restore_failures += 1
+            return "none", 0, "no free KV cells to restore the saved state; recomputed"
+        self.ledger.extend(slot.seq, len(saved.tokens))
+        slot.tokens = list(saved.tokens)
+        tier = saved.tier
+        if tier == "ram":  # live again: the RAM copy would only double the memory
+            self.store.discard(saved)
+            self.index.remove(saved)
+            self.counters.hits_ram += 1
+        else:
+            self.counters.hits_disk += 1
+        return tier, n, ""
+
+    @staticmethod
+    def _miss_note(prompt: list[int], n: int, best) -> str:
+        """Only a cache that held more than it could give is worth a note; new tokens are simply new."""
+        if best is None:
+            return "no cached prefix for this prompt"
+        if n < len(best.tokens) and n < len(prompt) - 1:
+            return f"the prompt differs from the cached tokens at position {n} of {len(best.tokens)}"
+        return ""
+
+    def grew(self, slot: Slot) -> None:
+        """The slot's tokens were extended (prompt read): index its new full blocks."""
+        self.index.set_tokens(slot, slot.tokens)
+
+    # ---- release -----------------------------------------------------------------------------------------
+    def release(self, req, *, pin: bool = False) -> Slot:
+        slot = req.slot
+        slot.owner = None
+        slot.used = time.monotonic()
+        if pin:
+            slot.pins += 1
+        self.index.set_tokens(slot, slot.tokens)
+        self._drop_dominated(slot)
+        if not slot.tokens and not slot.pins:
+            self._free(slot)
+        return slot
+
+    def _drop_dominated(self, slot: Slot) -> None:
+        """Idle, unpinned live sequences whose tokens are a prefix of `slot`'s add nothing: free them."""
+        toks = slot.tokens
+        for other in list(self.slots.values()):
+            if other is slot or other.owner is not None or other.pins:
+                continue
+            n = len(other.tokens)
+            if n <= len(toks) and toks[:n] == other.tokens:
+                self._free(other)
+
+    def unpin(self, slot: Slot) -> None:
+        slot.pins = max(0, slot.pins - 1)
+        slot.used = time.monotonic()
+
+    # ---- eviction ----------------------------------------------------------------------------------------
+    def make_room(self, cells: int, *, protect: set = frozenset(), need_seq: bool = True) -> bool:
+        """Evict idle, unpinned sequences (LRU first, saving their state) until `cells` cells and, if need_seq,
+        one sequence id are free. False when that cannot be reached."""
+        def enough() -> bool:
+            return self.kv_budget - self.ledger.used >= cells and (self.free_seqs or not need_seq)
+        if enough():
+            return True
+        for victim in self.idle_slots():
+            if victim in protect:
+                continue
+            self.evict(victim)
+            if enough():
+                return True
+        return enough()
+
+    def evict(self, slot: Slot) -> None:
+        if self.store is not None and len(slot.tokens) >= SAVE_MIN_TOKENS:
+            self.save(slot)
+        self.counters.evictions += 1
+        self._free(slot)
+
+    def save(self, slot: Slot) -> Saved | None:
+        """Copy a sequence's KV into the store (RAM first), replacing saved states it extends."""
+        data = self.engine.state_get(slot.seq)
+        toks = list(slot.tokens)
+        for old in self.store.entries():
+            n = len(old.tokens)
+            if n <= len(toks) and toks[:n] == old.tokens:
+                self.store.discard(old)
+                self.index.remove(old)
+        saved, dropped = self.store.put(toks, data)
+        for d in dropped:
+            self.index.remove(d)
+        if saved is not None:
+            self.index.add(saved)
+            self.counters.saved_states += 1
+        return saved
+
+    def _free(self, slot: Slot) -> None:
+        self.engine.kv_remove(slot.seq)
+        self.ledger.free(slot.seq)
+        self.index.remove(slot)
+        del self.slots[slot.seq]
+        self.free_seqs.append(slot.seq)
+
+    def discard_owner(self, req) -> None:
+        """A request failed mid-way: forget what its sequence holds (its KV may be incomplete)."""
+        slot = req.slot
+        if slot is not None and slot.seq in self.slots:
+            self._free(slot)
+
+    def save_all(self) -> int:
+        """Save every idle sequence and every RAM state to disk (shutdown). Returns how many states were saved."""
+        if self.store is None:
+            return 0
+        n = 0
+        for slot in list(self.slots.values()):
+            if slot.owner is None and len(slot.tokens) >= SAVE_MIN_TOKENS:
+                if self.save(slot) is not None:
+                    n += 1
+        for d in self.store.flush_ram_to_disk():
+            self.index.remove(d)
+        return n

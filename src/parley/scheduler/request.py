@@ -1,0 +1,108 @@
+"""Request: one generation as the scheduler sees it (prompt tokens in, text chunks and a final record out)."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from parley.sampling import SamplingParams
+
+_ids = itertools.count(1)
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"      # queued, no sequence yet
+    PREFILL = "prefill"      # reading its prompt, chunk by chunk
+    DECODE = "decode"        # generating, one token per step
+    FINISHED = "finished"
+
+
+FINISH_REASONS = ("stop", "length", "cancelled", "error")
+
+
+@dataclass(slots=True)
+class Chunk:
+    """New text of a reply (never half a character, never any part of a stop string) and its token ids."""
+
+    text: str
+    token_ids: list[int]
+
+
+@dataclass(slots=True)
+class Result:
+    """The final record of a request."""
+
+    finish_reason: str                 # "stop" | "length" | "cancelled" | "error"
+    text: str                          # the whole reply as streamed
+    token_ids: list[int]               # generated token ids (the end-of-turn token excluded)
+    prompt_tokens: int
+    cached_tokens: int                 # prompt tokens whose KV was reused (not prefilled)
+    prefilled_tokens: int              # prompt tokens computed for this request
+    generated_tokens: int
+    cache_source: str                  # "live" | "ram" | "disk" | "none"
+    cache_note: str                    # why the cache covered what it did ("" when it covered everything)
+    ttft_s: float                      # time to first token, from submission
+    queue_s: float                     # time spent waiting for a sequence
+    decode_tps: float                  # generated tokens per second after the first
+    total_s: float
+    stop_string: str | None = None     # the stop string that ended the reply, if any
+    seed: int | None = None
+    error: str | None = None
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "prefilled_tokens": self.prefilled_tokens,
+            "generated_tokens": self.generated_tokens,
+            "cache_source": self.cache_source,
+            "cache_note": self.cache_note,
+            "ttft_s": round(self.ttft_s, 4),
+            "decode_tps": round(self.decode_tps, 2),
+            "total_s": round(self.total_s, 4),
+            "finish_reason": self.finish_reason,
+        }
+
+
+Sink = Callable[[Chunk | Result], None]
+
+
+@dataclass(eq=False, slots=True)
+class Request:
+    prompt: list[int]
+    params: SamplingParams
+    sink: Sink
+    id: int = field(default_factory=lambda: next(_ids))
+    status: Status = Status.WAITING
+    arrived: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+    # set by the scheduler
+    slot: Any = None                   # the live sequence (prefix_cache.Slot) this request extends
+    sampler: Any = None
+    detok: Any = None
+    stops: Any = None
+    n_past: int = 0                    # tokens of prompt + output already in the sequence's KV
+    next_token: int = -1               # sampled, not yet decoded
+    batch_index: int = -1
+    output: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)   # generated ids whose text is not yet sent
+    text: list[str] = field(default_factory=list)
+    reserved: int = 0                  # KV cells promised to this request at admission
+    cached_tokens: int = 0
+    cache_source: str = "none"
+    cache_note: str = ""
+    admitted: float = 0.0
+    first_token: float = 0.0
+    stop_string: str | None = None
+    max_new: int = 0                   # max_tokens clipped to the context left (0: read the prompt only)
+    prefilled: int = 0                 # prompt tokens computed (not reused) for this request
+    pin: bool = False                  # keep the sequence pinned in the prefix cache when done
+
+    @property
+    def remaining_prompt(self) -> int:
+        return len(self.prompt) - self.n_past if self.status is Status.PREFILL else 0

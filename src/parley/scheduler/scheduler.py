@@ -1,0 +1,485 @@
+"""Scheduler: the one thread that owns the engine. Continuous batching over every active request.
+
+Requests arrive on a queue from any thread or event loop (submit). Each step:
+    1. drop cancelled requests, admit waiting ones (prefix cache lookup, fork or restore, KV reservation),
+    2. build ONE batch: one token for every decoding request, then prompt chunks of prefilling requests
+       (chunked prefill: while anyone is decoding, at most `prefill_chunk` prompt tokens per step),
+    3. llama_decode, sample, stream text (UTF-8 safe, stop strings held back), finish what is done.
+A finished request's sequence stays in the prefix cache; the next turn of its conversation forks from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from parley.errors import InvalidRequest, LimitExceeded, Overloaded
+from parley.sampling import SamplingParams
+from parley.scheduler.kv_store import KVStore, model_fingerprint
+from parley.scheduler.prefix_cache import PrefixCache, Slot
+from parley.scheduler.request import Chunk, Request, Result, Status
+from parley.text.detokenize import IncrementalDetokenizer
+from parley.text.stops import StopMatcher
+
+log = logging.getLogger("parley.scheduler")
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Named limits. The KV budget is the engine's n_ctx (cells shared by every sequence)."""
+
+    max_running: int = 8              # sequences decoding at once
+    max_waiting: int = 256            # queued requests before new ones get 429
+    max_batch_tokens: int = 512       # tokens per decode call (<= the engine's n_batch)
+    prefill_chunk: int = 128          # prompt tokens per step while other requests are decoding
+    context_size: int = 0             # max positions per sequence; 0 = min(model's training context, KV budget)
+    ram_cache_bytes: int = 1024 * MiB
+    disk_cache_bytes: int = 8192 * MiB
+    cache_dir: Path | None = None     # None: no disk tier
+
+
+class Stream:
+    """A request's output for a blocking consumer: iterate for Chunks; `result` is set at the end.
+    Leaving the iteration early (break, exception, Ctrl-C) cancels the request."""
+
+    def __init__(self, scheduler: Scheduler, req: Request, q: queue.SimpleQueue):
+        self.scheduler = scheduler
+        self.request = req
+        self._q = q
+        self.result: Result | None = None
+
+    def __iter__(self) -> Iterator[Chunk]:
+        try:
+            while True:
+                ev = self._q.get()
+                if isinstance(ev, Result):
+                    self.result = ev
+                    return
+                yield ev
+        finally:
+            if self.result is None:
+                self.cancel()
+
+    def cancel(self) -> None:
+        self.scheduler.cancel(self.request)
+
+    def wait(self) -> Result:
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+
+class AsyncStream:
+    """The same for asyncio consumers (the HTTP server): `async for chunk in stream`; `result` at the end."""
+
+    def __init__(self, scheduler: Scheduler, req: Request, q: asyncio.Queue):
+        self.scheduler = scheduler
+        self.request = req
+        self._q = q
+        self.result: Result | None = None
+
+    def __aiter__(self):
+        return self._gen()
+
+    async def _gen(self):
+        try:
+            while True:
+                ev = await self._q.get()
+                if isinstance(ev, Result):
+                    self.result = ev
+                    return
+                yield ev
+        finally:
+            if self.result is None:
+                self.cancel()
+
+    def cancel(self) -> None:
+        self.scheduler.cancel(self.request)
+
+    async def wait(self) -> Result:
+        async for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+
+class Scheduler:
+    def __init__(self, engine, config: SchedulerConfig | None = None):
+        cfg = config or SchedulerConfig()
+        self.engine = engine
+        self.config = cfg
+        self.context_size = min(cfg.context_size or engine.n_ctx_train or engine.n_ctx, engine.n_ctx)
+        self.max_batch = min(cfg.max_batch_tokens, engine.n_batch)
+        store = None
+        if cfg.ram_cache_bytes > 0 or (cfg.cache_dir is not None and cfg.disk_cache_bytes > 0):
+            model_hash = model_fingerprint(engine.model_path, cfg.cache_dir) if cfg.cache_dir else None
+            disk_dir = cfg.cache_dir / "kv" / model_hash[:16] if cfg.cache_dir else None
+            store = KVStore(ram_bytes=cfg.ram_cache_bytes, disk_bytes=cfg.disk_cache_bytes,
+                            disk_dir=disk_dir, model_hash=model_hash)
+        self.cache = PrefixCache(engine, kv_budget=engine.n_ctx, store=store)
+        self.running: list[Request] = []
+        self.waiting: collections.deque[Request] = collections.deque()
+        self.observers: list[Callable[[Request, Result], None]] = []
+        self.totals = collections.Counter()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = False
+        self._save_on_stop = True
+        self._thread = threading.Thread(target=self._run, name="parley-scheduler", daemon=True)
+        self._thread.start()
+
+    # ---- any thread --------------------------------------------------------------------------------------
+    def submit(self, prompt: Sequence[int], params: SamplingParams, sink: Callable, *, pin: bool = False,
+               prefill_only: bool = False) -> Request:
+        """Queue a generation. Raises (in the caller's thread) for a prompt that cannot fit or a full queue."""
+        prompt = list(prompt)
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if self._stopping:
+            raise Overloaded("the scheduler is shutting down")
+        n = len(prompt)
+        room = self.context_size - n
+        if room < (0 if prefill_only else 1):
+            raise LimitExceeded(
+                f"the prompt is {n} tokens; the context holds {self.context_size} tokens "
+                f"(with at least 1 left to generate): {n - self.context_size + 1} tokens too many",
+                param="messages", code="context_length_exceeded")
+        if len(self.waiting) >= self.config.max_waiting:
+            raise Overloaded(f"{len(self.waiting)} requests are already waiting (max_waiting); retry later")
+        req = Request(prompt=prompt, params=params, sink=sink)
+        req.max_new = 0 if prefill_only else min(params.max_tokens, room)
+        req.pin = pin
+        self._inbox.put(("submit", req))
+        return req
+
+    def stream(self, prompt: Sequence[int], params: SamplingParams) -> Stream:
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        return Stream(self, self.submit(prompt, params, q.put), q)
+
+    def astream(self, prompt: Sequence[int], params: SamplingParams) -> AsyncStream:
+        """Call from a running event loop."""
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+
+        def sink(ev, _put=q.put_nowait):
+            try:
+                loop.call_soon_threadsafe(_put, ev)
+            except RuntimeError:  # the loop is closed: nobody is listening, the next step cancels
+                if ev.__class__ is Chunk:
+                    holder[0].cancelled = True
+
+        holder: list[Request] = []
+        holder.append(self.submit(prompt, params, sink))
+        return AsyncStream(self, holder[0], q)
+
+    def generate(self, prompt: Sequence[int], params: SamplingParams) -> Result:
+        return self.stream(prompt, params).wait()
+
+    def cancel(self, req: Request) -> None:
+        """Stop a request within one step; its KV so far stays cached."""
+        if req.status is not Status.FINISHED and not req.cancelled:
+            req.cancelled = True
+            self._inbox.put(("wake", None))
+
+    def call(self, fn: Callable, timeout: float | None = None):
+        """Run fn() on the scheduler thread (where the engine lives) and return its result."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        fut: Future = Future()
+        self._inbox.put(("call", (fn, fut)))
+        return fut.result(timeout)
+
+    def pin(self, tokens: Sequence[int]) -> Slot:
+        """Read `tokens` once and keep their KV pinned (never evicted) until unpin(); returns the handle."""
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        req = self.submit(tokens, SamplingParams(max_tokens=1), q.put, pin=True, prefill_only=True)
+        while not isinstance(res := q.get(), Result):
+            pass
+        if res.finish_reason == "error":
+            raise InvalidRequest(f"could not pin the prefix: {res.error}", param="prefix")
+        return req.slot
+
+    def unpin(self, slot: Slot) -> None:
+        self.call(lambda: self.cache.unpin(slot))
+
+    def stats(self) -> dict:
+        """A snapshot for /metrics and the benchmarks (computed on the scheduler thread)."""
+        return self.call(self._stats)
+
+    def close(self, *, save: bool = True, timeout: float = 120.0) -> None:
+        """Stop the loop. With save, idle sequences and RAM states are written to the disk tier first."""
+        if not self._thread.is_alive():
+            return
+        self._save_on_stop = save
+        self._inbox.put(("stop", None))
+        self._thread.join(timeout)
+
+    # ---- the scheduler thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping:
+            if not self.running and not self.waiting:
+                self._handle(*self._inbox.get())
+            while not self._stopping:
+                try:
+                    self._handle(*self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if self._stopping:
+                break
+            try:
+                self._step()
+            except Exception as e:  # an engine failure must not leave clients hanging
+                log.exception("scheduler step failed")
+                for r in list(self.running):
+                    self._finish(r, "error", error=f"internal error: {e}")
+        self._shutdown()
+
+    def _handle(self, op: str, arg) -> None:
+        if op == "submit":
+            self.waiting.append(arg)
+        elif op == "call":
+            fn, fut = arg
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as e:  # handed to the caller
+                    fut.set_exception(e)
+        elif op == "stop":
+            self._stopping = True
+
+    def _shutdown(self) -> None:
+        for r in list(self.running):
+            self._finish(r, "cancelled")
+        while self.waiting:
+            self._finish_unadmitted(self.waiting.popleft(), "cancelled")
+        while True:  # answer calls and submissions that raced with the stop
+            try:
+                op, arg = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if op == "call":
+                arg[1].set_exception(RuntimeError("the scheduler has stopped"))
+            elif op == "submit":
+                self._finish_unadmitted(arg, "cancelled")
+        store = self.cache.store
+        if store is not None:
+            if self._save_on_stop:
+                try:
+                    n = self.cache.save_all()
+                    log.info("saved %d KV states for the next start", n)
+                except Exception:
+                    log.exception("saving KV states at shutdown failed")
+            store.close()
+
+    def _step(self) -> None:
+        for r in [r for r in self.running if r.cancelled]:
+            self._finish(r, "cancelled")
+        if any(r.cancelled for r in self.waiting):
+            for r in [r for r in self.waiting if r.cancelled]:
+                self.waiting.remove(r)
+                self._finish_unadmitted(r, "cancelled")
+        self._admit()
+        if not self.running:
+            return
+
+        tokens: list[int] = []
+        positions: list[int] = []
+        seqs: list[int] = []
+        logits: list[bool] = []
+        decoding = [r for r in self.running if r.status is Status.DECODE]
+        for r in decoding:
+            r.batch_index = len(tokens)
+            tokens.append(r.next_token)
+            positions.append(r.n_past)
+            seqs.append(r.slot.seq)
+            logits.append(True)
+        budget = self.max_batch - len(tokens)
+        if decoding:
+            budget = min(budget, self.config.prefill_chunk)
+        chunks: list[tuple[Request, int]] = []
+        for r in self.running:
+            if r.status is not Status.PREFILL or budget <= 0:
+                continue
+            start = r.n_past
+            end = min(len(r.prompt), start + budget)
+            n = end - start
+            tokens.extend(r.prompt[start:end])
+            positions.extend(range(start, end))
+            seqs.extend([r.slot.seq] * n)
+            logits.extend([False] * n)
+            if end == len(r.prompt) and r.max_new > 0:
+                logits[-1] = True
+                r.batch_index = len(tokens) - 1
+            chunks.append((r, end))
+            budget -= n
+
+        self.engine.decode(tokens, positions, seqs, logits)
+        self.totals["decode_calls"] += 1
+        self.totals["batch_tokens"] += len(tokens)
+
+        ledger = self.cache.ledger
+        for r, end in chunks:
+            slot = r.slot
+            n = end - r.n_past
+            slot.tokens.extend(r.prompt[r.n_past:end])
+            r.n_past = end
+            ledger.extend(slot.seq, end)
+            r.reserved -= n
+            r.prefilled += n
+            self.totals["prefilled_tokens"] += n
+            if end == len(r.prompt):
+                self.cache.grew(slot)
+                if r.max_new == 0:
+                    self._finish(r, "stop")
+                else:
+                    r.status = Status.DECODE
+                    self._emit(r, self.engine.sample(r.sampler, r.batch_index))
+        for r in decoding:
+            r.slot.tokens.append(r.next_token)
+            r.n_past += 1
+            ledger.extend(r.slot.seq, r.n_past)
+            r.reserved -= 1
+            self._emit(r, self.engine.sample(r.sampler, r.batch_index))
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.running) < self.config.max_running:
+            r = self.waiting[0]
+            outstanding = sum(max(0, x.reserved) for x in self.running)
+            try:
+                attached = self.cache.attach(r, protect_cells=outstanding)
+            except Exception as e:  # never lose a request: it gets an error record
+                log.exception("admitting request %d failed", r.id)
+                self.waiting.popleft()
+                self.cache.discard_owner(r)
+                self._finish_unadmitted(r, "error", error=f"internal error: {e}")
+                continue
+            if attached is None:
+                if self.running:
+                    return  # wait for running requests to finish and free KV
+                self.waiting.popleft()
+                self._finish_unadmitted(r, "error", error=(
+                    f"the request needs {len(r.prompt) + r.max_new} KV cells and the KV budget is "
+                    f"{self.cache.kv_budget} tokens (--kv-size); lower max_tokens or the prompt"))
+                continue
+            self.waiting.popleft()
+            r.reserved = len(r.prompt) - r.n_past + r.max_new
+            r.admitted = time.perf_counter()
+            r.status = Status.PREFILL
+            self.running.append(r)
+            if r.max_new > 0:
+                r.sampler = self.engine.make_sampler(r.params, r.prompt)
+                r.detok = IncrementalDetokenizer(self.engine.piece)
+                r.stops = StopMatcher(r.params.stop)
+            self.totals["cached_tokens"] += r.cached_tokens
+            self.totals["prompt_tokens"] += len(r.prompt)
+
+    def _emit(self, r: Request, tok: int) -> None:
+        if not r.first_token:
+            r.first_token = time.perf_counter()
+        if self.engine.is_eog(tok):
+            self._finish(r, "stop")
+            return
+        r.output.append(tok)
+        r.pending.append(tok)
+        text = r.detok.add(tok)
+        if text:
+            out = r.stops.feed(text)
+            if out:
+                self._send(r, out)
+            if r.stops.stopped:
+                r.stop_string = r.stops.matched
+                self._finish(r, "stop")
+                return
+        if len(r.output) >= r.max_new:
+            self._finish(r, "length")
+            return
+        r.next_token = tok
+
+    def _send(self, r: Request, text: str) -> None:
+        r.text.append(text)
+        ids, r.pending = r.pending, []
+        r.sink(Chunk(text, ids))
+
+    def _finish(self, r: Request, reason: str, error: str | None = None) -> None:
+        if r.stops is not None and not r.stops.stopped and reason != "error":
+            out = r.stops.feed(r.detok.flush())
+            out += r.stops.flush()
+            if r.stops.stopped:
+                r.stop_string = r.stops.matched
+                reason = "stop"
+            if out:
+                self._send(r, out)
+        r.status = Status.FINISHED
+        self.running.remove(r)
+        if r.sampler is not None:
+            r.sampler.close()
+        if reason == "error":
+            self.cache.discard_owner(r)
+        else:
+            self.cache.release(r, pin=r.pin)
+        self._report(r, reason, error)
+
+    def _finish_unadmitted(self, r: Request, reason: str, error: str | None = None) -> None:
+        r.status = Status.FINISHED
+        self._report(r, reason, error)
+
+    def _report(self, r: Request, reason: str, error: str | None) -> None:
+        now = time.perf_counter()
+        first = r.first_token or now
+        n_gen = len(r.output)
+        decode_s = now - first
+        res = Result(
+            finish_reason=reason,
+            text="".join(r.text),
+            token_ids=list(r.output),
+            prompt_tokens=len(r.prompt),
+            cached_tokens=r.cached_tokens,
+            prefilled_tokens=r.prefilled,
+            generated_tokens=n_gen,
+            cache_source=r.cache_source,
+            cache_note=r.cache_note,
+            ttft_s=first - r.arrived,
+            queue_s=(r.admitted or now) - r.arrived,
+            decode_tps=(n_gen - 1) / decode_s if n_gen > 1 and decode_s > 0 else 0.0,
+            total_s=now - r.arrived,
+            stop_string=r.stop_string,
+            seed=r.sampler.seed if r.sampler is not None else r.params.seed,
+            error=error,
+        )
+        self.totals[f"finished_{reason}"] += 1
+        self.totals["generated_tokens"] += n_gen
+        for obs in self.observers:
+            try:
+                obs(r, res)
+            except Exception:
+                log.exception("observer failed")
+        r.sink(res)
+
+    def _stats(self) -> dict:
+        c = self.cache
+        store = c.store
+        return {
+            "running": len(self.running),
+            "waiting": len(self.waiting),
+            "kv_cells_used": c.cells_used,
+            "kv_cells_budget": c.kv_budget,
+            "live_sequences": len(c.slots),
+            "pinned_sequences": sum(1 for s in c.slots.values() if s.pins),
+            "ram_bytes": store.ram_used if store else 0,
+            "disk_bytes": store.disk_used if store else 0,
+            "ram_states": store.ram_count if store else 0,
+            "disk_states": store.disk_count if store else 0,
+            "corrupt_cache_files": store.corrupt_files if store else 0,
+            **{f"cache_{k}": v for k, v in vars(c.counters).items()},
+            **dict(self.totals),
+        }
