@@ -3,8 +3,9 @@
 On a quiet 2-core machine 2 threads decode ~120 tok/s and 1 thread ~80; when another process holds a core,
 2 spinning threads fall to ~32 tok/s while 1 thread keeps ~80 (measured on this project's machines). No setting
 wins both, so the governor measures: every `period` decode calls it runs `probe` calls with the other thread
-count and keeps whichever cost less per token (median, with a 10% margin). Failed probes back off (period
-doubles up to 16x) so a quiet machine pays well under 1% for the checks.
+count and keeps whichever cost less per token (median, with a 10% margin). The first probe comes after 16 calls,
+so a process started on a busy machine adapts within a fraction of a second; failed probes back off (the period
+doubles up to 1024 calls) so a quiet machine soon pays well under 1% for the checks.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import statistics
 
 
 class ThreadGovernor:
-    def __init__(self, max_threads: int, *, period: int = 256, probe: int = 4, margin: float = 0.10):
+    def __init__(self, max_threads: int, *, period: int = 16, max_period: int = 1024, probe: int = 4,
+                 margin: float = 0.10):
         self.choices = sorted({max_threads, max(1, max_threads // 2)}, reverse=True)
         self.current = self.choices[0]
         self.period = period
         self.base_period = period
+        self.max_period = max_period
         self.probe = probe
         self.margin = margin
         self._calls = 0
@@ -58,6 +61,6 @@ class ThreadGovernor:
             self.period = self.base_period
             self.switches += 1
         else:
-            self.period = min(self.period * 2, self.base_period * 16)
+            self.period = min(self.period * 2, self.max_period)
         self._probing = None
         self._calls = 0

@@ -86,7 +86,7 @@ class PrefixCache:
         free cells must remain for requests already running. Returns None (nothing changed) when the KV budget
         or the sequence ids cannot take the request now."""
         prompt = req.prompt
-        hashes = chain_hashes(prompt)
+        hashes = req.hashes or chain_hashes(prompt)
         limit = len(prompt) - 1 if req.max_new > 0 else len(prompt)  # keep one token to decode for logits
         live, n_live = self.index.match(prompt, hashes, accept=lambda h: isinstance(h, Slot))
         saved, n_saved = self.index.match(prompt, hashes, accept=lambda h: isinstance(h, Saved) and not h.deleted)

@@ -45,6 +45,16 @@ def prefix_key(tokens: Sequence[int], hashes: list[bytes] | None = None) -> str:
     return h.hexdigest()
 
 
+def shared_blocks(a: list[bytes], b: list[bytes]) -> int:
+    """How many leading blocks two chained-hash lists share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int], start: int = 0) -> int:
     n = min(len(a), len(b))
     i = start
@@ -83,10 +93,9 @@ class PrefixIndex:
     def set_tokens(self, holder: Holder, tokens: list[int]) -> None:
         """Replace a holder's tokens (after it was extended or trimmed) and re-index its blocks."""
         old = holder.hashes
-        keep = 0
         limit = min(len(old), len(tokens) // BLOCK)
-        # blocks still fully inside the common prefix keep their hashes
-        n_same = common_prefix(holder.tokens, tokens) // BLOCK
+        # blocks still fully inside the common prefix keep their hashes (an in-place extension keeps all)
+        n_same = limit if tokens is holder.tokens else common_prefix(holder.tokens, tokens) // BLOCK
         keep = min(limit, n_same)
         for h in old[keep:]:
             bucket = self._by_hash.get(h)

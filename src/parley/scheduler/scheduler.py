@@ -25,6 +25,7 @@ from parley.errors import InvalidRequest, LimitExceeded, Overloaded
 from parley.sampling import SamplingParams
 from parley.scheduler.kv_store import KVStore, model_fingerprint
 from parley.scheduler.prefix_cache import PrefixCache, Slot
+from parley.scheduler.prefix_index import BLOCK, chain_hashes, shared_blocks
 from parley.scheduler.request import Chunk, Request, Result, Status
 from parley.text.detokenize import IncrementalDetokenizer
 from parley.text.stops import StopMatcher
@@ -32,6 +33,7 @@ from parley.text.stops import StopMatcher
 log = logging.getLogger("parley.scheduler")
 
 MiB = 1 << 20
+SHARE_MIN_TOKENS = 64  # a waiting request holds back for a running prefill that will compute this much of its prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +339,8 @@ class Scheduler:
             r.reserved -= n
             r.prefilled += n
             self.totals["prefilled_tokens"] += n
+            self.cache.grew(slot)  # what is read is shareable at once, even mid-prompt
             if end == len(r.prompt):
-                self.cache.grew(slot)
                 if r.max_new == 0:
                     self._finish(r, "stop")
                 else:
@@ -352,26 +354,30 @@ class Scheduler:
             self._emit(r, self.engine.sample(r.sampler, r.batch_index))
 
     def _admit(self) -> None:
+        held: list[Request] = []
         while self.waiting and len(self.running) < self.config.max_running:
-            r = self.waiting[0]
+            r = self.waiting.popleft()
+            if not r.hashes:
+                r.hashes = chain_hashes(r.prompt)
+            if self._shares_running_prefill(r):
+                held.append(r)
+                continue
             outstanding = sum(max(0, x.reserved) for x in self.running)
             try:
                 attached = self.cache.attach(r, protect_cells=outstanding)
             except Exception as e:  # never lose a request: it gets an error record
                 log.exception("admitting request %d failed", r.id)
-                self.waiting.popleft()
                 self.cache.discard_owner(r)
                 self._finish_unadmitted(r, "error", error=f"internal error: {e}")
                 continue
             if attached is None:
                 if self.running:
-                    return  # wait for running requests to finish and free KV
-                self.waiting.popleft()
+                    self.waiting.appendleft(r)
+                    break  # wait for running requests to finish and free KV
                 self._finish_unadmitted(r, "error", error=(
                     f"the request needs {len(r.prompt) + r.max_new} KV cells and the KV budget is "
                     f"{self.cache.kv_budget} tokens (--kv-size); lower max_tokens or the prompt"))
                 continue
-            self.waiting.popleft()
             r.reserved = len(r.prompt) - r.n_past + r.max_new
             r.admitted = time.perf_counter()
             r.status = Status.PREFILL
@@ -382,6 +388,17 @@ class Scheduler:
                 r.stops = StopMatcher(r.params.stop)
             self.totals["cached_tokens"] += r.cached_tokens
             self.totals["prompt_tokens"] += len(r.prompt)
+        self.waiting.extendleft(reversed(held))
+
+    def _shares_running_prefill(self, r: Request) -> bool:
+        """True when a running request is still reading a prefix of r's prompt (SHARE_MIN_TOKENS or more):
+        r waits and then forks it instead of computing the same tokens a second time."""
+        for x in self.running:
+            if x.status is Status.PREFILL:
+                shared = shared_blocks(x.hashes, r.hashes) * BLOCK
+                if shared >= SHARE_MIN_TOKENS and x.n_past < shared:
+                    return True
+        return False
 
     def _emit(self, r: Request, tok: int) -> None:
         if not r.first_token:

@@ -1,0 +1,49 @@
+"""Shared fixtures. Tests that need the real embedded model get one session-wide Parley; nothing here fakes it.
+
+PARLEY_HOME points at a temporary directory for the whole session, so no test reads or writes the user's cache.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+_home = tempfile.mkdtemp(prefix="parley-test-home-")
+os.environ["PARLEY_HOME"] = _home
+
+
+@pytest.fixture(scope="session")
+def parley_home() -> str:
+    return _home
+
+
+@pytest.fixture(scope="session")
+def det():
+    """The embedded model in deterministic mode (batch-invariant), no disk tier: for exact-equality tests."""
+    import parley
+
+    p = parley.load(deterministic=True, cache_dir=False, kv_size=8192)
+    yield p
+    p.close(save=False)
+
+
+@pytest.fixture(scope="session")
+def fast():
+    """The embedded model in the default (fast) mode, no disk tier."""
+    import parley
+
+    p = parley.load(cache_dir=False, kv_size=8192)
+    yield p
+    p.close(save=False)
+
+
+@pytest.fixture(scope="session")
+def engine(det):
+    return det.engine
+
+
+def chatml(user: str, system: str | None = None) -> str:
+    s = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
+    return f"{s}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"

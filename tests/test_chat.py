@@ -1,0 +1,135 @@
+"""The chat layer on the real model: streaming turns, KV reuse across turns, retry, overflow, stop strings."""
+
+from __future__ import annotations
+
+import pytest
+
+import parley
+from parley.errors import InvalidRequest, LimitExceeded, TemplateError
+from parley.sampling import SamplingParams
+
+Q = ["What is the capital of France?", "And of Italy?", "Which of the two is older?"]
+
+
+def test_send_streams_chunks_and_reports(det):
+    chat = det.chat(system="You are terse.", temperature=0, max_tokens=16)
+    chunks = list(chat.send(Q[0]))
+    assert len(chunks) > 1 and "".join(chunks) == chat.last.text
+    r = chat.last.result
+    assert r.prompt_tokens == len(det.tokenize(det.template.render(chat.messages[:-1])))
+    assert r.generated_tokens >= 1 and r.ttft_s > 0 and r.finish_reason in ("stop", "length")
+    assert chat.messages[-1] == {"role": "assistant", "content": chat.last.text}
+
+
+def test_each_turn_prefills_only_new_tokens(det):
+    chat = det.chat(system="You are a geography teacher.", temperature=0, max_tokens=24)
+    chat.ask(Q[0])
+    for q in Q[1:]:
+        before = chat.conversation._prev.tokens
+        chat.ask(q)
+        r = chat.last.result
+        # everything the previous turn left in the cache is reused; only the new turn's tokens are read
+        assert r.cached_tokens >= len(before) - 1, chat.last.note
+        assert r.prefilled_tokens == r.prompt_tokens - r.cached_tokens
+        assert r.cache_source == "live" and chat.last.note == ""
+
+
+def test_cached_reply_equals_fresh_prefill(det, tmp_path):
+    """Token for token: a turn whose history comes from the cache gives what a cold full prefill gives."""
+    chat = det.chat(system="You answer in one sentence.", temperature=0, max_tokens=20)
+    for q in Q:
+        chat.ask(q)
+    warm = chat.last.result
+    assert warm.cached_tokens > warm.prompt_tokens // 2
+    turn_tokens = chat.conversation._prev.tokens[: warm.prompt_tokens]
+    cold = parley.load(deterministic=True, cache_dir=False, kv_size=4096)
+    try:
+        fresh = cold.scheduler.generate(list(turn_tokens), chat.params)
+    finally:
+        cold.close(save=False)
+    assert fresh.cached_tokens == 0
+    assert fresh.token_ids == warm.token_ids
+
+
+def test_retry_reuses_the_prompt(det):
+    chat = det.chat(temperature=0.9, seed=5, max_tokens=12)
+    first = chat.ask("Invent a name for a cat.")
+    again = "".join(chat.retry(seed=6))
+    r = chat.last.result
+    assert r.cached_tokens == r.prompt_tokens - 1  # one token is always read again, for fresh logits
+    assert len([m for m in chat.messages if m["role"] == "assistant"]) == 1
+    assert isinstance(first, str) and isinstance(again, str)
+
+
+def test_stop_string_never_leaks(det):
+    """Pick a stop string from the greedy reply itself; the reply with it is cut before it, chunk by chunk."""
+    chat = det.chat(temperature=0, max_tokens=40)
+    full = chat.ask("Describe the ocean in two sentences.")
+    words = full.split()
+    assert len(words) > 4
+    stop = " " + words[3][:3]  # a stop that starts mid-stream and is likely split across tokens
+    cut = full[: full.index(stop)]
+    chat2 = det.chat(temperature=0, max_tokens=40, stop=[stop])
+    chunks = list(chat2.send("Describe the ocean in two sentences."))
+    assert "".join(chunks) == cut
+    assert chat2.last.result.finish_reason == "stop" and chat2.last.result.stop_string == stop
+    seen = ""
+    for c in chunks:
+        seen += c
+        assert stop not in seen
+
+
+def test_overflow_error_says_by_how_much(det):
+    chat = det.chat(overflow="error", max_tokens=8)
+    with pytest.raises(LimitExceeded, match="tokens too many"):
+        chat.ask("word " * (det.context_size + 10))
+
+
+def test_overflow_truncate_keeps_system_and_says_so(det):
+    small = parley.load(deterministic=True, cache_dir=False, kv_size=512, context_size=256)
+    try:
+        chat = small.chat(system="You are Bob.", overflow="truncate", temperature=0, max_tokens=16)
+        drops = []
+        for i in range(12):
+            chat.ask(f"Tell me something about the number {i}.")
+            drops.append((chat.last.dropped, chat.last.note, chat.last.result.prompt_tokens))
+        assert any(d for d, _, _ in drops), drops
+        for d, note, n in drops:
+            assert n + 16 <= 256
+            if d:
+                assert f"{d} oldest messages were dropped" in note
+        assert chat.messages[0] == {"role": "system", "content": "You are Bob."}
+        assert chat.messages[1]["role"] == "user"
+    finally:
+        small.close(save=False)
+
+
+def test_empty_message_is_an_error(det):
+    chat = det.chat()
+    with pytest.raises(InvalidRequest, match="empty"):
+        chat.ask("   ")
+    with pytest.raises(InvalidRequest, match="retry"):
+        chat.retry()
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("max_tokens", -1, "max_tokens"), ("max_tokens", 0, "max_tokens"), ("temperature", -0.5, "temperature"),
+    ("top_p", 0.0, "top_p"), ("top_k", 1.5, "top_k"), ("seed", -3, "seed"), ("stop", [""], "stop"),
+    ("temperature", float("nan"), "temperature"), ("max_tokens", True, "max_tokens"),
+])
+def test_bad_sampling_values_name_the_field(field, value, match):
+    with pytest.raises(InvalidRequest, match=match):
+        SamplingParams().replace(**{field: value})
+
+
+def test_unknown_chat_format_lists_known():
+    from parley.text.template import resolve_template
+
+    with pytest.raises(TemplateError, match="chatml"):
+        resolve_template("x", "nope", bos_token="", eos_token="")
+
+
+def test_raw_completion(det):
+    stream = det.complete("The sky is", temperature=0, max_tokens=5)
+    text = "".join(c.text for c in stream)
+    assert stream.result.generated_tokens == 5 and text == stream.result.text

@@ -1,0 +1,149 @@
+"""The scheduler with the real model: continuous batching, cancellation, budgets, pinned prefixes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import parley
+from parley.sampling import SamplingParams
+from tests.conftest import chatml
+
+GREEDY = SamplingParams(temperature=0, max_tokens=24)
+
+
+def test_eight_concurrent_conversations_match_alone(det):
+    eng, sched = det.engine, det.scheduler
+    system = "You are a patient maths teacher. " * 12  # a shared prefix worth sharing (> 64 tokens)
+    prompts = [eng.tokenize(chatml(f"Give me one fact about the number {i}.", system)) for i in range(8)]
+    alone = []
+    for p in prompts:
+        alone.append(sched.generate(p, GREEDY).token_ids)
+        sched.call(lambda: [sched.cache._free(s) for s in sched.cache.idle_slots()])  # nothing cached between
+    streams = [sched.stream(p, GREEDY) for p in prompts]
+    together = [s.wait() for s in streams]
+    assert [r.token_ids for r in together] == alone
+    assert sum(1 for r in together if r.cached_tokens >= 64) == 7  # all but the first forked the system prompt
+
+
+def test_batching_overlaps_requests(det):
+    """Requests submitted together are decoded in shared steps, not one after another."""
+    eng, sched = det.engine, det.scheduler
+    before = sched.stats()
+    prompts = [eng.tokenize(chatml(f"Say a word about {w}.")) for w in ("rain", "snow", "wind", "sun")]
+    results = [s.wait() for s in [sched.stream(p, SamplingParams(temperature=0, max_tokens=16)) for p in prompts]]
+    after = sched.stats()
+    generated = sum(r.generated_tokens for r in results)
+    calls = after["decode_calls"] - before["decode_calls"]
+    assert calls < generated  # several requests shared each decode call
+
+
+def test_cancel_mid_stream_frees_the_sequence(det):
+    sched = det.scheduler
+    prompt = det.engine.tokenize(chatml("Write a very long story about a lighthouse keeper."))
+    stream = sched.stream(prompt, SamplingParams(temperature=0.7, max_tokens=400, seed=1))
+    got = 0
+    for _ in stream:
+        got += 1
+        if got == 3:
+            stream.cancel()
+    res = stream.result
+    assert res.finish_reason == "cancelled"
+    assert res.generated_tokens < 50  # stopped within a step or two, not at max_tokens
+    stats = sched.stats()
+    assert stats["running"] == 0
+    owners = sched.call(lambda: [s.owner for s in sched.cache.slots.values()])
+    assert all(o is None for o in owners)
+
+
+def test_leaving_a_stream_cancels(det):
+    sched = det.scheduler
+    prompt = det.engine.tokenize(chatml("List every country you know."))
+    stream = sched.stream(prompt, SamplingParams(temperature=0.7, max_tokens=400, seed=2))
+    for _ in stream:
+        break  # the consumer walks away (a closed connection, Ctrl-C)
+    deadline = time.time() + 10
+    while sched.stats()["running"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert sched.stats()["running"] == 0
+
+
+def test_budgets_are_never_exceeded(tmp_path):
+    """A small KV budget, RAM tier and disk tier under 12 conversations: every budget holds at every step."""
+    p = parley.load(deterministic=False, kv_size=640, ram_cache_mb=4, disk_cache_mb=12, cache_dir=tmp_path)
+    try:
+        sched = p.scheduler
+        seen = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                seen.append(sched.stats())
+                time.sleep(0.01)
+
+        w = threading.Thread(target=watch)
+        w.start()
+        chats = [p.chat(system=f"You are assistant number {i}.", temperature=0, max_tokens=24) for i in range(12)]
+        for rnd in range(2):
+            for c in chats:
+                c.ask(f"Round {rnd}: say hello.")
+        stop.set()
+        w.join()
+        seen.append(sched.stats())
+        assert seen and all(s["kv_cells_used"] <= s["kv_cells_budget"] for s in seen)
+        assert all(s["ram_bytes"] <= 4 << 20 for s in seen)
+        assert all(s["disk_bytes"] <= 12 << 20 for s in seen)
+        final = seen[-1]
+        assert final["cache_evictions"] > 0 and final["cache_saved_states"] > 0
+        assert final["cache_hits_ram"] + final["cache_hits_disk"] > 0
+        on_disk = sum(f.stat().st_size for f in tmp_path.glob("kv/*/*.kv"))
+        assert on_disk <= 12 << 20
+    finally:
+        p.close(save=False)
+
+
+def test_request_larger_than_kv_budget_fails_clearly(tmp_path):
+    """With most cells pinned, a request that cannot fit gets an error naming the budget; nothing hangs."""
+    p = parley.load(kv_size=512, cache_dir=False)
+    try:
+        eng, sched = p.engine, p.scheduler
+        sched.pin(eng.tokenize("You are a pinned persona. " * 60)[:400])
+        res = sched.generate(eng.tokenize(chatml("hi " * 100)), SamplingParams(max_tokens=100))
+        assert res.finish_reason == "error" and "KV budget" in res.error
+        small = sched.generate(eng.tokenize(chatml("hi")), SamplingParams(max_tokens=4))
+        assert small.finish_reason in ("stop", "length")  # the engine still works
+    finally:
+        p.close(save=False)
+
+
+def test_pinned_prefix_survives_pressure(tmp_path):
+    p = parley.load(kv_size=700, ram_cache_mb=64, cache_dir=False)
+    try:
+        eng, sched = p.engine, p.scheduler
+        persona = "You are Captain Nemo. " + "You love the sea and its creatures. " * 25
+        prefix = eng.tokenize(f"<|im_start|>system\n{persona}<|im_end|>\n")
+        handle = sched.pin(prefix)
+        assert handle.pins == 1 and handle.tokens == prefix
+        for i in range(10):  # other conversations push every unpinned sequence out
+            sched.generate(eng.tokenize(chatml(f"Question {i}: what is {i} plus {i}? " * 6)),
+                           SamplingParams(temperature=0, max_tokens=16))
+        assert sched.call(lambda: handle.seq in sched.cache.slots and sched.cache.slots[handle.seq] is handle)
+        assert sched.stats()["cache_evictions"] > 0
+        res = sched.generate(prefix + eng.tokenize("<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"),
+                             SamplingParams(temperature=0, max_tokens=8))
+        assert res.cached_tokens >= len(prefix) and res.cache_source == "live"
+        sched.unpin(handle)
+        assert handle.pins == 0
+    finally:
+        p.close(save=False)
+
+
+def test_queue_and_prompt_limits(det):
+    import pytest
+
+    from parley.errors import InvalidRequest, LimitExceeded
+
+    with pytest.raises(LimitExceeded, match="too many"):
+        det.scheduler.submit([1] * (det.context_size + 5), GREEDY, lambda ev: None)
+    with pytest.raises(InvalidRequest, match="empty"):
+        det.scheduler.submit([], GREEDY, lambda ev: None)
