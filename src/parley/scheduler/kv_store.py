@@ -94,7 +94,7 @@ def write_state_file(path: Path, model_hash: str, tokens: list[int], data: bytes
         "sha256": hashlib.sha256(token_bytes + bytes(memoryview(data))).hexdigest(),
         "created": time.time(),
     }).encode()
-    tmp = path.with_suffix(f".tmp{threading.get_ident()}")
+    tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
     with open(tmp, "wb") as f:
         f.write(_HEAD.pack(MAGIC, VERSION, len(header)))
         f.write(header)
@@ -186,8 +186,12 @@ class KVStore:
             self._disk[s] = None
             self.disk_used += s.size
             found.append(s)
-        for stale in self.dir.glob("*.tmp*"):
-            stale.unlink(missing_ok=True)
+        for stale in self.dir.glob("*.tmp*"):  # a write cut short; another live process's is recent
+            try:
+                if time.time() - stale.stat().st_mtime > 3600:
+                    stale.unlink(missing_ok=True)
+            except OSError:
+                pass
         return found
 
     # ---- put / take --------------------------------------------------------------------------------------

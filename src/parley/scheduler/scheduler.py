@@ -129,7 +129,9 @@ class Scheduler:
             disk_dir = cfg.cache_dir / "kv" / model_hash[:16] if cfg.cache_dir else None
             store = KVStore(ram_bytes=cfg.ram_cache_bytes, disk_bytes=cfg.disk_cache_bytes,
                             disk_dir=disk_dir, model_hash=model_hash)
-        self.cache = PrefixCache(engine, kv_budget=engine.n_ctx, store=store)
+        # deterministic mode borrows one cell per lone decode step for its scratch partner token
+        kv_budget = engine.n_ctx - (1 if getattr(engine, "deterministic", False) else 0)
+        self.cache = PrefixCache(engine, kv_budget=kv_budget, store=store)
         self.running: list[Request] = []
         self.waiting: collections.deque[Request] = collections.deque()
         self.observers: list[Callable[[Request, Result], None]] = []
