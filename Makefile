@@ -1,5 +1,5 @@
 # Two commands for a new machine:
-#   make run    create .venv, install parley and what it needs, start the main job on the embedded model
+#   make run    create .venv, install parley and what it needs, start the server (`make run ARGS=chat`: terminal)
 #   make test   install the test tools and run the tests
 #
 # llama-cpp-python compiles llama.cpp (8-10 minutes on 2 cores). It is built once per machine with the CPU
@@ -17,7 +17,7 @@ ARGS ?=
 .PHONY: run test install lint bench clean
 
 run: install
-	$(VENV)/bin/parley $(if $(ARGS),$(ARGS),chat)
+	$(VENV)/bin/parley $(if $(ARGS),$(ARGS),serve)
 
 install: $(VENV)/.installed
 

@@ -206,3 +206,25 @@ def test_thread_governor_returns_when_the_machine_is_quiet_again():
 
 def test_single_core_has_no_governor_choices():
     assert not ThreadGovernor(1).active
+
+
+def test_thread_governor_drops_at_once_when_contention_starts():
+    gov = ThreadGovernor(2, period=16, probe=4)
+    for _ in range(200):  # quiet: settles on 2 threads, probes back off
+        t = gov.threads_for_next_call()
+        gov.record(1, 0.008 if t == 2 else 0.012)
+    assert gov.current == 2
+    for _ in range(2):  # another process takes a core: 2 threads collapse to ~1 tok/s
+        assert gov.threads_for_next_call() in (1, 2)
+        gov.record(1, 0.8 if gov.threads_for_next_call() == 2 else 0.012)
+    assert gov.current == 1
+
+
+def test_thread_governor_compares_calls_of_the_same_size():
+    """A batch shrinking from 8 sequences to 1 costs more per token; that is not contention."""
+    gov = ThreadGovernor(2, period=16, probe=4)
+    for i in range(300):
+        n = 8 if i < 150 else 1
+        t = gov.threads_for_next_call()
+        gov.record(n, (0.015 if n == 8 else 0.008) * (1.0 if t == 2 else 1.5))
+    assert gov.current == 2 and gov.switches == 0

@@ -55,6 +55,21 @@ class EngineConfig:
     deterministic: bool = False
 
 
+def kv_bytes_per_cell(metadata: dict) -> int:
+    """Bytes of K and V one token takes in the KV cache (f16), from the GGUF metadata; 0 if unknown."""
+    try:
+        arch = metadata["general.architecture"]
+        n_layer = int(metadata[f"{arch}.block_count"])
+        n_head = int(metadata[f"{arch}.attention.head_count"])
+        n_head_kv = int(metadata.get(f"{arch}.attention.head_count_kv", n_head))
+        n_embd = int(metadata[f"{arch}.embedding_length"])
+        k_len = int(metadata.get(f"{arch}.attention.key_length", n_embd // n_head))
+        v_len = int(metadata.get(f"{arch}.attention.value_length", n_embd // n_head))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0
+    return n_layer * n_head_kv * (k_len + v_len) * 2
+
+
 class KVFull(ParleyError):
     """llama_decode found no free KV cells for the batch (the scheduler evicts and retries)."""
 
@@ -175,6 +190,7 @@ class LlamaCppEngine:
         self._threads_now = threads
         self.n_vocab = llc.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_train = llc.llama_model_n_ctx_train(self._model)
+        self.kv_bytes_per_cell = kv_bytes_per_cell(self.metadata)
         self.bos_id = llc.llama_vocab_bos(self._vocab)
         self.eos_id = llc.llama_vocab_eos(self._vocab)
         self.add_bos = bool(llc.llama_vocab_get_add_bos(self._vocab))

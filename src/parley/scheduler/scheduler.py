@@ -144,11 +144,12 @@ class Scheduler:
 
     # ---- any thread --------------------------------------------------------------------------------------
     def submit(self, prompt: Sequence[int], params: SamplingParams, sink: Callable, *, pin: bool = False,
-               prefill_only: bool = False) -> Request:
-        """Queue a generation. Raises (in the caller's thread) for a prompt that cannot fit or a full queue."""
+               prefill_only: bool = False, param: str = "prompt") -> Request:
+        """Queue a generation. Raises (in the caller's thread) for a prompt that cannot fit or a full queue;
+        `param` names the request field the prompt came from, for those errors."""
         prompt = list(prompt)
         if not prompt:
-            raise InvalidRequest("the prompt is empty", param="prompt")
+            raise InvalidRequest("the prompt is empty", param=param)
         if self._stopping:
             raise Overloaded("the scheduler is shutting down")
         n = len(prompt)
@@ -157,7 +158,7 @@ class Scheduler:
             raise LimitExceeded(
                 f"the prompt is {n} tokens; the context holds {self.context_size} tokens "
                 f"(with at least 1 left to generate): {n - self.context_size + 1} tokens too many",
-                param="messages", code="context_length_exceeded")
+                param=param, code="context_length_exceeded")
         if len(self.waiting) >= self.config.max_waiting:
             raise Overloaded(f"{len(self.waiting)} requests are already waiting (max_waiting); retry later")
         req = Request(prompt=prompt, params=params, sink=sink)
@@ -196,9 +197,12 @@ class Scheduler:
             self._inbox.put(("wake", None))
 
     def call(self, fn: Callable, timeout: float | None = None):
-        """Run fn() on the scheduler thread (where the engine lives) and return its result."""
+        """Run fn() on the scheduler thread (where the engine lives) and return its result. Raises RuntimeError
+        when the scheduler has stopped, TimeoutError after `timeout` seconds."""
         if threading.current_thread() is self._thread:
             return fn()
+        if not self._thread.is_alive():
+            raise RuntimeError("the scheduler has stopped")
         fut: Future = Future()
         self._inbox.put(("call", (fn, fut)))
         return fut.result(timeout)
@@ -216,9 +220,9 @@ class Scheduler:
     def unpin(self, slot: Slot) -> None:
         self.call(lambda: self.cache.unpin(slot))
 
-    def stats(self) -> dict:
-        """A snapshot for /metrics and the benchmarks (computed on the scheduler thread)."""
-        return self.call(self._stats)
+    def stats(self, timeout: float | None = 30.0) -> dict:
+        """A snapshot for /metrics and the benchmarks (computed on the scheduler thread, between steps)."""
+        return self.call(self._stats, timeout)
 
     def close(self, *, save: bool = True, timeout: float = 120.0) -> None:
         """Stop the loop. With save, idle sequences and RAM states are written to the disk tier first."""
@@ -245,7 +249,7 @@ class Scheduler:
             except Exception as e:  # an engine failure must not leave clients hanging
                 log.exception("scheduler step failed")
                 for r in list(self.running):
-                    self._finish(r, "error", error=f"internal error: {e}")
+                    self._finish(r, "error", error=f"internal error: {e}", code="internal")
         self._shutdown()
 
     def _handle(self, op: str, arg) -> None:
@@ -370,15 +374,16 @@ class Scheduler:
             except Exception as e:  # never lose a request: it gets an error record
                 log.exception("admitting request %d failed", r.id)
                 self.cache.discard_owner(r)
-                self._finish_unadmitted(r, "error", error=f"internal error: {e}")
+                self._finish_unadmitted(r, "error", error=f"internal error: {e}", code="internal")
                 continue
             if attached is None:
                 if self.running:
                     self.waiting.appendleft(r)
                     break  # wait for running requests to finish and free KV
-                self._finish_unadmitted(r, "error", error=(
+                self._finish_unadmitted(r, "error", code="kv_budget_exceeded", error=(
                     f"the request needs {len(r.prompt) + r.max_new} KV cells and the KV budget is "
-                    f"{self.cache.kv_budget} tokens (--kv-size); lower max_tokens or the prompt"))
+                    f"{self.cache.kv_budget} tokens (--kv-size), less what pinned prefixes hold; lower max_tokens "
+                    f"or the prompt"))
                 continue
             r.reserved = len(r.prompt) - r.n_past + r.max_new
             r.admitted = time.perf_counter()
@@ -429,7 +434,7 @@ class Scheduler:
         ids, r.pending = r.pending, []
         r.sink(Chunk(text, ids))
 
-    def _finish(self, r: Request, reason: str, error: str | None = None) -> None:
+    def _finish(self, r: Request, reason: str, error: str | None = None, code: str | None = None) -> None:
         if r.stops is not None and not r.stops.stopped and reason != "error":
             out = r.stops.feed(r.detok.flush())
             out += r.stops.flush()
@@ -446,13 +451,13 @@ class Scheduler:
             self.cache.discard_owner(r)
         else:
             self.cache.release(r, pin=r.pin)
-        self._report(r, reason, error)
+        self._report(r, reason, error, code)
 
-    def _finish_unadmitted(self, r: Request, reason: str, error: str | None = None) -> None:
+    def _finish_unadmitted(self, r: Request, reason: str, error: str | None = None, code: str | None = None) -> None:
         r.status = Status.FINISHED
-        self._report(r, reason, error)
+        self._report(r, reason, error, code)
 
-    def _report(self, r: Request, reason: str, error: str | None) -> None:
+    def _report(self, r: Request, reason: str, error: str | None, code: str | None = None) -> None:
         now = time.perf_counter()
         first = r.first_token or now
         n_gen = len(r.output)
@@ -474,6 +479,8 @@ class Scheduler:
             stop_string=r.stop_string,
             seed=r.sampler.seed if r.sampler is not None else r.params.seed,
             error=error,
+            error_code=code,
+            max_tokens=r.max_new,
         )
         self.totals[f"finished_{reason}"] += 1
         self.totals["generated_tokens"] += n_gen

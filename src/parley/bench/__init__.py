@@ -1,0 +1,73 @@
+"""`parley bench`: parley against its baselines, measured in the same run on the same model and threads.
+
+Scenarios (each a module with run(ctx) -> ScenarioResult, and FULL / QUICK sizes):
+    decode      prefill and decode tok/s vs llama-cpp-python's Llama (issue #2)
+    multiturn   TTFT per turn of a 10-turn chat with a 1,500-token persona vs re-prefill and Llama's prompt cache
+    sessions    16 conversations in random order, KV room for 4: TTFT of a returning conversation
+    concurrent  8 HTTP clients at once: aggregate tok/s and p50/p95 TTFT vs one stream and llama_cpp.server
+    restart     the same conversation after a process restart (disk KV cache) vs re-prefill
+Baselines: (a) naive re-prefill of the whole history on the same engine, (b) llama-cpp-python's Llama with its
+prompt cache, (c) llama-cpp-python's OpenAI server. See bench/README.md for what each one does exactly.
+Timings live here only; the tests check the output's shape, never a speed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import traceback
+
+from parley.bench.common import BenchContext, OtherLoad, ScenarioResult, loadavg, now
+
+SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart")
+NOISY_CORES = 0.25   # other processes' average use above which a scenario's timings get a warning
+
+
+def noise_note(busy: float | None, threads: int, when: str) -> str | None:
+    """A warning when other processes took enough CPU to distort the timings (None when they did not)."""
+    if busy is None or busy <= NOISY_CORES:
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count() or 1
+    text = f"other processes kept {busy:.2f} of {cores} cores busy {when}, so these timings are lower and noisier"
+    if threads + busy > cores and threads > 1:
+        return (text + f": with {threads} threads, llama.cpp's spin-waiting OpenMP threads lose most of their "
+                "speed when a core is taken. Rerun on a quiet machine, with --threads 1, or with "
+                "OMP_WAIT_POLICY=passive.")
+    return text + " than on a quiet machine."
+
+
+def scenario_module(name: str):
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}, all")
+    return importlib.import_module(f"parley.bench.{name}")
+
+
+def run_scenario(name: str, ctx: BenchContext) -> ScenarioResult:
+    """Run one scenario; a failure becomes a result with `error` set (the other scenarios still run)."""
+    mod = scenario_module(name)
+    ctx.log(f"{name}: {mod.WHAT} ({'quick' if ctx.quick else 'full'} run)")
+    t0 = now()
+    before = loadavg()
+    other = OtherLoad()
+    try:
+        res = mod.run(ctx)
+    except Exception as e:
+        ctx.log(f"{name}: failed: {e!r}")
+        res = ScenarioResult(name, mod.WHAT, error=f"{type(e).__name__}: {e}")
+        res.data["traceback"] = traceback.format_exc()
+    res.seconds = now() - t0
+    busy = other.cores()
+    res.data["loadavg_before"] = before
+    res.data["loadavg_after"] = loadavg()
+    res.data["other_processes_cores"] = busy
+    note = noise_note(busy, ctx.threads, "during this scenario")
+    if note:
+        res.notes.append(note)
+    ctx.log(f"{name}: done in {res.seconds:.1f} s")
+    return res
+
+
+__all__ = ["SCENARIOS", "BenchContext", "ScenarioResult", "run_scenario", "scenario_module"]

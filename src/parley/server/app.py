@@ -1,0 +1,74 @@
+"""create_app(parley, settings) -> FastAPI: the OpenAI, TGI and conversations APIs over one loaded model.
+
+The app does not own the Parley: whoever made it closes it (so tests can share one model between apps, and
+`parley serve` closes it after uvicorn has stopped, saving the KV cache to disk). The lifespan only adds and
+removes the metrics observer on the scheduler.
+
+Layers, outermost first: HttpMetrics (counts every response) -> ApiKeyAuth (401 before anything is parsed) ->
+BodyLimit (413 before anything is parsed) -> FastAPI (validation -> 400 in the OpenAI error shape) -> routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from parley import __version__
+from parley.errors import Overloaded
+from parley.server import conversations_api, errors, openai_api, tgi_api
+from parley.server.auth import ApiKeyAuth
+from parley.server.conversation_store import ConversationStore
+from parley.server.limits import BodyLimit, ConcurrencyGate
+from parley.server.metrics import HttpMetrics, Metrics
+from parley.server.settings import ServerSettings
+from parley.server.state import ServerState, State
+
+DESCRIPTION = """Local LLMs with a KV cache that is never recomputed.
+OpenAI (/v1/chat/completions, /v1/completions, /v1/models), TGI (/generate, /generate_stream, /info),
+server-side conversations (/v1/conversations), Prometheus metrics (/metrics).
+Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit."""
+
+
+def create_app(parley, settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    metrics = Metrics(parley.name, __version__, parley.engine.kv_bytes_per_cell)
+    state = ServerState(parley=parley, settings=settings, metrics=metrics,
+                        gate=ConcurrencyGate(settings.max_concurrent),
+                        conversations=ConversationStore(settings.max_conversations))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        observers = parley.scheduler.observers
+        observers.append(metrics.observe)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):
+                observers.remove(metrics.observe)
+            for task in list(state.background):
+                task.cancel()
+
+    app = FastAPI(title="parley", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.parley_server = state
+    errors.install(app)
+    app.include_router(openai_api.router)
+    app.include_router(conversations_api.router)
+    app.include_router(tgi_api.router)
+
+    @app.get("/metrics", tags=["Monitoring"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def prometheus(state: State):
+        try:
+            stats = await asyncio.wait_for(asyncio.to_thread(state.parley.scheduler.stats), timeout=10)
+        except (TimeoutError, RuntimeError) as e:
+            raise Overloaded(f"the scheduler did not answer for its stats: {e or 'timeout'}") from None
+        text = state.metrics.render(stats, in_flight=state.gate.active, conversations=len(state.conversations))
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
+    app.add_middleware(HttpMetrics, metrics=metrics, routes=app.router.routes)
+    return app

@@ -1,0 +1,118 @@
+"""Request-size and concurrency limits.
+
+BodyLimit (ASGI middleware) reads the request body before any parsing and refuses one over max_body_bytes with
+a 413 that names the limit. An oversized body is still read to its end (and thrown away, up to DRAIN_MAX) so the
+client, which is usually still sending, gets the 413 instead of a broken connection.
+
+ConcurrencyGate counts HTTP requests that are generating; the one past max_concurrent gets a 429.
+"""
+
+from __future__ import annotations
+
+from parley.errors import Overloaded
+from parley.server.errors import error_body
+
+DRAIN_MAX = 64 << 20  # read at most this much of a refused body before closing the connection
+
+
+async def drain(receive, limit: int = DRAIN_MAX) -> bool:
+    """Read and discard the rest of the request body. False when the client left or sent more than `limit`."""
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        total += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+        if total > limit:
+            return False
+
+
+async def send_json(send, status: int, body: dict, *, headers: list[tuple[bytes, bytes]] = (), close: bool = False):
+    import json
+
+    data = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers]
+    if close:
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
+def header(scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value
+    return None
+
+
+class BodyLimit:
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _message(self, size: int | None) -> str:
+        got = f"is {size} bytes" if size is not None else "is larger than that"
+        return (f"the request body {got}; this server accepts at most {self.max_bytes} bytes "
+                f"(max_body_bytes, `parley serve --max-body-bytes`)")
+
+    async def _refuse(self, scope, receive, send, status: int, message: str, code: str) -> None:
+        complete = await drain(receive)
+        body = error_body(message, param=None, code=code, status=status, path=scope["path"])
+        await send_json(send, status, body, close=not complete)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = header(scope, b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                return await self._refuse(scope, receive, send, 400,
+                                          f"the Content-Length header is not a number: {length[:40]!r}",
+                                          "invalid_header")
+            if declared > self.max_bytes:
+                return await self._refuse(scope, receive, send, 413, self._message(declared), "request_too_large")
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before sending its request
+            data = message.get("body", b"")
+            total += len(data)
+            if total > self.max_bytes:
+                return await self._refuse(scope, receive, send, 413, self._message(None), "request_too_large")
+            chunks.append(data)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only http.disconnect comes
+
+        await self.app(scope, replay, send)
+
+
+class ConcurrencyGate:
+    """HTTP requests generating at once (max_concurrent). Single event loop: no lock needed."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.active = 0
+
+    def acquire(self) -> None:
+        if self.active >= self.limit:
+            raise Overloaded(f"{self.active} requests are generating, the most this server runs at once "
+                             f"(max_concurrent, `parley serve --max-concurrent`); retry shortly")
+        self.active += 1
+
+    def release(self) -> None:
+        self.active = max(0, self.active - 1)

@@ -1,0 +1,206 @@
+"""OpenAI-compatible routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models[/{id}].
+
+Streams are SSE ending with `data: [DONE]`; `stream_options.include_usage` adds a last chunk with usage.
+Chat requests get the chat format's end-of-turn strings as extra stop strings. The `model` field is not checked:
+this server runs one model, named in every response.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+
+from parley.errors import InvalidRequest, NotFound
+from parley.sampling import SamplingParams
+from parley.server import params as P
+from parley.server.errors import NotSupported, error_body, parley_error_response
+from parley.server.prompts import Prompt, chat_messages, fit_chat, fit_tokens
+from parley.server.responses import (
+    FINGERPRINT,
+    chat_completion,
+    chat_events,
+    failure,
+    new_id,
+    parley_ext,
+    usage,
+)
+from parley.server.schemas import ChatCompletionRequest, CompletionRequest, OpenAICommon
+from parley.server.state import ServerState, State
+from parley.server.streaming import Generation, SSEResponse, client_gone, sse
+
+router = APIRouter(tags=["OpenAI"])
+
+
+def _unsupported(name: str, why: str) -> NotSupported:
+    return NotSupported(f"{name} is not supported by parley: {why}", param=name)
+
+
+def check_common(body: OpenAICommon) -> None:
+    if body.n not in (None, 1):
+        raise _unsupported("n", f"it returns one choice per request (got n={body.n}; send 1 or leave it out)")
+    if body.logit_bias:
+        raise _unsupported("logit_bias", "send an empty object or leave it out")
+    if body.stream_options is not None and not body.stream:
+        raise InvalidRequest("stream_options is only allowed with \"stream\": true", param="stream_options")
+
+
+def check_chat(body: ChatCompletionRequest) -> None:
+    check_common(body)
+    if body.logprobs:
+        raise _unsupported("logprobs", "log probabilities are not returned yet")
+    if body.top_logprobs:
+        raise _unsupported("top_logprobs", "log probabilities are not returned yet")
+    if body.response_format is not None and body.response_format.get("type", "text") != "text":
+        raise _unsupported("response_format", "structured output (json_object, json_schema) is not available yet; "
+                                              "only {\"type\": \"text\"}")
+    if body.tools or body.functions:
+        raise _unsupported("tools" if body.tools else "functions", "tool calls are not available yet")
+    for name in ("tool_choice", "function_call"):
+        value = getattr(body, name)
+        if value is not None and value not in ("none", "auto"):
+            raise _unsupported(name, "tool calls are not available yet")
+    if body.modalities is not None and list(body.modalities) != ["text"]:
+        raise _unsupported("modalities", "only [\"text\"]")
+    for name in ("audio", "prediction", "web_search_options", "reasoning_effort", "verbosity"):
+        if getattr(body, name) is not None:
+            raise _unsupported(name, "this model has no such option")
+
+
+def sampling(state: ServerState, body, *, max_tokens: int | None, max_tokens_name: str,
+             chat: bool) -> SamplingParams:
+    changes, names = P.openai_changes(body, max_tokens_name=max_tokens_name, max_tokens=max_tokens)
+    stops = state.parley.template.stops if chat else ()
+    return P.build(SamplingParams(), changes, names, settings=state.settings,
+                   context_size=state.parley.context_size, template_stops=stops)
+
+
+@router.post("/v1/chat/completions", summary="Chat completion (OpenAI)")
+async def chat_completions(body: ChatCompletionRequest, request: Request, state: State):
+    check_chat(body)
+    name, max_tokens = P.pick("max_tokens", body.max_tokens, "max_completion_tokens", body.max_completion_tokens)
+    params = sampling(state, body, max_tokens=max_tokens, max_tokens_name=name, chat=True)
+    messages = chat_messages(body.messages)
+    prompt = fit_chat(state.parley, messages, max_tokens=params.max_tokens, settings=state.settings,
+                      truncate=body.truncate)
+    gen = Generation(state, prompt.tokens, params)
+    model = state.parley.name
+    if body.stream:
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include), gen.close)
+    result = await gen.result(request)
+    if result is None and gen.client_gone:
+        return client_gone()
+    err = failure(result)
+    if err is not None:
+        return parley_error_response(err, request.url.path)
+    return chat_completion(new_id("chatcmpl"), model, result, prompt)
+
+
+def completion_prompt(state: ServerState, prompt) -> tuple[list[int], str]:
+    """(tokens, text) of a completions `prompt`: a string, a list of one string, or token ids."""
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        if len(prompt) > 1:
+            raise NotSupported(f"prompt holds {len(prompt)} strings; parley completes one prompt per request",
+                               param="prompt")
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        if not prompt:
+            raise InvalidRequest("prompt is empty", param="prompt")
+        return state.parley.builder.tokenize_prompt(prompt), prompt
+    if not prompt:
+        raise InvalidRequest("prompt is empty", param="prompt")
+    state.parley.engine.check_tokens(prompt, "prompt")
+    return list(prompt), state.parley.engine.detokenize(prompt)
+
+
+def check_completion(body: CompletionRequest) -> None:
+    check_common(body)
+    if body.best_of not in (None, 1):
+        raise _unsupported("best_of", f"it generates one sequence per request (got best_of={body.best_of})")
+    if body.logprobs:
+        raise _unsupported("logprobs", "log probabilities are not returned yet")
+    if body.suffix:
+        raise _unsupported("suffix", "fill-in-the-middle is not available")
+
+
+@router.post("/v1/completions", summary="Text completion (OpenAI legacy)")
+async def completions(body: CompletionRequest, request: Request, state: State):
+    check_completion(body)
+    params = sampling(state, body, max_tokens=body.max_tokens, max_tokens_name="max_tokens", chat=False)
+    tokens, text = completion_prompt(state, body.prompt)
+    prompt = fit_tokens(state.parley, tokens, settings=state.settings, param="prompt")
+    gen = Generation(state, prompt.tokens, params)
+    model = state.parley.name
+    echo = text if body.echo else ""
+    if body.stream:
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return SSEResponse(_completion_events(gen, model, prompt, include, echo), gen.close)
+    result = await gen.result(request)
+    if result is None and gen.client_gone:
+        return client_gone()
+    err = failure(result)
+    if err is not None:
+        return parley_error_response(err, request.url.path)
+    return {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{"index": 0, "text": echo + result.text, "logprobs": None,
+                     "finish_reason": result.finish_reason}],
+        "usage": usage(result),
+        "parley": parley_ext(result, prompt),
+    }
+
+
+async def _completion_events(gen: Generation, model: str, prompt: Prompt, include_usage: bool, echo: str):
+    cid = new_id("cmpl")
+    created = int(time.time())
+
+    def chunk(text: str, finish: str | None = None, **more) -> dict:
+        out = {"id": cid, "object": "text_completion", "created": created, "model": model,
+               "system_fingerprint": FINGERPRINT,
+               "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+        if include_usage:
+            out["usage"] = None
+        out.update(more)
+        return out
+
+    try:
+        if echo:
+            yield sse(chunk(echo))
+        async for c in gen.stream:
+            if c.text:
+                yield sse(chunk(c.text))
+        r = gen.stream.result
+        err = failure(r)
+        if err is not None:
+            yield sse(error_body(err.message, type=err.type, code=err.code, status=err.status))
+        else:
+            yield sse(chunk("", r.finish_reason, parley=parley_ext(r, prompt)))
+            if include_usage:
+                yield sse({"id": cid, "object": "text_completion", "created": created, "model": model,
+                           "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage(r)})
+        yield sse("[DONE]")
+    finally:
+        gen.close()
+
+
+def _model_card(state: ServerState) -> dict:
+    return {"id": state.parley.name, "object": "model", "created": int(state.started), "owned_by": "parley",
+            "context_length": state.parley.context_size}
+
+
+@router.get("/v1/models", summary="The model this server runs (OpenAI list)")
+async def list_models(state: State):
+    return {"object": "list", "data": [_model_card(state)]}
+
+
+@router.get("/v1/models/{model_id:path}", summary="One model (OpenAI)")
+async def get_model(model_id: str, state: State):
+    if model_id != state.parley.name:
+        raise NotFound(f"no model {model_id!r}; this server runs {state.parley.name!r}", param="model")
+    return _model_card(state)
+

@@ -1,0 +1,127 @@
+"""OpenAI response shapes, shared by /v1/chat/completions, /v1/completions and the conversations API.
+
+Every response carries `usage` (with prompt_tokens_details.cached_tokens) and a `parley` object: how many
+messages were dropped to fit the context, how much of the prompt the KV cache covered and from where, and why
+it did not cover the rest. Streams put it on the chunk that carries finish_reason.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+from parley import __version__
+from parley.errors import LimitExceeded, ParleyError
+from parley.scheduler.request import Result
+from parley.server.errors import error_body
+from parley.server.prompts import Prompt
+from parley.server.streaming import Generation, sse
+
+FINGERPRINT = f"parley-{__version__}"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def usage(r: Result) -> dict:
+    return {
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.generated_tokens,
+        "total_tokens": r.prompt_tokens + r.generated_tokens,
+        "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
+    }
+
+
+def parley_ext(r: Result, prompt: Prompt, **extra) -> dict:
+    out = {
+        "dropped_messages": prompt.dropped,
+        "cached_tokens": r.cached_tokens,
+        "cache_source": r.cache_source,
+        "cache_note": r.cache_note,
+        "stop_string": r.stop_string,
+        "seed": r.seed,
+        "ttft_s": round(r.ttft_s, 4),
+        "decode_tps": round(r.decode_tps, 2),
+    }
+    if prompt.note:
+        out["note"] = prompt.note
+    out.update(extra)
+    return out
+
+
+class GenerationFailed(ParleyError):
+    """The generation ended in error or was cancelled by the server (shutdown)."""
+
+    status = 500
+    type = "server_error"
+    code = "generation_failed"
+
+
+def failure(r: Result | None) -> ParleyError | None:
+    """None when the result is a reply; else the error to answer with."""
+    if r is None:
+        return GenerationFailed("the generation was cancelled")
+    if r.finish_reason == "error":
+        if r.error_code == "kv_budget_exceeded":  # a limit, not a fault: say which one
+            return LimitExceeded(r.error or "the request does not fit the KV budget", param="max_tokens",
+                                 code="kv_budget_exceeded")
+        return GenerationFailed(f"the generation failed: {r.error or 'unknown error'}")
+    if r.finish_reason == "cancelled":
+        e = GenerationFailed("the generation was cancelled (the server is shutting down)")
+        e.status, e.code = 503, "cancelled"
+        return e
+    return None
+
+
+def chat_completion(cid: str, model: str, r: Result, prompt: Prompt, **extra) -> dict:
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": r.text},
+            "logprobs": None,
+            "finish_reason": r.finish_reason,
+        }],
+        "usage": usage(r),
+        "parley": parley_ext(r, prompt, **extra),
+    }
+
+
+async def chat_events(gen: Generation, *, model: str, prompt: Prompt, include_usage: bool,
+                      **extra) -> AsyncIterator[str]:
+    """chat.completion.chunk events: role first, then text deltas, then finish_reason (+ parley), [usage], [DONE]."""
+    cid = new_id("chatcmpl")
+    created = int(time.time())
+
+    def chunk(delta: dict, finish: str | None = None, **more) -> dict:
+        out = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+               "system_fingerprint": FINGERPRINT,
+               "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        if include_usage:
+            out["usage"] = None
+        out.update(more)
+        return out
+
+    try:
+        yield sse(chunk({"role": "assistant", "content": ""}))
+        async for c in gen.stream:
+            if c.text:
+                yield sse(chunk({"content": c.text}))
+        r = gen.stream.result
+        err = failure(r)
+        if err is not None:
+            yield sse(error_body(err.message, type=err.type, code=err.code, status=err.status))
+        else:
+            yield sse(chunk({}, r.finish_reason, parley=parley_ext(r, prompt, **extra)))
+            if include_usage:
+                yield sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage(r)})
+        yield sse("[DONE]")
+    finally:
+        gen.close()

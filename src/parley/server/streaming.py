@@ -1,0 +1,140 @@
+"""One HTTP generation from submission to cleanup, streamed (SSE) or waited for, cancelled when the client leaves.
+
+Handlers submit to the scheduler (which owns the model on its own thread) and only read the AsyncStream:
+    gen = Generation(state, tokens, params)      # 429 past max_concurrent; 400s from the scheduler, synchronously
+    result = await gen.result(request)           # not streaming: None if the client disconnected (cancelled)
+    return SSEResponse(events(gen), gen.close)   # streaming: the generator ends with gen.close() too
+A disconnect is noticed at once (a task waits for the ASGI `http.disconnect` message) and cancels the request
+within one scheduler step. `close()` is idempotent and always runs, even when the response never started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+from starlette.responses import Response, StreamingResponse
+
+from parley.scheduler.request import Chunk, Result
+
+log = logging.getLogger("parley.server")
+
+
+def sse(data: dict | str) -> str:
+    """One server-sent event. ASCII-only JSON: no character in it can be taken for a line break by a client."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+async def wait_disconnect(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class Generation:
+    def __init__(self, state, tokens: list[int], params, on_done: Callable[[Result | None], None] | None = None):
+        self._state = state
+        self._on_done = on_done
+        self._closed = False
+        self.client_gone = False
+        state.gate.acquire()
+        try:
+            self.stream = state.parley.scheduler.astream(tokens, params)
+        except BaseException:
+            state.gate.release()
+            raise
+
+    async def result(self, request, on_chunk: Callable[[Chunk], None] | None = None) -> Result | None:
+        """The whole reply, or None when the client disconnected first (then the generation is cancelled).
+        `on_chunk` sees each chunk as it comes (the TGI details list the tokens)."""
+        waiter = asyncio.ensure_future(self._consume(on_chunk))
+        watcher = asyncio.ensure_future(wait_disconnect(request.receive))
+        try:
+            await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not waiter.done():
+                waiter.cancel()
+            self.close()
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            return waiter.result()
+        self.client_gone = watcher.done() and not watcher.cancelled()
+        return None
+
+    async def _consume(self, on_chunk) -> Result:
+        async for chunk in self.stream:
+            if on_chunk is not None:
+                on_chunk(chunk)
+        return self.stream.result
+
+    def close(self) -> None:
+        """Release the concurrency slot; cancel the generation if it is still running; report it (on_done)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._state.gate.release()
+        if self.stream.result is not None:
+            self._done(self.stream.result)
+            return
+        self.stream.cancel()
+        task = asyncio.get_running_loop().create_task(self._finish())
+        self._state.background.add(task)
+        task.add_done_callback(self._state.background.discard)
+
+    async def _finish(self) -> None:
+        try:
+            result = await asyncio.wait_for(self.stream.wait(), timeout=60)
+        except Exception:  # the scheduler stopped: nothing more will come
+            result = None
+        self._done(result)
+
+    def _done(self, result: Result | None) -> None:
+        if self._on_done is not None:
+            try:
+                self._on_done(result)
+            except Exception:
+                log.exception("finishing a generation failed")
+
+
+def client_gone() -> Response:
+    """The answer to a client that left (nobody reads it; /metrics counts it as 499, "client closed request")."""
+    return Response(status_code=499)
+
+
+class SSEResponse(StreamingResponse):
+    """text/event-stream that always watches for the client leaving (whatever the ASGI server's spec version)
+    and always runs `on_close`, even when the body generator never started."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]):
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def stream_then_stop() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:  # the client went away mid-write
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(stream_then_stop)
+                await wait_disconnect(receive)
+                tg.cancel_scope.cancel()
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await aclose()
+                    except Exception:
+                        log.exception("closing a stream failed")
+            self._on_close()

@@ -1,0 +1,261 @@
+"""TGI-compatible routes (the API of Hugging Face text-generation-inference and its `text-generation` client):
+POST /generate, POST /generate_stream, POST / (the client's route: either, by `stream`; the reply is a list),
+GET /info, GET /health.
+
+Parameters follow TGI: sampling is on when do_sample is true or any of temperature != 1, top_k, top_p < 1 is
+sent; otherwise decoding is greedy. Unset stages are off (top_k 0, top_p 1, no penalties), as in TGI, not
+parley's chat defaults. finish_reason: "eos_token" (end of turn), "stop_sequence" (a stop string: it is never
+in the output, unlike TGI's), "length". `truncate` keeps the last N prompt tokens, as asked.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from parley import __version__
+from parley.errors import InvalidRequest
+from parley.sampling import MAX_STOP_STRINGS, SamplingParams
+from parley.scheduler.request import Chunk, Result
+from parley.server import params as P
+from parley.server.errors import NotSupported, error_body, parley_error_response
+from parley.server.prompts import fit_tokens
+from parley.server.responses import failure, parley_ext
+from parley.server.schemas import TGIParameters, TGIRequest
+from parley.server.state import ServerState, State
+from parley.server.streaming import Generation, SSEResponse, client_gone, sse
+
+router = APIRouter(tags=["TGI"])
+
+
+def _unsupported(name: str, why: str) -> NotSupported:
+    return NotSupported(f"{name} is not supported by parley: {why}", param=f"parameters.{name}")
+
+
+def tgi_sampling(state: ServerState, p: TGIParameters) -> SamplingParams:
+    if p.watermark:
+        raise _unsupported("watermark", "send false")
+    if p.typical_p is not None and p.typical_p < 1.0:
+        raise _unsupported("typical_p", "typical sampling is not implemented (send null or 1.0)")
+    if p.best_of not in (None, 1):
+        raise _unsupported("best_of", f"it generates one sequence per request (got {p.best_of})")
+    if p.top_n_tokens:
+        raise _unsupported("top_n_tokens", "log probabilities are not returned yet")
+    if p.grammar is not None:
+        raise _unsupported("grammar", "constrained generation is not available yet")
+    if p.adapter_id is not None:
+        raise _unsupported("adapter_id", "LoRA adapters are not available")
+    if p.temperature is not None and p.temperature < 0:
+        raise InvalidRequest(f"parameters.temperature must be positive, got {p.temperature}",
+                             param="parameters.temperature")
+    warpers = ((p.temperature is not None and p.temperature != 1.0) or bool(p.top_k)
+               or (p.top_p is not None and p.top_p < 1.0))
+    sample = (p.do_sample or warpers) and p.temperature != 0
+    changes = {
+        "temperature": (1.0 if p.temperature is None else p.temperature) if sample else 0.0,
+        "top_k": p.top_k if p.top_k is not None else 0,
+        "top_p": p.top_p if p.top_p is not None else 1.0,
+        "min_p": 0.0,
+        "repeat_penalty": p.repetition_penalty if p.repetition_penalty is not None else 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": p.frequency_penalty if p.frequency_penalty is not None else 0.0,
+        "seed": p.seed,
+        "stop": p.stop or None,
+        "max_tokens": p.max_new_tokens,
+    }
+    names = {k: f"parameters.{k}" for k in changes}
+    names["repeat_penalty"] = "parameters.repetition_penalty"
+    names["max_tokens"] = "parameters.max_new_tokens"
+    if p.stop and len(p.stop) > MAX_STOP_STRINGS:
+        raise InvalidRequest(f"parameters.stop takes at most {MAX_STOP_STRINGS} strings, got {len(p.stop)}",
+                             param="parameters.stop")
+    return P.build(SamplingParams(), changes, names, settings=state.settings,
+                   context_size=state.parley.context_size)
+
+
+def tgi_finish(r: Result) -> str:
+    if r.finish_reason == "length":
+        return "length"
+    return "stop_sequence" if r.stop_string is not None else "eos_token"
+
+
+class _Prepared:
+    def __init__(self, state: ServerState, body: TGIRequest, *, stream: bool):
+        p = body.parameters or TGIParameters()
+        if stream and p.decoder_input_details:
+            raise InvalidRequest("parameters.decoder_input_details is not supported when streaming",
+                                 param="parameters.decoder_input_details")
+        self.p = p
+        self.params = tgi_sampling(state, p)
+        if not body.inputs:
+            raise InvalidRequest("inputs is empty", param="inputs")
+        tokens = state.parley.builder.tokenize_prompt(body.inputs)
+        self.truncated = 0
+        if p.truncate is not None:
+            if p.truncate < 1:
+                raise InvalidRequest(f"parameters.truncate must be at least 1, got {p.truncate}",
+                                     param="parameters.truncate")
+            if len(tokens) > p.truncate:
+                self.truncated = len(tokens) - p.truncate
+                tokens = tokens[-p.truncate:]
+        self.prompt = fit_tokens(state.parley, tokens, settings=state.settings, param="inputs")
+        if self.truncated:
+            self.prompt.note = f"the first {self.truncated} prompt tokens were cut (parameters.truncate)"
+        self.prefix = body.inputs if p.return_full_text else ""
+        self.greedy = self.params.greedy
+
+    def details(self, state: ServerState, r: Result, tokens: list[dict]) -> dict:
+        out = {
+            "finish_reason": tgi_finish(r),
+            "generated_tokens": r.generated_tokens,
+            "seed": None if self.greedy else r.seed,
+            "prefill": [],
+            "tokens": tokens,
+            "top_tokens": None,
+            "best_of_sequences": None,
+        }
+        if self.p.decoder_input_details:
+            engine = state.parley.engine
+            out["prefill"] = [{"id": t, "text": engine.piece(t).decode("utf-8", "replace") or
+                               engine.special_text(t), "logprob": None} for t in self.prompt.tokens]
+        return out
+
+    def ext(self, r: Result) -> dict:
+        return parley_ext(r, self.prompt, truncated_tokens=self.truncated)
+
+
+def _token(tid: int, text: str, special: bool = False) -> dict:
+    return {"id": tid, "text": text, "logprob": None, "special": special}
+
+
+async def _generate(state: ServerState, request: Request, body: TGIRequest) -> dict | object:
+    prep = _Prepared(state, body, stream=False)
+    gen = Generation(state, prep.prompt.tokens, prep.params)
+    tokens: list[dict] = []   # one per generated token; a chunk's text goes on its first token
+
+    def on_chunk(c: Chunk) -> None:
+        for i, tid in enumerate(c.token_ids):
+            tokens.append(_token(tid, c.text if i == 0 else ""))
+        if not c.token_ids and c.text and tokens:
+            tokens[-1]["text"] += c.text
+
+    result = await gen.result(request, on_chunk)
+    if result is None and gen.client_gone:
+        return client_gone()
+    err = failure(result)
+    if err is not None:
+        return parley_error_response(err, request.url.path)
+    # tokens generated but never shown: the ones that spelled the stop string
+    for tid in result.token_ids[len(tokens):]:
+        tokens.append(_token(tid, ""))
+    out = {"generated_text": prep.prefix + result.text}
+    if prep.p.details:
+        out["details"] = prep.details(state, result, tokens)
+    out["parley"] = prep.ext(result)
+    return out
+
+
+async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
+    engine = state.parley.engine
+    held: dict | None = None
+    index = 0
+    last_id = engine.eos_id
+
+    def event(token: dict, final: dict | None = None) -> str:
+        nonlocal index
+        index += 1
+        out = {"index": index, "token": token, "top_tokens": None, "generated_text": None, "details": None}
+        if final:
+            out.update(final)
+        return sse(out)
+
+    try:
+        async for c in gen.stream:
+            if not c.text:
+                continue
+            if c.token_ids:
+                last_id = c.token_ids[-1]
+            if held is not None:
+                yield event(held)
+            held = _token(last_id, c.text)
+        r = gen.stream.result
+        err = failure(r)
+        if err is not None:
+            if held is not None:
+                yield event(held)
+            yield sse(error_body(err.message, type=err.type, code=err.code, status=err.status, path="/generate"))
+            return
+        final = {"generated_text": prep.prefix + r.text}
+        if prep.p.details:
+            final["details"] = {"finish_reason": tgi_finish(r), "generated_tokens": r.generated_tokens,
+                                "seed": None if prep.greedy else r.seed, "input_length": r.prompt_tokens}
+        final["parley"] = prep.ext(r)
+        if tgi_finish(r) == "eos_token":
+            if held is not None:
+                yield event(held)
+            yield event(_token(engine.eos_id, "", special=True), final)
+        elif held is not None:
+            yield event(held, final)
+        else:
+            yield event(_token(last_id, "", special=True), final)
+    finally:
+        gen.close()
+
+
+def _stream(state: ServerState, body: TGIRequest) -> SSEResponse:
+    prep = _Prepared(state, body, stream=True)
+    gen = Generation(state, prep.prompt.tokens, prep.params)
+    return SSEResponse(_stream_events(state, prep, gen), gen.close)
+
+
+@router.post("/generate", summary="Generate (TGI)")
+async def generate(body: TGIRequest, request: Request, state: State):
+    return await _generate(state, request, body)
+
+
+@router.post("/generate_stream", summary="Generate, streamed as server-sent events (TGI)")
+async def generate_stream(body: TGIRequest, state: State):
+    return _stream(state, body)
+
+
+@router.post("/", summary="TGI compatibility route: /generate_stream if stream, else [/generate]")
+async def compat(body: TGIRequest, request: Request, state: State):
+    if body.stream:
+        return _stream(state, body)
+    out = await _generate(state, request, body)
+    return [out] if isinstance(out, dict) else out
+
+
+@router.get("/info", summary="Model and limits (TGI)")
+async def info(state: State):
+    parley = state.parley
+    s = state.settings
+    ctx = parley.context_size
+    limit = s.prompt_limit(ctx)
+    return {
+        "model_id": parley.name,
+        "model_sha": None,
+        "model_dtype": "gguf",
+        "model_device_type": "cpu",
+        "model_pipeline_tag": "text-generation",
+        "max_concurrent_requests": s.max_concurrent,
+        "max_best_of": 1,
+        "max_stop_sequences": MAX_STOP_STRINGS,
+        "max_input_tokens": limit,
+        "max_input_length": limit,
+        "max_total_tokens": ctx,
+        "max_new_tokens": s.tokens_cap(ctx),
+        "max_batch_total_tokens": parley.engine.n_ctx,
+        "max_batch_size": parley.scheduler.config.max_running,
+        "max_client_batch_size": 1,
+        "validation_workers": 1,
+        "router": "parley",
+        "version": __version__,
+        "sha": None,
+        "docker_label": None,
+        "chat_template": parley.template.name,
+    }
+
+
+@router.get("/health", summary="Liveness (no API key needed)")
+async def health(state: State):
+    return {"status": "ok", "model": state.parley.name}

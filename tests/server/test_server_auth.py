@@ -1,0 +1,72 @@
+"""The API key: every route but /health answers 401 without it or with a wrong one (before the body is read),
+and works with it, from both clients."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+import text_generation
+from srvutil import API_KEY, assert_error
+
+ROUTES = [
+    ("GET", "/v1/models", None),
+    ("GET", "/v1/models/x", None),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
+    ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1}),
+    ("POST", "/generate", {"inputs": "hi", "parameters": {"max_new_tokens": 1}}),
+    ("POST", "/generate_stream", {"inputs": "hi", "parameters": {"max_new_tokens": 1}}),
+    ("POST", "/", {"inputs": "hi"}),
+    ("GET", "/info", None),
+    ("GET", "/metrics", None),
+    ("GET", "/v1/conversations", None),
+    ("POST", "/v1/conversations", {}),
+    ("GET", "/v1/conversations/conv_x", None),
+    ("DELETE", "/v1/conversations/conv_x", None),
+    ("POST", "/v1/conversations/conv_x/messages", {"content": "hi"}),
+    ("POST", "/v1/conversations/conv_x/retry", {}),
+    ("GET", "/openapi.json", None),
+    ("GET", "/docs", None),
+    ("GET", "/no/such/route", None),
+]
+
+
+def test_every_route_in_the_app_is_listed(keyed_server):
+    paths = {r.path for r in keyed_server.app.routes if hasattr(r, "path")}
+    listed = {p for _, p, _ in ROUTES} | {"/health", "/docs/oauth2-redirect", "/redoc"}
+    normalized = {p.replace("conv_x", "{conversation_id}").replace("/v1/models/x", "/v1/models/{model_id:path}")
+                  for p in listed}
+    assert paths <= normalized, paths - normalized
+
+
+@pytest.mark.parametrize("method, path, body", ROUTES)
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-key", f"Basic {API_KEY}", "Bearer", f"Bearer {API_KEY}x"])
+def test_missing_or_wrong_key_is_401(keyed_server, method, path, body, auth):
+    headers = {"authorization": auth} if auth else {}
+    r = httpx.request(method, keyed_server.url + path, json=body, headers=headers, timeout=30)
+    err = assert_error(r, 401, "API key")
+    assert err["type"] == "authentication_error"
+    assert err["code"] == ("missing_api_key" if auth is None else "invalid_api_key")
+    assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_health_needs_no_key(keyed_server):
+    assert httpx.get(keyed_server.url + "/health").status_code == 200
+
+
+def test_right_key_works_with_both_clients(keyed_server):
+    client = openai.OpenAI(base_url=f"{keyed_server.url}/v1", api_key=API_KEY, max_retries=0)
+    r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert r.usage.completion_tokens <= 2
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{keyed_server.url}/v1", api_key="nope", max_retries=0).models.list()
+    tgi = text_generation.Client(keyed_server.url, headers={"Authorization": f"Bearer {API_KEY}"})
+    assert tgi.generate("Hello", max_new_tokens=2).details.generated_tokens <= 2
+    r = httpx.get(keyed_server.url + "/metrics", headers={"authorization": f"bearer {API_KEY}"})
+    assert r.status_code == 200
+
+
+def test_big_unauthenticated_body_gets_401_not_a_reset(keyed_server):
+    r = httpx.post(keyed_server.url + "/v1/chat/completions", content=b"x" * (8 << 20),
+                   headers={"content-type": "application/json"}, timeout=60)
+    assert_error(r, 401)

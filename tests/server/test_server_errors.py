@@ -1,0 +1,180 @@
+"""Bad input: every case is a 4xx in the OpenAI error shape whose message names the field or the limit, and
+the server keeps answering afterwards."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from srvutil import assert_error
+
+OK = {"role": "user", "content": "Hi"}
+CHAT = "/v1/chat/completions"
+
+
+def post(server, path: str, body=None, *, raw: bytes | None = None, headers: dict | None = None) -> httpx.Response:
+    h = {"content-type": "application/json", **(headers or {})}
+    data = raw if raw is not None else json.dumps(body).encode()
+    return httpx.post(server.url + path, content=data, headers=h, timeout=60)
+
+
+@pytest.fixture(autouse=True)
+def still_up(server):
+    yield
+    assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b'{"messages": [', ["not valid JSON"]),
+    (b"", ["JSON"]),
+    (b"\xff\xfe\x00", ["JSON"]),
+    (b"[1, 2]", ["JSON object"]),
+    (b"null", ["JSON object"]),
+    (b'"text"', ["JSON object"]),
+])
+def test_malformed_json(server, raw, words):
+    assert_error(post(server, CHAT, raw=raw), 400, *words)
+
+
+def test_not_json_content_type(server):
+    r = httpx.post(server.url + CHAT, content=b"hello", headers={"content-type": "text/plain"})
+    assert_error(r, 400, "JSON")
+
+
+@pytest.mark.parametrize("body, param, words", [
+    ({"messages": "hi"}, "messages", ["messages", "a list"]),
+    ({"messages": [OK], "max_tokens": "10"}, "max_tokens", ["max_tokens", "an integer", "'10'"]),
+    ({"messages": [OK], "max_tokens": 1.5}, "max_tokens", ["max_tokens"]),
+    ({"messages": [OK], "temperature": "hot"}, "temperature", ["temperature", "a number"]),
+    ({"messages": [OK], "stream": "yes"}, "stream", ["stream", "a boolean"]),
+    ({"messages": [OK], "stop": 5}, "stop", ["stop", "a string or a list"]),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content", ["messages.0.content"]),
+    ({"messages": [{"role": "user"}]}, "messages.0.content", ["messages.0.content is required"]),
+    ({"messages": [OK], "seed": True}, "seed", ["seed"]),
+])
+def test_wrong_types(server, body, param, words):
+    err = assert_error(post(server, CHAT, body), 400, *words)
+    assert err["param"] == param
+
+
+def test_unknown_fields_are_named(server):
+    err = assert_error(post(server, CHAT, {"messages": [OK], "temprature": 0.5}), 400, "unknown field 'temprature'")
+    assert err["param"] == "temprature"
+    assert_error(post(server, CHAT, {"messages": [{**OK, "colour": "red"}]}), 400, "messages.0.colour")
+    assert_error(post(server, "/generate", {"inputs": "x", "parameters": {"max_tokens": 3}}), 400,
+                 "parameters.max_tokens")
+
+
+@pytest.mark.parametrize("value, words", [
+    (-1, ["max_tokens", "-1"]),
+    (0, ["max_tokens", "0"]),
+    (10**9, ["max_tokens", "at most 256", "max_tokens_cap"]),
+    (10**30, ["max_tokens"]),
+])
+def test_bad_max_tokens(server, value, words):
+    err = assert_error(post(server, CHAT, {"messages": [OK], "max_tokens": value}), 400, *words)
+    assert err["param"] == "max_tokens"
+
+
+def test_bad_max_new_tokens_tgi(server):
+    r = post(server, "/generate", {"inputs": "x", "parameters": {"max_new_tokens": -5}})
+    err = assert_error(r, 400, "parameters.max_new_tokens")
+    assert r.json()["error_type"] == "validation" and err["param"] == "parameters.max_new_tokens"
+
+
+def test_empty_messages(server):
+    assert_error(post(server, CHAT, {"messages": []}), 400, "messages", "at least one")
+    assert_error(post(server, "/v1/completions", {"prompt": ""}), 400, "prompt", "empty")
+    assert_error(post(server, "/v1/completions", {"prompt": []}), 400, "prompt")
+
+
+@pytest.mark.parametrize("role", ["tool", "function", "bot", "", "USER", None, 1])
+def test_invalid_roles(server, role):
+    err = assert_error(post(server, CHAT, {"messages": [{"role": role, "content": "x"}]}), 400, "messages.0.role")
+    assert err["param"] == "messages.0.role"
+
+
+@pytest.mark.parametrize("out_of_range", [
+    {"temperature": -0.1}, {"temperature": 100}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1}, {"min_p": 2},
+    {"presence_penalty": 3}, {"frequency_penalty": -3}, {"repetition_penalty": 0}, {"seed": -1},
+    {"stop": [""]}, {"stop": ["x"] * 40}, {"stop": "y" * 1000},
+])
+def test_out_of_range_sampling(server, out_of_range):
+    (name,) = out_of_range
+    err = assert_error(post(server, CHAT, {"messages": [OK], **out_of_range}), 400, name)
+    assert err["param"] == name
+
+
+def test_unicode_edge_cases(server):
+    # unpaired surrogates are not Unicode text: refused, naming the field
+    raw = b'{"messages": [{"role": "user", "content": "a\\ud800b"}], "max_tokens": 2}'
+    assert_error(post(server, CHAT, raw=raw), 400, "messages.0.content", "surrogate")
+    raw = b'{"prompt": "\\udfff", "max_tokens": 2}'
+    assert_error(post(server, "/v1/completions", raw=raw), 400, "prompt", "surrogate")
+    raw = b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud83d"], "max_tokens": 2}'
+    assert_error(post(server, CHAT, raw=raw), 400, "stop")
+    # valid but unusual text works: NUL, emoji with joiners, RTL, combining marks, BOM, special-token text
+    for text in ["a\u0000b", "👩‍👩‍👧‍👦🏳️‍🌈", "مرحبا", "e\u0301\u0302", "\ufeffhi", "<|im_end|><|im_start|>system",
+                 "\U0010ffff", "\u2028\u2029\r\n"]:
+        r = post(server, CHAT, {"messages": [{"role": "user", "content": text}], "max_tokens": 2, "temperature": 0})
+        assert r.status_code == 200, (text, r.text)
+        assert isinstance(r.json()["choices"][0]["message"]["content"], str)
+
+
+def test_ten_megabyte_body(server):
+    big = {"messages": [{"role": "user", "content": "x" * (10 << 20)}]}
+    r = post(server, CHAT, big)
+    err = assert_error(r, 413, "bytes", "max_body_bytes")
+    assert err["code"] == "request_too_large"
+    # the same without a Content-Length (chunked): refused while reading
+    data = json.dumps(big).encode()
+
+    def chunks():
+        for i in range(0, len(data), 1 << 16):
+            yield data[i:i + (1 << 16)]
+
+    r = httpx.post(server.url + CHAT, content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert_error(r, 413, "max_body_bytes")
+
+
+def test_not_found_and_method_not_allowed(server):
+    assert_error(httpx.get(server.url + "/v1/nothing"), 404, "/v1/nothing")
+    assert_error(httpx.get(server.url + CHAT), 405, "GET", "POST")
+    assert_error(httpx.delete(server.url + "/generate"), 405)
+    assert_error(httpx.get(server.url + "/v1/conversations/conv_missing"), 404, "conv_missing")
+
+
+def test_unsupported_options_are_refused_not_ignored(server):
+    for extra, name in [({"n": 2}, "n"), ({"logprobs": True}, "logprobs"), ({"logit_bias": {"1": 5}}, "logit_bias"),
+                        ({"tools": [{"type": "function"}]}, "tools"), ({"response_format": {"type": "json_object"}},
+                                                                          "response_format"),
+                        ({"stream_options": {"include_usage": True}}, "stream_options")]:
+        err = assert_error(post(server, CHAT, {"messages": [OK], **extra}), 400, name)
+        assert err["param"] == name
+    for extra, name in [({"best_of": 2}, "best_of"), ({"suffix": "x"}, "suffix"), ({"prompt": ["a", "b"]}, "prompt")]:
+        body = {"prompt": "x", "max_tokens": 2, **extra}
+        assert_error(post(server, "/v1/completions", body), 400, name)
+    for extra, name in [({"typical_p": 0.5}, "typical_p"), ({"best_of": 2, "do_sample": True}, "best_of"),
+                        ({"grammar": {"type": "json", "value": {}}}, "grammar"), ({"top_n_tokens": 2}, "top_n_tokens")]:
+        assert_error(post(server, "/generate", {"inputs": "x", "parameters": extra}), 400, name)
+
+
+def test_context_overflow_tgi_and_completions(server, parley):
+    long = "word " * (parley.context_size + 10)
+    r = post(server, "/v1/completions", {"prompt": long, "max_tokens": 2})
+    err = assert_error(r, 400, "tokens too many", str(parley.context_size))
+    assert err["code"] == "context_length_exceeded" and err["param"] == "prompt"
+    r = post(server, "/generate", {"inputs": long, "parameters": {"max_new_tokens": 2}})
+    err = assert_error(r, 400, "tokens too many")
+    assert err["param"] == "inputs"
+    assert_error(post(server, "/v1/completions", {"prompt": [parley.engine.n_vocab + 5]}), 400, "token ids")
+
+
+def test_limits_are_named(small_server):
+    r = post(small_server, CHAT, {"messages": [{"role": "user", "content": "x" * 5000}]})
+    assert_error(r, 413, "4096", "max_body_bytes")
+    r = post(small_server, CHAT, {"messages": [{"role": "user", "content": "word " * 100}], "max_tokens": 2})
+    assert_error(r, 400, "max_prompt_tokens", "tokens too many")
+    r = post(small_server, CHAT, {"messages": [OK], "max_tokens": 5})
+    assert_error(r, 400, "at most 4", "max_tokens_cap")

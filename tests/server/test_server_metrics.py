@@ -1,0 +1,79 @@
+"""GET /metrics: valid Prometheus text; counters move by exactly what a request used; histograms are whole."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import httpx
+from srvutil import wait_idle
+
+LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})? (\S+)$')
+
+
+def scrape(server) -> dict[str, float]:
+    r = httpx.get(server.url + "/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples: dict[str, float] = {}
+    typed: set[str] = set()
+    for line in r.text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram")
+            typed.add(name)
+            continue
+        if line.startswith("#") or not line:
+            continue
+        m = LINE.match(line)
+        assert m, f"not a Prometheus sample: {line!r}"
+        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in typed or base in typed, f"{name} has no # TYPE"
+        samples[name + labels] = float(value)
+    return samples
+
+
+def test_metrics_count_a_request(server, parley):
+    wait_idle(parley)
+    before = scrape(server)
+    body = {"messages": [{"role": "user", "content": "Say something."}], "max_tokens": 5, "temperature": 0}
+    r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+    wait_idle(parley)
+    after = scrape(server)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+
+    u = r["usage"]
+    assert delta("parley_prompt_tokens_total") == u["prompt_tokens"]
+    assert delta("parley_cached_tokens_total") == u["prompt_tokens_details"]["cached_tokens"]
+    assert delta("parley_generated_tokens_total") == u["completion_tokens"]
+    reason = r["choices"][0]["finish_reason"]
+    assert delta(f'parley_requests_finished_total{{reason="{reason}"}}') == 1
+    key = 'parley_http_requests_total{route="/v1/chat/completions",method="POST",status="200"}'
+    assert delta(key) == 1
+    assert delta("parley_time_to_first_token_seconds_count") == 1
+    assert delta("parley_time_per_output_token_seconds_count") == u["completion_tokens"] - 1
+    # the scrape before this one is counted too
+    assert after['parley_http_requests_total{route="/metrics",method="GET",status="200"}'] >= 1
+
+
+def test_metrics_gauges_and_histograms(server, parley):
+    httpx.get(server.url + "/v1/nope")
+    s = scrape(server)
+    for name in ["parley_requests_running", "parley_requests_waiting", "parley_kv_cells_used",
+                 "parley_kv_cells_budget", 'parley_kv_bytes{tier="live"}', 'parley_kv_bytes{tier="ram"}',
+                 'parley_kv_bytes{tier="disk"}', 'parley_kv_states{tier="disk"}', 'parley_cache_hits_total{tier="live"}',
+                 "parley_cache_misses_total", "parley_http_requests_generating", "parley_conversations"]:
+        assert name in s, name
+    assert s["parley_kv_cells_budget"] == parley.scheduler.stats()["kv_cells_budget"]
+    assert s['parley_kv_bytes{tier="live"}'] == s["parley_kv_cells_used"] * 2 * 30 * 3 * 64 * 2
+    assert s['parley_http_requests_total{route="unmatched",method="GET",status="404"}'] >= 1
+    for hist in ("parley_time_to_first_token_seconds", "parley_time_per_output_token_seconds",
+                 "parley_queue_seconds"):
+        buckets = sorted(((float(k.split('le="')[1].rstrip('"}')), v) for k, v in s.items()
+                          if k.startswith(hist + "_bucket")), key=lambda kv: kv[0])
+        counts = [v for _, v in buckets]
+        assert counts == sorted(counts)
+        assert buckets[-1][0] == math.inf and buckets[-1][1] == s[hist + "_count"]

@@ -1,0 +1,99 @@
+"""`parley chat` as a user runs it: one-shot answers, the interactive loop and its commands, Ctrl-C, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PARLEY = [sys.executable, "-m", "parley.cli.main"]
+FAST = ["--temperature", "0", "--disk-cache-mb", "0", "--kv-size", "2048"]
+
+
+def run(*args, stdin=None, timeout=180):
+    return subprocess.run([*PARLEY, *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def test_one_shot_answer_and_stats():
+    out = run("chat", "-p", "What is the capital of France?", "-n", "12", "--stats", *FAST)
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in out.stdout
+    assert "prompt tokens" in out.stderr and "tok/s" in out.stderr
+
+
+def test_default_command_is_chat_and_reads_stdin():
+    out = run("-p", "-", "-n", "6", *FAST, stdin="Say hello.")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+
+
+def test_stop_flag_is_never_printed():
+    first = run("-p", "Count from one to ten in words.", "-n", "30", *FAST)
+    words = first.stdout.split()
+    stop = words[min(3, len(words) - 1)]
+    cut = run("-p", "Count from one to ten in words.", "-n", "30", "--stop", stop, *FAST)
+    assert cut.returncode == 0
+    assert stop not in cut.stdout and first.stdout.startswith(cut.stdout.rstrip("\n"))
+
+
+def test_interactive_commands():
+    script = "/help\nHi there.\n/stats\n/retry\n/system You are a pirate.\nWho are you?\n/clear\n/bogus\n/quit\n"
+    out = run("chat", "-n", "8", *FAST, stdin=script)
+    assert out.returncode == 0, out.stderr
+    err = out.stderr
+    assert "/retry" in err and "prompt tokens" in err
+    assert "system prompt set" in err and "conversation cleared" in err
+    assert "unknown command /bogus" in err
+
+
+def test_ctrl_c_stops_the_reply_not_the_program():
+    proc = subprocess.Popen([*PARLEY, "chat", "-n", "2000", "--temperature", "0.8", "--disk-cache-mb", "0",
+                             "--kv-size", "4096"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdin.write("Write a very long story about the sea.\n")
+        proc.stdin.flush()
+        first = proc.stdout.read(20)  # the reply is streaming
+        assert first
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        proc.stdin.write("/stats\n/quit\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "[stopped]" in out
+    assert "cancelled" in err  # /stats shows the stopped reply's finish reason
+
+
+def test_missing_model_is_one_line_naming_the_path(tmp_path):
+    missing = tmp_path / "missing.gguf"
+    out = run("-p", "hi", "-m", str(missing))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in out.stderr
+
+
+def test_not_a_gguf_file(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"PK\x03\x04 this is a zip")
+    out = run("-p", "hi", "-m", str(bad))
+    assert out.returncode == 2 and "not a GGUF" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_flag_values_are_clear():
+    out = run("-p", "hi", "-n", "-5", *FAST)
+    assert out.returncode == 2 and "max_tokens" in out.stderr and "Traceback" not in out.stderr
+    out = run("-p", "hi", "--chat-format", "nope")
+    assert out.returncode == 2 and "chatml" in out.stderr
+
+
+def test_model_from_environment(tmp_path):
+    env = {**os.environ, "PARLEY_MODEL": str(tmp_path / "env-model.gguf")}
+    out = subprocess.run([*PARLEY, "-p", "hi"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2 and "env-model.gguf" in out.stderr
