@@ -158,3 +158,20 @@ def test_builder_reuses_previous_turn_tokens_verbatim(det):
     second = det.builder.build(msgs2, prev)
     assert second.reused == len(prev.tokens) and second.tokens[: len(prev.tokens)] == list(prev.tokens)
     assert second.note == ""
+
+
+def test_next_turn_header_is_read_ahead(det):
+    """After a reply, the template's closing and next-user header are read while the user types."""
+    import time
+
+    chat = det.chat(temperature=0, max_tokens=8)
+    chat.ask("Hi")
+    prev = chat.conversation._prev.tokens
+    prefix = chat.conversation.next_prefix()
+    assert len(prefix) > len(prev) and tuple(prefix[: len(prev)]) == prev
+    assert det.engine.eos_id in prefix[len(prev):]  # <|im_end|> closes the reply, then the user header
+    deadline = time.time() + 30
+    while (s := det.scheduler.stats())["running"] + s["waiting"] and time.time() < deadline:
+        time.sleep(0.02)
+    chat.ask("Bye")
+    assert chat.last.result.cached_tokens >= len(prefix)

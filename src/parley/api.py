@@ -159,6 +159,8 @@ class Chat:
             self.conversation.record(turn, result)
             note = turn.built.note or result.cache_note
             self.last = Reply(result.text, result, turn.dropped, note)
+            if result.finish_reason in ("stop", "length"):
+                self.parley.scheduler.prefetch(self.conversation.next_prefix())
 
 
 def load(model: str | os.PathLike | None = None, **options) -> Parley:

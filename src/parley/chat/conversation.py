@@ -75,6 +75,19 @@ class Conversation:
         else:  # the reply's text is not exactly its tokens' text (stop string, cancel): reuse the prompt only
             self._prev = Prefix(turn.built.text, tuple(turn.tokens))
 
+    def next_prefix(self) -> list[int]:
+        """The tokens the next turn's prompt will start with whatever the user writes: this turn's tokens plus
+        the template's closing and next-user header (e.g. "<|im_end|>\n<|im_start|>user\n"). Reading them while
+        the user types takes them off the next turn's time to first token. [] when nothing is known."""
+        if self._prev is None:
+            return []
+        probes = [self.builder.build(self.full_messages(self.messages + [{"role": "user", "content": c}]),
+                                     self._prev).tokens for c in ("a", "b")]
+        n = len(self._prev.tokens)
+        while n < min(len(probes[0]), len(probes[1])) and probes[0][n] == probes[1][n]:
+            n += 1
+        return probes[0][:n] if n > len(self._prev.tokens) else []
+
     def clear(self) -> None:
         self.messages = []
         self._prev = None

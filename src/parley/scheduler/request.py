@@ -104,6 +104,7 @@ class Request:
     max_new: int = 0                   # max_tokens clipped to the context left (0: read the prompt only)
     prefilled: int = 0                 # prompt tokens computed (not reused) for this request
     pin: bool = False                  # keep the sequence pinned in the prefix cache when done
+    internal: bool = False             # parley's own work (read-ahead): not reported to observers
     hashes: list = field(default_factory=list)  # chained block hashes of the prompt (prefix_index)
 
     @property

@@ -144,7 +144,7 @@ class Scheduler:
 
     # ---- any thread --------------------------------------------------------------------------------------
     def submit(self, prompt: Sequence[int], params: SamplingParams, sink: Callable, *, pin: bool = False,
-               prefill_only: bool = False, param: str = "prompt") -> Request:
+               prefill_only: bool = False, param: str = "prompt", internal: bool = False) -> Request:
         """Queue a generation. Raises (in the caller's thread) for a prompt that cannot fit or a full queue;
         `param` names the request field the prompt came from, for those errors."""
         prompt = list(prompt)
@@ -164,6 +164,7 @@ class Scheduler:
         req = Request(prompt=prompt, params=params, sink=sink)
         req.max_new = 0 if prefill_only else min(params.max_tokens, room)
         req.pin = pin
+        req.internal = internal
         self._inbox.put(("submit", req))
         return req
 
@@ -206,6 +207,16 @@ class Scheduler:
         fut: Future = Future()
         self._inbox.put(("call", (fn, fut)))
         return fut.result(timeout)
+
+    def prefetch(self, tokens: Sequence[int]) -> None:
+        """Read `tokens` into the cache now, generating nothing (the next turn's fixed header while the user
+        types). Best effort: a prompt that cannot fit, or a busy queue, simply skips it."""
+        if not tokens:
+            return
+        try:
+            self.submit(tokens, SamplingParams(max_tokens=1), lambda ev: None, prefill_only=True, internal=True)
+        except (LimitExceeded, Overloaded, InvalidRequest):
+            pass
 
     def pin(self, tokens: Sequence[int]) -> Slot:
         """Read `tokens` once and keep their KV pinned (never evicted) until unpin(); returns the handle."""
@@ -484,7 +495,7 @@ class Scheduler:
         )
         self.totals[f"finished_{reason}"] += 1
         self.totals["generated_tokens"] += n_gen
-        for obs in self.observers:
+        for obs in () if r.internal else self.observers:
             try:
                 obs(r, res)
             except Exception:

@@ -141,6 +141,8 @@ async def _reply(state: ServerState, request: Request, entry: StoredConversation
         if result is None or result.finish_reason == "error":
             return  # not recorded: the message can be sent again
         conv.record(turn, result)
+        if result.finish_reason in ("stop", "length"):  # read the next turn's header while the user types
+            state.parley.scheduler.prefetch(conv.next_prefix())
         entry.last = {"usage": usage(result), "finish_reason": result.finish_reason,
                       "dropped_messages": turn.dropped, "cache_note": result.cache_note}
         state.conversations.save(entry)
