@@ -47,6 +47,7 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check src tests bench
 
 bench: install
+	$(PIP) install -e ".[bench]"
 	$(VENV)/bin/parley bench all --quick
 
 clean:
