@@ -175,3 +175,11 @@ def test_next_turn_header_is_read_ahead(det):
         time.sleep(0.02)
     chat.ask("Bye")
     assert chat.last.result.cached_tokens >= len(prefix)
+
+
+def test_ignore_eos_runs_to_max_tokens(det):
+    stream = det.complete("<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n", temperature=0,
+                          max_tokens=40, ignore_eos=True)
+    stream.wait()
+    assert stream.result.generated_tokens == 40 and stream.result.finish_reason == "length"
+    assert not any(det.engine.is_eog(t) for t in stream.result.token_ids)

@@ -49,7 +49,7 @@ def test_interactive_commands():
 
 
 def test_ctrl_c_stops_the_reply_not_the_program():
-    proc = subprocess.Popen([*PARLEY, "chat", "-n", "2000", "--temperature", "0.8", "--disk-cache-mb", "0",
+    proc = subprocess.Popen([*PARLEY, "chat", "-n", "2000", "--ignore-eos", "--disk-cache-mb", "0",
                              "--kv-size", "4096"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

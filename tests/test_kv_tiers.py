@@ -32,8 +32,7 @@ def reference(second: list[int]) -> list[int]:
 
 
 def evict_everything(p) -> None:
-    cache = p.scheduler.cache
-    p.scheduler.call(lambda: [cache.evict(s) for s in cache.idle_slots()])
+    p.scheduler.drop_cached(save=True)
 
 
 def test_evicted_to_ram_then_disk_continues_exactly(tmp_path):

@@ -29,6 +29,7 @@ class SamplingParams:
     penalty_last_n: int = 64
     seed: int | None = None
     stop: tuple[str, ...] = field(default=())
+    ignore_eos: bool = False  # never end at the model's end-of-turn tokens (benchmarks, tests): max_tokens or a stop
 
     def __post_init__(self) -> None:
         validate(self)
@@ -79,6 +80,8 @@ def validate(p: SamplingParams) -> None:
     _number("penalty_last_n", p.penalty_last_n, 0, 1_000_000, integer=True)
     if p.seed is not None:
         _number("seed", p.seed, 0, SEED_MAX, integer=True)
+    if not isinstance(p.ignore_eos, bool):
+        raise InvalidRequest(f"ignore_eos must be true or false, got {type(p.ignore_eos).__name__}", param="ignore_eos")
     if not isinstance(p.stop, tuple):
         raise InvalidRequest("stop must be a tuple of strings (use SamplingParams.replace)", param="stop")
     if len(p.stop) > MAX_STOP_STRINGS:

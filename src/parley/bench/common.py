@@ -163,10 +163,7 @@ def timed_parley(scheduler, tokens: Sequence[int], params: SamplingParams) -> Ti
 
 def drop_idle(scheduler) -> None:
     """Forget every idle cached sequence (saved to the store first, if the scheduler has one)."""
-    def fn():
-        for slot in scheduler.cache.idle_slots():
-            scheduler.cache.evict(slot)
-    scheduler.call(fn)
+    scheduler.drop_cached()
 
 
 # ---- baselines in this process -------------------------------------------------------------------------------

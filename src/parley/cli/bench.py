@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("scenario", choices=(*SCENARIOS, "all"),
                    help="decode: tok/s vs Llama; multiturn: TTFT per turn of a long chat; sessions: 16 chats "
                         "taking turns, KV room for 4; concurrent: 8 HTTP clients at once; restart: the same chat "
-                        "after a process restart; all: every one")
+                        "after a process restart; threads: the default thread setting vs fixed counts, quiet and "
+                        "with a core taken; all: every one")
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute per scenario")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (every number, the machine, the command) instead of the table")

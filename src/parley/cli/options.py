@@ -58,6 +58,8 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-n", "--max-tokens", type=int, default=d.max_tokens, help=f"default {d.max_tokens}")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop when the reply would contain TEXT (repeatable; TEXT is never printed)")
+    g.add_argument("--ignore-eos", action="store_true",
+                   help="do not end at the model's end-of-turn token (only --max-tokens or --stop end a reply)")
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -72,4 +74,5 @@ def sampling_kwargs(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "max_tokens": args.max_tokens,
         "stop": tuple(args.stop),
+        "ignore_eos": args.ignore_eos,
     }

@@ -187,6 +187,7 @@ class LlamaCppEngine:
         self._scratch_seq = cfg.n_seq_max - 1
         self.n_threads = threads
         self.governor = ThreadGovernor(threads) if not cfg.n_threads and threads > 1 else None
+        self._auto_governor = self.governor
         self._threads_now = threads
         self.n_vocab = llc.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_train = llc.llama_model_n_ctx_train(self._model)
@@ -260,6 +261,20 @@ class LlamaCppEngine:
             if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.n_vocab:
                 raise InvalidRequest(f"token ids must be integers in [0, {self.n_vocab}), got {t!r}", param=param)
 
+    def set_threads(self, n: int) -> None:
+        """Use `n` threads from now on (0: all cores with the ThreadGovernor). Scheduler thread only."""
+        if n < 0:
+            raise InvalidRequest(f"threads must be >= 0, got {n}", param="threads")
+        want = n or self.n_threads
+        if n == 0 and self.n_threads > 1:  # back to auto: the governor keeps what it learnt
+            self._auto_governor = self._auto_governor or ThreadGovernor(self.n_threads)
+            self.governor = self._auto_governor
+            want = self.governor.current
+        else:
+            self.governor = None
+        llc.llama_set_n_threads(self._ctx, want, want)
+        self._threads_now = want
+
     # ---- decoding (scheduler thread only) ----------------------------------------------------------------
     def decode(
         self,
@@ -309,6 +324,10 @@ class LlamaCppEngine:
         seed = params.seed if params.seed is not None else secrets.randbits(32)
         chain = llc.llama_sampler_chain_init(llc.llama_sampler_chain_default_params())
         add = llc.llama_sampler_chain_add
+        if params.ignore_eos and self.eog_ids:  # end-of-turn tokens can never be drawn
+            bias = (llc.llama_logit_bias * len(self.eog_ids))(
+                *[llc.llama_logit_bias(t, float("-inf")) for t in sorted(self.eog_ids)])
+            add(chain, llc.llama_sampler_init_logit_bias(self.n_vocab, len(self.eog_ids), bias))
         penalised = params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
         if penalised and params.penalty_last_n:
             add(chain, llc.llama_sampler_init_penalties(

@@ -249,6 +249,10 @@ class PrefixCache:
             self.counters.saved_states += 1
         return saved
 
+    def drop(self, slot: Slot) -> None:
+        """Forget an idle sequence without saving it."""
+        self._free(slot)
+
     def _free(self, slot: Slot) -> None:
         self.engine.kv_remove(slot.seq)
         self.ledger.free(slot.seq)

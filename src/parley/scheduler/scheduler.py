@@ -228,6 +228,19 @@ class Scheduler:
             raise InvalidRequest(f"could not pin the prefix: {res.error}", param="prefix")
         return req.slot
 
+    def drop_cached(self, *, save: bool = True) -> int:
+        """Forget every idle, unpinned cached sequence (first saved to the RAM/disk tiers when `save` and they
+        exist). Returns how many were dropped. For benchmarks and tests that need a cold cache."""
+        def fn() -> int:
+            idle = self.cache.idle_slots()
+            for slot in idle:
+                if save:
+                    self.cache.evict(slot)
+                else:
+                    self.cache.drop(slot)
+            return len(idle)
+        return self.call(fn)
+
     def unpin(self, slot: Slot) -> None:
         self.call(lambda: self.cache.unpin(slot))
 
