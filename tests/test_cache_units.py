@@ -66,6 +66,8 @@ def test_ledger_counts_cells_like_llama_cpp(ops):
         assert ledger.used == model.used
         for s in range(5):
             assert ledger.length(s) == model.length(s)
+        for group in ({0}, {1, 2}, {0, 3, 4}):
+            assert ledger.held_by(group) == sum(1 for seqs, _ in model.cells if seqs & group)
 
 
 def test_ledger_private_cells():

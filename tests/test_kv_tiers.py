@@ -64,6 +64,35 @@ def test_ram_tier_restores(tmp_path):
         p.close(save=False)
 
 
+def test_idle_conversations_leave_the_context_while_others_decode():
+    """Past --kv-idle-cells idle cells, a decoding step moves idle conversations to RAM (every decode scans every
+    cell in use); a returning one is restored from RAM and continues exactly."""
+    p = parley.load(deterministic=True, cache_dir=False, kv_size=2048, ram_cache_mb=256, idle_kv_cells=32)
+    try:
+        first, second = conversation(p)
+        st = p.scheduler.stats()
+        assert st["live_sequences"] == 1 and st["cache_idle_trims"] == 0  # nothing decoding: nothing moved
+        p.scheduler.generate(p.tokenize(chatml("Count to three.")), G)  # decodes while the first one idles
+        st = p.scheduler.stats()
+        assert st["cache_idle_trims"] >= 1 and st["ram_states"] >= 1
+        res = p.scheduler.generate(second, G)
+        assert res.cache_source == "ram" and res.cached_tokens >= len(first)
+        assert res.token_ids == reference(second)
+    finally:
+        p.close(save=False)
+
+
+def test_no_store_means_idle_conversations_stay():
+    p = parley.load(cache_dir=False, kv_size=2048, ram_cache_mb=0, idle_kv_cells=0)
+    try:
+        first, second = conversation(p)
+        p.scheduler.generate(p.tokenize(chatml("Count to three.")), G)
+        assert p.scheduler.stats()["cache_idle_trims"] == 0  # nowhere to keep them: not thrown away
+        assert p.scheduler.generate(second, G).cache_source == "live"
+    finally:
+        p.close(save=False)
+
+
 RESTART = textwrap.dedent("""
     import json, sys
     import parley

@@ -47,6 +47,7 @@ class Parley:
         deterministic: bool = False,
         max_running: int = 8,
         ram_cache_mb: int = 1024,
+        idle_kv_cells: int = 2048,
         disk_cache_mb: int = 8192,
         cache_dir: str | os.PathLike | None | bool = None,
         n_seq_max: int = 64,
@@ -66,7 +67,7 @@ class Parley:
                 cache_path = Path(cache_dir)
             self.scheduler = Scheduler(self.engine, SchedulerConfig(
                 max_running=max_running, context_size=context_size, ram_cache_bytes=ram_cache_mb * MiB,
-                disk_cache_bytes=disk_cache_mb * MiB, cache_dir=cache_path))
+                idle_kv_cells=idle_kv_cells, disk_cache_bytes=disk_cache_mb * MiB, cache_dir=cache_path))
         except BaseException:
             self.engine.close()
             raise

@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
                    help="decode: tok/s vs Llama; multiturn: TTFT per turn of a long chat; sessions: 16 chats "
                         "taking turns, KV room for 4; concurrent: 8 HTTP clients at once; restart: the same chat "
                         "after a process restart; threads: the default thread setting vs fixed counts, quiet and "
-                        "with a core taken; all: every one")
+                        "with a core taken; idle: decode speed while idle conversations fill the context, with "
+                        "and without the idle-cell cap; all: every one")
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute per scenario")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (every number, the machine, the command) instead of the table")

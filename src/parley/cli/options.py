@@ -22,6 +22,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-c", "--ctx-size", type=int, default=0, metavar="TOKENS",
                    help="max tokens per conversation (default: the model's training context, at most --kv-size)")
     g.add_argument("--max-running", type=int, default=8, help="sequences generating at once (default 8)")
+    g.add_argument("--kv-idle-cells", type=int, default=2048, metavar="TOKENS",
+                   help="while anyone is generating, idle conversations beyond this many KV cells move to the RAM "
+                        "tier, because every decode attends over every cell in the context (default 2048; -1 = "
+                        "keep them all)")
     g.add_argument("--ram-cache-mb", type=int, default=1024, help="host RAM for evicted KV states (default 1024)")
     g.add_argument("--disk-cache-mb", type=int, default=8192,
                    help="disk for KV states under $PARLEY_HOME/kv, kept across restarts (default 8192; 0 = off)")
@@ -37,6 +41,7 @@ def parley_kwargs(args: argparse.Namespace) -> dict:
         "context_size": args.ctx_size,
         "max_running": args.max_running,
         "ram_cache_mb": args.ram_cache_mb,
+        "idle_kv_cells": args.kv_idle_cells,
         "disk_cache_mb": args.disk_cache_mb,
         "cache_dir": None if args.disk_cache_mb > 0 else False,
         "deterministic": args.deterministic,

@@ -46,6 +46,15 @@ class CellLedger:
             n += max(0, mine - max(others, g.start))
         return n
 
+    def held_by(self, seqs) -> int:
+        """Cells that at least one of `seqs` holds (shared cells counted once)."""
+        seqs = set(seqs)
+        n = 0
+        for g in self._groups.values():
+            end = max((e for s, e in g.ends.items() if s in seqs), default=g.start)
+            n += end - g.start
+        return n
+
     def extend(self, seq: int, end: int) -> None:
         """seq now holds positions up to `end` (new cells were decoded for it past its old end)."""
         segs = self._segments.setdefault(seq, [])

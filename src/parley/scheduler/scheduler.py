@@ -45,6 +45,7 @@ class SchedulerConfig:
     max_batch_tokens: int = 512       # tokens per decode call (<= the engine's n_batch)
     prefill_chunk: int = 128          # prompt tokens per step while other requests are decoding
     context_size: int = 0             # max positions per sequence; 0 = min(model's training context, KV budget)
+    idle_kv_cells: int = 2048         # while decoding, idle conversations beyond this many cells go to RAM/disk
     ram_cache_bytes: int = 1024 * MiB
     disk_cache_bytes: int = 8192 * MiB
     cache_dir: Path | None = None     # None: no disk tier
@@ -323,6 +324,8 @@ class Scheduler:
         self._admit()
         if not self.running:
             return
+        if self.config.idle_kv_cells >= 0:
+            self.cache.trim_idle(self.config.idle_kv_cells)
 
         tokens: list[int] = []
         positions: list[int] = []
@@ -522,6 +525,7 @@ class Scheduler:
             "running": len(self.running),
             "waiting": len(self.waiting),
             "kv_cells_used": c.cells_used,
+            "kv_cells_idle": c.idle_cells(),
             "kv_cells_budget": c.kv_budget,
             "live_sequences": len(c.slots),
             "pinned_sequences": sum(1 for s in c.slots.values() if s.pins),

@@ -151,6 +151,8 @@ class Metrics:
         metric("parley_conversations", "gauge", "Conversations held by /v1/conversations.", [({}, conversations)])
         metric("parley_kv_cells_used", "gauge", "KV cache cells (tokens) held by live sequences.",
                [({}, s.get("kv_cells_used", 0))])
+        metric("parley_kv_cells_idle", "gauge", "KV cells held only by idle conversations (--kv-idle-cells caps "
+               "them while anyone decodes).", [({}, s.get("kv_cells_idle", 0))])
         metric("parley_kv_cells_budget", "gauge", "KV cache cells available (--kv-size).",
                [({}, s.get("kv_cells_budget", 0))])
         metric("parley_kv_sequences", "gauge", "Live KV sequences, and how many are pinned.",
@@ -168,6 +170,9 @@ class Metrics:
                [({}, s.get("cache_misses", 0))])
         metric("parley_cache_evictions_total", "counter", "Sequences evicted from the live KV cache.",
                [({}, s.get("cache_evictions", 0))])
+        metric("parley_cache_idle_trims_total", "counter",
+               "Idle conversations moved out of the context to RAM/disk so decoding scans fewer cells.",
+               [({}, s.get("cache_idle_trims", 0))])
         metric("parley_cache_saved_states_total", "counter", "KV states saved to RAM or disk.",
                [({}, s.get("cache_saved_states", 0))])
         metric("parley_cache_restore_failures_total", "counter", "Saved KV states that could not be restored.",
