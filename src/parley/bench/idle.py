@@ -6,12 +6,14 @@ in the context gets slower for everyone as they pile up. parley keeps at most `-
 cells in the context while anyone is generating: past that, it moves the idle conversations to the RAM tier (least
 recently used first), from where a returning one is restored with a memory copy instead of a re-read.
 
-One Parley (RAM tier on, disk tier off) measures, in this order: decode tok/s of a fresh stream on an empty
-cache; N conversations are then read (each its own prompt, left idle in the context) and the same stream is
-measured with the cap off (every idle cell kept, what other unified-KV servers do); the cap is then set to the
-default, the scheduler trims, and the stream is measured again. TTFT of a returning conversation is measured
-in both states (live in the context vs restored from RAM). The states are consecutive, not interleaved
-(trimming cannot be undone without re-reading), so these ratios are ratios of medians.
+One Parley (RAM tier on, disk tier off) reads N conversations (each its own prompt) and leaves them idle. Then,
+repetition by repetition and in alternating order, two states are measured on the same engine:
+  kept   the cap is off (`idle_kv_cells=-1`, what a unified-KV server does) and every conversation is brought
+         back into the context (each re-sent: a live takeover, or a restore from RAM);
+  moved  the default cap is set and the scheduler moves the idle conversations to RAM while a short request
+         decodes.
+In each state: decode tok/s of a fresh stream, and TTFT of a returning conversation (its prompt + 16 new tokens:
+live in the context when kept, restored from RAM when moved). Ratios are medians of the paired repetitions.
 """
 
 from __future__ import annotations
@@ -20,11 +22,21 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from parley.bench.common import BenchContext, Row, ScenarioResult, Timed, greedy, median, settle, timed_parley
+from parley.bench.common import (
+    BenchContext,
+    Row,
+    ScenarioResult,
+    Timed,
+    greedy,
+    median,
+    rotate,
+    settle,
+    timed_parley,
+)
 from parley.bench.content import story_tokens
 from parley.scheduler.scheduler import SchedulerConfig
 
-WHAT = "decode tok/s while idle conversations fill the context: every idle cell kept vs parley's idle-cell cap"
+WHAT = "decode tok/s while idle conversations fill the context: every idle cell kept vs moved to RAM past the cap"
 
 
 @dataclass(frozen=True)
@@ -36,8 +48,8 @@ class Sizes:
     reps: int
 
 
-FULL = Sizes(conversations=24, conv_tokens=500, prompt=64, gen=128, reps=3)
-QUICK = Sizes(conversations=16, conv_tokens=500, prompt=64, gen=64, reps=2)
+FULL = Sizes(conversations=24, conv_tokens=500, prompt=64, gen=128, reps=5)
+QUICK = Sizes(conversations=16, conv_tokens=500, prompt=64, gen=64, reps=3)
 
 CAP = SchedulerConfig().idle_kv_cells
 
@@ -52,6 +64,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
     parley = Parley(ctx.model, threads=ctx.threads, kv_size=16384, cache_dir=False, ram_cache_mb=1024,
                     idle_kv_cells=-1)
     sched = parley.scheduler
+    cache = sched.cache
     tok = parley.engine.tokenize
 
     def toks(seed: int, n: int) -> list[int]:
@@ -59,62 +72,60 @@ def run(ctx: BenchContext) -> ScenarioResult:
 
     convs = [toks(ctx.seed + 100 + i, sz.conv_tokens) for i in range(sz.conversations)]
     probe = toks(ctx.seed, sz.prompt)
-    decode: dict[str, list[Timed]] = {}
-    returning: dict[str, list[Timed]] = {}
+    decode: dict[str, list[Timed]] = {"kept": [], "moved": []}
+    returning: dict[str, list[Timed]] = {"kept": [], "moved": []}
+    idle_seen: dict[str, list[int]] = {"kept": [], "moved": []}
 
-    def measure(state: str) -> None:
-        for _ in range(sz.reps):
-            settle()
-            decode.setdefault(state, []).append(timed_parley(sched, probe, greedy(sz.gen).replace(ignore_eos=True)))
-        ctx.log(f"idle: {state}: decode " + ", ".join(f"{t.decode_tps:.1f}" for t in decode[state]) + " tok/s")
+    def set_cap(cap: int) -> None:
+        def apply():
+            sched.config = dataclasses.replace(sched.config, idle_kv_cells=cap)
+        sched.call(apply)
 
-    def come_back(state: str, which: list[int]) -> None:
-        for i in which:
-            settle()
-            t = timed_parley(sched, convs[i] + toks(ctx.seed + 900 + i, 16), greedy(1))
-            returning.setdefault(state, []).append(t)
-        ctx.log(f"idle: {state}: returning TTFT " + ", ".join(
-            f"{t.ttft_s * 1000:.0f} ms ({t.source}, {t.cached_tokens} cached)" for t in returning[state]))
+    def enter(state: str) -> None:
+        if state == "kept":
+            set_cap(-1)
+            for c in convs:
+                timed_parley(sched, c, greedy(1))
+        else:
+            set_cap(CAP)
+            while sched.call(lambda: cache.flushing or cache.idle_cells() > CAP):  # moves happen while decoding
+                timed_parley(sched, probe, greedy(16))
+        idle_seen[state].append(sched.call(cache.idle_cells))
 
     try:
         timed_parley(sched, probe, greedy(8))  # warm-up
-        measure("empty")
         t0 = time.perf_counter()
         for c in convs:
             timed_parley(sched, c, greedy(1))
         res.data["fill_seconds"] = round(time.perf_counter() - t0, 2)
-        idle_kept = sched.call(parley.scheduler.cache.idle_cells)
-        res.data["idle_cells_kept"] = idle_kept
-        measure("kept")
-        come_back("kept", list(range(sz.conversations - 1, sz.conversations - 1 - sz.reps, -1)))
-
-        def set_cap():
-            sched.config = dataclasses.replace(sched.config, idle_kv_cells=CAP)
-        sched.call(set_cap)
-        t0 = time.perf_counter()
-        while sched.call(parley.scheduler.cache.idle_cells) > CAP:  # trimming happens while something decodes
-            timed_parley(sched, probe, greedy(16))
-        res.data["trim_seconds"] = round(time.perf_counter() - t0, 2)
-        res.data["idle_cells_trimmed"] = sched.call(parley.scheduler.cache.idle_cells)
+        for i in range(sz.reps):
+            for state in rotate(["kept", "moved"], i):
+                enter(state)
+                settle()
+                decode[state].append(timed_parley(sched, probe, greedy(sz.gen).replace(ignore_eos=True)))
+                j = (i * 7 + (state == "moved")) % sz.conversations
+                settle()
+                returning[state].append(timed_parley(sched, convs[j] + toks(ctx.seed + 900 + i, 16), greedy(1)))
+            ctx.log(f"idle: repetition {i + 1}/{sz.reps}: " + ", ".join(
+                f"{s} {idle_seen[s][-1]} idle cells: decode {decode[s][-1].decode_tps:.1f} tok/s, returning TTFT "
+                f"{returning[s][-1].ttft_s * 1000:.0f} ms ({returning[s][-1].source})" for s in ("kept", "moved")))
+        res.data["idle_cells"] = idle_seen
         res.data["idle_trims"] = sched.stats()["cache_idle_trims"]
-        measure("trimmed")
-        come_back("trimmed", list(range(sz.reps)))
     finally:
         parley.close(save=False)
 
-    res.data["runs"] = {f"decode/{k}": [t.as_dict() for t in v] for k, v in decode.items()}
-    res.data["runs"].update({f"returning/{k}": [t.as_dict() for t in v] for k, v in returning.items()})
-    tps = {k: median([t.decode_tps for t in v]) for k, v in decode.items()}
-    ttft = {k: median([t.ttft_s * 1000 for t in v]) for k, v in returning.items()}
-    kept = f"{idle_kept} idle cells kept"
+    res.data["runs"] = {f"{kind}/{s}": [t.as_dict() for t in v]
+                        for kind, d in (("decode", decode), ("returning", returning)) for s, v in d.items()}
+    kept = f"{median(idle_seen['kept']):.0f} idle cells kept"
     res.rows = [
-        Row(f"decode tok/s, {idle_kept} idle cells kept in the context", "tok/s", tps["kept"], "empty cache",
-            tps["empty"], note="what keeping every conversation in a unified KV buffer costs every stream"),
-        Row(f"decode tok/s, idle conversations moved to RAM (--kv-idle-cells {CAP})", "tok/s", tps["trimmed"], kept,
-            tps["kept"]),
-        Row(f"decode tok/s, idle conversations moved to RAM (--kv-idle-cells {CAP})", "tok/s", tps["trimmed"],
-            "empty cache", tps["empty"]),
-        Row("TTFT, returning conversation restored from RAM", "ms", ttft["trimmed"], "kept live in the context",
-            ttft["kept"], higher_is_better=False, note="the cap's price, paid once when a conversation returns"),
+        Row(f"decode tok/s, idle conversations moved to RAM (--kv-idle-cells {CAP})", "tok/s",
+            median([t.decode_tps for t in decode["moved"]]), kept, median([t.decode_tps for t in decode["kept"]]),
+            pairs=[(a.decode_tps, b.decode_tps) for a, b in zip(decode["moved"], decode["kept"], strict=True)],
+            note="every decode scans every cell in use"),
+        Row("TTFT, returning conversation: restored from RAM vs live", "ms",
+            median([t.ttft_s * 1000 for t in returning["moved"]]), "kept live in the context",
+            median([t.ttft_s * 1000 for t in returning["kept"]]), higher_is_better=False,
+            pairs=[(a.ttft_s, b.ttft_s) for a, b in zip(returning["moved"], returning["kept"], strict=True)],
+            note="the cap's price, paid once when a conversation returns"),
     ]
     return res

@@ -40,7 +40,7 @@ class Sizes:
 
 
 FULL = Sizes(prompt=128, gen=256, reps=3)
-QUICK = Sizes(prompt=128, gen=128, reps=1)
+QUICK = Sizes(prompt=128, gen=128, reps=2)
 
 SPIN = "import time\nwhile True:\n    pass\n"
 
@@ -99,8 +99,12 @@ def run(ctx: BenchContext) -> ScenarioResult:
         row("decode tok/s, default threads, quiet", "quiet", "all cores", target=0.9,
             note="the governor's probes cost little when nothing competes"),
         row("decode tok/s, default threads, quiet", "quiet", "1 thread"),
-        row("decode tok/s, default threads, one core taken", "one core taken", "all cores", target=1.5,
-            note="spinning threads collapse when a core is taken; the default must not"),
+        row("decode tok/s, default threads, one core taken", "one core taken", "all cores", target=1.0, strict=True,
+            note="spinning threads slow down (1.5-10x measured here) when a core is taken; the default must not"),
         row("decode tok/s, default threads, one core taken", "one core taken", "1 thread", target=0.8),
+        Row("decode tok/s, default threads, one core taken", "tok/s", med["one core taken/auto"],
+            "default threads, quiet", med["quiet/auto"], target=0.5, note="does not collapse (keeps at least half its quiet speed)",
+            pairs=[(a.decode_tps, b.decode_tps)
+                   for a, b in zip(runs[("one core taken", "auto")], runs[("quiet", "auto")], strict=True)]),
     ]
     return res

@@ -86,6 +86,11 @@ class PrefixCache:
     def _active_seqs(self) -> list[int]:
         return [s.seq for s in self.slots.values() if s.owner is not None or s.pins]
 
+    @property
+    def flushing(self) -> bool:
+        """trim_idle is moving idle sequences out (until none is left)."""
+        return self._flushing
+
     def idle_cells(self) -> int:
         """Cells held only by idle, unpinned sequences."""
         return self.ledger.used - self.ledger.held_by(self._active_seqs())
