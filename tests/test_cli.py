@@ -67,7 +67,7 @@ def test_ctrl_c_stops_the_reply_not_the_program():
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "[stopped]" in out
+    assert "[stopped]" in out, (out[-300:], err[-1500:])
     assert "cancelled" in err  # /stats shows the stopped reply's finish reason
 
 

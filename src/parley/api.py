@@ -116,6 +116,7 @@ class Chat:
         self.parley = parley
         self.conversation = conversation
         self.last: Reply | None = None
+        self._stream: Stream | None = None
 
     @property
     def messages(self) -> list[dict]:
@@ -138,6 +139,12 @@ class Chat:
         """send() and return the whole reply."""
         return "".join(self.send(text, **sampling))
 
+    def stop(self) -> None:
+        """Stop the reply being generated (from any thread, or a signal handler); what was said is kept."""
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+
     def clear(self) -> None:
         self.conversation.clear()
 
@@ -149,6 +156,7 @@ class Chat:
 
     def _run(self, turn: Turn) -> Iterator[str]:
         stream = self.parley.scheduler.stream(turn.tokens, turn.params)
+        self._stream = stream
         try:
             for chunk in stream:
                 yield chunk.text
@@ -156,6 +164,7 @@ class Chat:
             if stream.result is None:  # stopped early (Ctrl-C, break): keep what was said, as it was said
                 stream.cancel()
                 stream.wait()
+            self._stream = None
             result = stream.result
             self.conversation.record(turn, result)
             note = turn.built.note or result.cache_note

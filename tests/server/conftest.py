@@ -13,7 +13,7 @@ _HOME = tempfile.mkdtemp(prefix="parley-server-tests-")
 os.environ["PARLEY_HOME"] = _HOME
 
 import httpx  # noqa: E402
-from srvutil import API_KEY, LiveServer  # noqa: E402
+from srvutil import API_KEY, CORS_ORIGIN, LiveServer  # noqa: E402
 
 from parley.server import ServerSettings  # noqa: E402
 
@@ -59,7 +59,8 @@ def server(parley):
 
 @pytest.fixture(scope="session")
 def keyed_server(parley):
-    s = LiveServer(parley, ServerSettings(api_key=API_KEY, max_tokens_cap=16))
+    s = LiveServer(parley, ServerSettings(api_key=API_KEY, max_tokens_cap=16,
+                                               cors_origins=(CORS_ORIGIN,)))
     yield s
     s.stop()
 

@@ -13,6 +13,7 @@ import uvicorn
 from parley.server import ServerSettings, create_app
 
 API_KEY = "test-key-0123456789"
+CORS_ORIGIN = "http://localhost:5173"  # the keyed server lets pages from here call it
 _fresh = itertools.count(1)
 
 

@@ -7,7 +7,10 @@ import httpx
 import openai
 import pytest
 import text_generation
-from srvutil import API_KEY, assert_error
+from srvutil import API_KEY, CORS_ORIGIN, assert_error
+
+from parley.errors import InvalidRequest
+from parley.server import ServerSettings
 
 ROUTES = [
     ("GET", "/v1/models", None),
@@ -70,3 +73,24 @@ def test_big_unauthenticated_body_gets_401_not_a_reset(keyed_server):
     r = httpx.post(keyed_server.url + "/v1/chat/completions", content=b"x" * (8 << 20),
                    headers={"content-type": "application/json"}, timeout=60)
     assert_error(r, 401)
+
+
+def test_cors_only_for_the_origins_allowed(keyed_server, server):
+    url = keyed_server.url + "/v1/chat/completions"
+    pre = {"access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type"}
+    r = httpx.options(url, headers={"origin": CORS_ORIGIN, **pre})  # a preflight carries no key
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == CORS_ORIGIN
+    r = httpx.options(url, headers={"origin": "http://evil.example", **pre})
+    assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
+    r = httpx.get(keyed_server.url + "/v1/models", headers={"origin": CORS_ORIGIN,
+                                                             "authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == CORS_ORIGIN
+    r = httpx.get(keyed_server.url + "/v1/models", headers={"origin": CORS_ORIGIN})
+    assert r.status_code == 401  # CORS lets the page ask; the key still decides
+    r = httpx.get(server.url + "/v1/models", headers={"origin": CORS_ORIGIN})  # no --cors-origin: no header
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+def test_cors_origin_must_be_an_origin():
+    with pytest.raises(InvalidRequest, match="cors_origins"):
+        ServerSettings(cors_origins=("localhost:5173/app",))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from parley.api import Chat, Parley
 from parley.cli.options import add_model_options, add_sampling_options, parley_kwargs, sampling_kwargs
@@ -41,17 +43,32 @@ def _stats_line(chat: Chat) -> str:
 
 
 def _stream(chat: Chat, chunks, out) -> bool:
-    """Print a reply as it comes. Returns False when the user stopped it with Ctrl-C."""
+    """Print a reply as it comes. Ctrl-C stops the reply, not the program: while a reply streams, SIGINT cancels
+    the request (the scheduler ends it within a step, keeping what was said) instead of raising
+    KeyboardInterrupt, which could land anywhere, even in a finalizer that would swallow it. Returns False when
+    the reply was stopped or failed."""
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGINT, lambda signum, frame: chat.stop())
     try:
         for text in chunks:
             out.write(text)
             out.flush()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a Ctrl-C that came before the handler was set
+        chunks.close()
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+    result = chat.last.result if chat.last is not None else None
+    if result is not None and result.finish_reason == "cancelled":
         out.write(" [stopped]\n")
         out.flush()
         return False
     out.write("\n")
     out.flush()
+    if result is not None and result.finish_reason == "error":
+        print(f"error: {result.error}", file=sys.stderr)
+        return False
     return True
 
 

@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
     g.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     g.add_argument("--api-key", default=os.environ.get("PARLEY_API_KEY") or None, metavar="KEY",
                    help="require 'Authorization: Bearer KEY' on every route but /health (default: $PARLEY_API_KEY)")
+    g.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN (e.g. http://localhost:5173, or *) call the API from a browser "
+                        "(repeatable; default: none)")
     g.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level (default warning; info logs every request)")
     lim = p.add_argument_group("limits (each named in the 4xx it causes)")
@@ -55,6 +58,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_tokens_cap=args.max_tokens_cap,
         max_concurrent=args.max_concurrent,
         max_conversations=args.max_conversations,
+        cors_origins=tuple(args.cors_origin),
     )
 
 

@@ -4,7 +4,8 @@ The app does not own the Parley: whoever made it closes it (so tests can share o
 `parley serve` closes it after uvicorn has stopped, saving the KV cache to disk). The lifespan only adds and
 removes the metrics observer on the scheduler.
 
-Layers, outermost first: HttpMetrics (counts every response) -> ApiKeyAuth (401 before anything is parsed) ->
+Layers, outermost first: CORS (only with --cors-origin; answers a browser's preflight, which carries no key) ->
+HttpMetrics (counts every response) -> ApiKeyAuth (401 before anything is parsed) ->
 BodyLimit (413 before anything is parsed) -> FastAPI (validation -> 400 in the OpenAI error shape) -> routes.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse
 
 from parley import __version__
@@ -71,4 +73,8 @@ def create_app(parley, settings: ServerSettings | None = None) -> FastAPI:
     if settings.api_key:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
     app.add_middleware(HttpMetrics, metrics=metrics, routes=app.router.routes)
+    if settings.cors_origins:  # outermost: a browser's preflight carries no API key
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
+                           max_age=600)
     return app

@@ -3,6 +3,7 @@ so a user reading a 4xx knows which setting (or `parley serve` flag) to change."
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from parley.errors import InvalidRequest
@@ -27,10 +28,17 @@ class ServerSettings:
     max_concurrent: int = 64
     # Conversations kept by /v1/conversations (in memory until the store lands); creating one more is a 429.
     max_conversations: int = 1024
+    # Web origins (scheme://host:port) whose pages may call this server from a browser (CORS); "*" allows any.
+    # Default none: a page on another site cannot read the answers, and cannot even send a JSON body.
+    cors_origins: tuple[str, ...] = ()
     # Seconds uvicorn waits for open streams at shutdown before cancelling them.
     graceful_shutdown_s: float = 10.0
 
     def __post_init__(self) -> None:
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise InvalidRequest(f"cors_origins: {origin!r} is not an origin like http://localhost:5173 (scheme "
+                                     "and host, no path) or *", param="cors_origins")
         for name in ("max_body_bytes", "max_concurrent", "max_conversations"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
