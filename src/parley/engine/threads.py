@@ -8,7 +8,8 @@ cheaper median wins, with a 10% margin):
 - when the current setting gets 1.5x slower than it was when last chosen (another process arrived), at once;
 - otherwise every `period` calls, backing off (16 -> 1024 calls) while probes keep losing, so a quiet machine
   soon pays well under 1% for them;
-- a probe call that costs twice the usual ends the probe at once: trying the collapsed setting costs one call.
+- a probe call that costs twice the usual ends the probe at once: trying the collapsed setting costs one call;
+  two probe calls both slower than the usual (by the margin) end it too, so a quiet machine pays two calls.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class ThreadGovernor:
 
     def _record_probe(self, ratio: float) -> None:
         self._ratios.append(ratio)
-        if ratio > 2:  # clearly worse: stop paying for it now
-            self._end_probe(won=False)
+        if ratio > 2 or (len(self._ratios) >= 2 and min(self._ratios) > 1 + self.margin):
+            self._end_probe(won=False)  # clearly worse (one call at 2x, or two calls both slower): stop paying now
         elif len(self._ratios) >= self.probe:
             self._end_probe(won=statistics.median(self._ratios) < 1 - self.margin)
 
