@@ -20,6 +20,7 @@ ROUTES = [
     ("POST", "/generate", {"inputs": "hi", "parameters": {"max_new_tokens": 1}}),
     ("POST", "/generate_stream", {"inputs": "hi", "parameters": {"max_new_tokens": 1}}),
     ("POST", "/", {"inputs": "hi"}),
+    ("GET", "/", None),
     ("GET", "/info", None),
     ("GET", "/metrics", None),
     ("GET", "/v1/conversations", None),

@@ -23,7 +23,7 @@ OPERATIONS = [
     ("GET", "/v1/conversations/{conversation_id}"), ("DELETE", "/v1/conversations/{conversation_id}"),
     ("POST", "/v1/conversations/{conversation_id}/messages"), ("POST", "/v1/conversations/{conversation_id}/retry"),
     ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/"), ("GET", "/info"), ("GET", "/health"),
-    ("GET", "/metrics"),
+    ("GET", "/metrics"), ("GET", "/"),
 ]
 EXAMPLES = 25
 

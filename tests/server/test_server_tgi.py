@@ -123,3 +123,11 @@ def test_errors_reach_the_client_as_tgi_errors(client, server):
     r = httpx.post(f"{server.url}/generate", json={"inputs": "", "parameters": {"max_new_tokens": 2}})
     err = assert_error(r, 400, "inputs")
     assert r.json()["error_type"] == "validation" and err["param"] == "inputs"
+
+
+def test_root_page_says_where_the_apis_are(server):
+    import httpx
+
+    r = httpx.get(server.url + "/")  # the URL `parley serve` prints: a browser gets a page, not an error
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "SmolLM2" in r.text and "/v1/chat/completions" in r.text and 'href="/docs"' in r.text

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from parley import __version__
 from parley.errors import Overloaded
@@ -32,6 +33,17 @@ DESCRIPTION = """Local LLMs with a KV cache that is never recomputed.
 OpenAI (/v1/chat/completions, /v1/completions, /v1/models), TGI (/generate, /generate_stream, /info),
 server-side conversations (/v1/conversations), Prometheus metrics (/metrics).
 Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit."""
+
+INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>parley: {name}</title></head>
+<body style="font-family: sans-serif; max-width: 44em; margin: 2em auto">
+<h1>parley {version}</h1><p>Serving <b>{name}</b> (context {context} tokens).</p><ul>
+<li>OpenAI API: <code>/v1</code> (<code>POST /v1/chat/completions</code>, <code>/v1/completions</code>,
+<code>GET /v1/models</code>): point any OpenAI client's <code>base_url</code> here</li>
+<li>TGI API: <code>POST /generate</code>, <code>/generate_stream</code>, <code>GET /info</code></li>
+<li>Conversations kept with their KV cache: <code>/v1/conversations</code></li>
+<li><a href="/docs">/docs</a>: every route, tried from the browser; <a href="/metrics">/metrics</a>: Prometheus;
+<code>/health</code></li></ul></body></html>
+"""
 
 
 def create_app(parley, settings: ServerSettings | None = None) -> FastAPI:
@@ -59,6 +71,12 @@ def create_app(parley, settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(conversations_api.router)
     app.include_router(tgi_api.router)
+
+    @app.get("/", tags=["Monitoring"], summary="What this server is and where its APIs are",
+             response_class=HTMLResponse)
+    async def index(state: State):
+        name = html.escape(state.parley.name)
+        return HTMLResponse(INDEX.format(name=name, version=__version__, context=state.parley.context_size))
 
     @app.get("/metrics", tags=["Monitoring"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus(state: State):
