@@ -91,6 +91,14 @@ def test_bad_flag_values_are_clear():
     assert out.returncode == 2 and "max_tokens" in out.stderr and "Traceback" not in out.stderr
     out = run("-p", "hi", "--chat-format", "nope")
     assert out.returncode == 2 and "chatml" in out.stderr
+    for flag in ("--prefill-chunk", "--batch-tokens"):
+        out = run("-p", "hi", flag, "0", *FAST)
+        assert out.returncode == 2 and flag in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_batch_flags_change_how_a_prompt_is_read():
+    out = run("-p", "Name three colours.", "--batch-tokens", "8", "--prefill-chunk", "4", "--stats", *FAST)
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
 
 
 def test_model_from_environment(tmp_path):

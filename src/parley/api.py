@@ -46,14 +46,23 @@ class Parley:
         threads: int = 0,
         deterministic: bool = False,
         max_running: int = 8,
+        batch_tokens: int = 512,
+        prefill_chunk: int = 128,
         ram_cache_mb: int = 1024,
         idle_kv_cells: int = 2048,
         disk_cache_mb: int = 8192,
         cache_dir: str | os.PathLike | None | bool = None,
         n_seq_max: int = 64,
     ):
+        for name, value, least in (("batch_tokens", batch_tokens, max_running), ("prefill_chunk", prefill_chunk, 1)):
+            if not isinstance(value, int) or value < least:
+                why = " (--max-running: one token per running reply each step)" if least > 1 else ""
+                raise InvalidRequest(f"{name} (--{name.replace('_', '-')}) must be at least {least}{why}, got "
+                                     f"{value!r}", param=name)
         self.engine = LlamaCppEngine(EngineConfig(
-            model_path=model, n_ctx=kv_size, n_threads=threads, deterministic=deterministic, n_seq_max=n_seq_max))
+            model_path=model, n_ctx=kv_size, n_threads=threads, deterministic=deterministic, n_seq_max=n_seq_max,
+            n_batch=max(batch_tokens, n_seq_max)))  # llama.cpp needs n_batch >= n_seq_max; the scheduler keeps to
+                                                     # batch_tokens
         try:
             self.template = resolve_template(self.engine.chat_template, chat_format,
                                              bos_token=self.engine.bos_text, eos_token=self.engine.eos_text)
@@ -66,7 +75,8 @@ class Parley:
             else:
                 cache_path = Path(cache_dir)
             self.scheduler = Scheduler(self.engine, SchedulerConfig(
-                max_running=max_running, context_size=context_size, ram_cache_bytes=ram_cache_mb * MiB,
+                max_running=max_running, max_batch_tokens=batch_tokens, prefill_chunk=prefill_chunk,
+                context_size=context_size, ram_cache_bytes=ram_cache_mb * MiB,
                 idle_kv_cells=idle_kv_cells, disk_cache_bytes=disk_cache_mb * MiB, cache_dir=cache_path))
         except BaseException:
             self.engine.close()

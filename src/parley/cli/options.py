@@ -22,6 +22,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-c", "--ctx-size", type=int, default=0, metavar="TOKENS",
                    help="max tokens per conversation (default: the model's training context, at most --kv-size)")
     g.add_argument("--max-running", type=int, default=8, help="sequences generating at once (default 8)")
+    g.add_argument("--batch-tokens", type=int, default=512, metavar="N",
+                   help="most tokens per decode call: prompt reading speed vs memory (default 512)")
+    g.add_argument("--prefill-chunk", type=int, default=128, metavar="N",
+                   help="prompt tokens read per step while other replies stream: lower keeps them smoother, "
+                        "higher reads long prompts sooner (default 128)")
     g.add_argument("--kv-idle-cells", type=int, default=2048, metavar="TOKENS",
                    help="while anyone is generating, idle conversations beyond this many KV cells move to the RAM "
                         "tier, because every decode attends over every cell in the context (default 2048; -1 = "
@@ -40,6 +45,8 @@ def parley_kwargs(args: argparse.Namespace) -> dict:
         "kv_size": args.kv_size,
         "context_size": args.ctx_size,
         "max_running": args.max_running,
+        "batch_tokens": args.batch_tokens,
+        "prefill_chunk": args.prefill_chunk,
         "ram_cache_mb": args.ram_cache_mb,
         "idle_kv_cells": args.kv_idle_cells,
         "disk_cache_mb": args.disk_cache_mb,

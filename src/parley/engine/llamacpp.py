@@ -127,10 +127,12 @@ class LlamaCppEngine:
         if overrides:
             cfg = EngineConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, **overrides})
         path = resolve_model_path(cfg.model_path)
-        if cfg.n_ctx < 16 or cfg.n_batch < 1 or not 1 <= cfg.n_seq_max <= llc.llama_max_parallel_sequences():
+        n_max = llc.llama_max_parallel_sequences()
+        if cfg.n_ctx < 16 or not 1 <= cfg.n_seq_max <= n_max or cfg.n_batch < cfg.n_seq_max:
+            # llama.cpp aborts the process (GGML_ASSERT on its output buffer) when n_batch < n_seq_max
             raise InvalidRequest(
-                f"engine settings out of range: n_ctx={cfg.n_ctx} (>= 16), n_batch={cfg.n_batch} (>= 1), "
-                f"n_seq_max={cfg.n_seq_max} (1..{llc.llama_max_parallel_sequences()})",
+                f"engine settings out of range: n_ctx={cfg.n_ctx} (>= 16), n_seq_max={cfg.n_seq_max} "
+                f"(1..{n_max}), n_batch={cfg.n_batch} (>= n_seq_max)",
                 param="engine",
             )
         if not _backend_ready:

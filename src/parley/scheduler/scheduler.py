@@ -120,6 +120,9 @@ class AsyncStream:
 class Scheduler:
     def __init__(self, engine, config: SchedulerConfig | None = None):
         cfg = config or SchedulerConfig()
+        for name in ("max_running", "max_waiting", "max_batch_tokens", "prefill_chunk"):
+            if getattr(cfg, name) < 1:
+                raise InvalidRequest(f"{name} must be at least 1, got {getattr(cfg, name)}", param=name)
         self.engine = engine
         self.config = cfg
         self.context_size = min(cfg.context_size or engine.n_ctx_train or engine.n_ctx, engine.n_ctx)
