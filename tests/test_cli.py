@@ -91,9 +91,11 @@ def test_bad_flag_values_are_clear():
     assert out.returncode == 2 and "max_tokens" in out.stderr and "Traceback" not in out.stderr
     out = run("-p", "hi", "--chat-format", "nope")
     assert out.returncode == 2 and "chatml" in out.stderr
-    for flag in ("--prefill-chunk", "--batch-tokens"):
-        out = run("-p", "hi", flag, "0", *FAST)
+    for flag in ("--prefill-chunk", "--batch-tokens", "--threads", "--ram-cache-mb", "--ctx-size"):
+        out = run("-p", "hi", flag, "-1", "--temperature", "0")
         assert out.returncode == 2 and flag in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = run("-p", "hi", "--temperature", "0", "--kv-size", "32")  # llama.cpp itself would abort the process
+    assert out.returncode == 2 and "--kv-size" in out.stderr, out.stderr
 
 
 def test_batch_flags_change_how_a_prompt_is_read():

@@ -54,11 +54,15 @@ class Parley:
         cache_dir: str | os.PathLike | None | bool = None,
         n_seq_max: int = 64,
     ):
-        for name, value, least in (("batch_tokens", batch_tokens, max_running), ("prefill_chunk", prefill_chunk, 1)):
-            if not isinstance(value, int) or value < least:
-                why = " (--max-running: one token per running reply each step)" if least > 1 else ""
-                raise InvalidRequest(f"{name} (--{name.replace('_', '-')}) must be at least {least}{why}, got "
-                                     f"{value!r}", param=name)
+        checks = (("threads", "--threads", threads, 0, ""), ("context_size", "--ctx-size", context_size, 0, ""),
+                  ("ram_cache_mb", "--ram-cache-mb", ram_cache_mb, 0, ""),
+                  ("disk_cache_mb", "--disk-cache-mb", disk_cache_mb, 0, ""),
+                  ("batch_tokens", "--batch-tokens", batch_tokens, max_running,
+                   " (--max-running: one token per running reply each step)"),
+                  ("prefill_chunk", "--prefill-chunk", prefill_chunk, 1, ""))
+        for name, flag, value, least, why in checks:
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise InvalidRequest(f"{name} ({flag}) must be an integer >= {least}{why}, got {value!r}", param=name)
         self.engine = LlamaCppEngine(EngineConfig(
             model_path=model, n_ctx=kv_size, n_threads=threads, deterministic=deterministic, n_seq_max=n_seq_max,
             n_batch=max(batch_tokens, n_seq_max)))  # llama.cpp needs n_batch >= n_seq_max; the scheduler keeps to

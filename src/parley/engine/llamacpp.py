@@ -128,11 +128,13 @@ class LlamaCppEngine:
             cfg = EngineConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, **overrides})
         path = resolve_model_path(cfg.model_path)
         n_max = llc.llama_max_parallel_sequences()
-        if cfg.n_ctx < 16 or not 1 <= cfg.n_seq_max <= n_max or cfg.n_batch < cfg.n_seq_max:
-            # llama.cpp aborts the process (GGML_ASSERT on its output buffer) when n_batch < n_seq_max
+        if cfg.n_ctx < max(16, cfg.n_seq_max) or not 1 <= cfg.n_seq_max <= n_max or cfg.n_batch < cfg.n_seq_max:
+            # llama.cpp aborts the process (GGML_ASSERT on its output buffer) when n_batch, which it caps at n_ctx,
+            # is below n_seq_max
             raise InvalidRequest(
-                f"engine settings out of range: n_ctx={cfg.n_ctx} (>= 16), n_seq_max={cfg.n_seq_max} "
-                f"(1..{n_max}), n_batch={cfg.n_batch} (>= n_seq_max)",
+                f"engine settings out of range: KV size n_ctx={cfg.n_ctx} (--kv-size, at least "
+                f"{max(16, cfg.n_seq_max)}), n_seq_max={cfg.n_seq_max} (1..{n_max}), n_batch={cfg.n_batch} "
+                f"(at least n_seq_max)",
                 param="engine",
             )
         if not _backend_ready:
