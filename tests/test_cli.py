@@ -98,7 +98,8 @@ def test_bad_flag_values_are_clear():
     assert out.returncode == 2 and "--kv-size" in out.stderr, out.stderr
 
 
-def test_batch_flags_change_how_a_prompt_is_read():
+def test_batch_smaller_than_the_sequence_count_works():
+    """--batch-tokens 8 is below llama.cpp's n_seq_max (64), which used to abort the process."""
     out = run("-p", "Name three colours.", "--batch-tokens", "8", "--prefill-chunk", "4", "--stats", *FAST)
     assert out.returncode == 0 and out.stdout.strip(), out.stderr
 

@@ -18,18 +18,19 @@ from __future__ import annotations
 import dataclasses
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from parley.chat.conversation import Conversation, Turn
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
 from parley.server import params as P
 from parley.server.conversation_store import StoredConversation
-from parley.server.errors import Conflict, parley_error_response
+from parley.server.errors import Conflict
 from parley.server.prompts import Prompt
-from parley.server.responses import chat_completion, chat_events, failure, new_id, usage
+from parley.server.responses import chat_completion, chat_events, finished, new_id, usage
 from parley.server.schemas import ConversationCreate, ConversationMessage, ConversationRetry
 from parley.server.state import ServerState, State
-from parley.server.streaming import Generation, SSEResponse, client_gone
+from parley.server.streaming import Generation, SSEResponse
 
 router = APIRouter(tags=["Conversations"])
 
@@ -154,12 +155,9 @@ async def _reply(state: ServerState, request: Request, entry: StoredConversation
         include = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include,
                                        conversation_id=entry.id), gen.close)
-    result = await gen.result(request)
-    if result is None and gen.client_gone:
-        return client_gone()
-    err = failure(result)
-    if err is not None:
-        return parley_error_response(err, request.url.path)
+    result = await finished(gen, request)
+    if isinstance(result, Response):
+        return result
     return chat_completion(new_id("chatcmpl"), model, result, prompt, conversation_id=entry.id)
 
 

@@ -33,12 +33,6 @@ class Conflict(ParleyError):
     code = "conflict"
 
 
-class BodyTooLarge(ParleyError):
-    status = 413
-    type = "invalid_request_error"
-    code = "request_too_large"
-
-
 def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
                code: str | None = None, status: int = 400, path: str = "") -> dict:
     body: dict = {"error": {"message": message, "type": type, "param": param, "code": code}}

@@ -10,24 +10,26 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from parley.errors import InvalidRequest, NotFound
 from parley.sampling import SamplingParams
 from parley.server import params as P
-from parley.server.errors import NotSupported, error_body, parley_error_response
+from parley.server.errors import NotSupported
 from parley.server.prompts import Prompt, chat_messages, fit_chat, fit_tokens
 from parley.server.responses import (
     FINGERPRINT,
     chat_completion,
     chat_events,
-    failure,
+    finished,
     new_id,
+    openai_events,
     parley_ext,
     usage,
 )
 from parley.server.schemas import ChatCompletionRequest, CompletionRequest, OpenAICommon
 from parley.server.state import ServerState, State
-from parley.server.streaming import Generation, SSEResponse, client_gone, sse
+from parley.server.streaming import Generation, SSEResponse
 
 router = APIRouter(tags=["OpenAI"])
 
@@ -88,12 +90,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include), gen.close)
-    result = await gen.result(request)
-    if result is None and gen.client_gone:
-        return client_gone()
-    err = failure(result)
-    if err is not None:
-        return parley_error_response(err, request.url.path)
+    result = await finished(gen, request)
+    if isinstance(result, Response):
+        return result
     return chat_completion(new_id("chatcmpl"), model, result, prompt)
 
 
@@ -136,12 +135,9 @@ async def completions(body: CompletionRequest, request: Request, state: State):
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(_completion_events(gen, model, prompt, include, echo), gen.close)
-    result = await gen.result(request)
-    if result is None and gen.client_gone:
-        return client_gone()
-    err = failure(result)
-    if err is not None:
-        return parley_error_response(err, request.url.path)
+    result = await finished(gen, request)
+    if isinstance(result, Response):
+        return result
     return {
         "id": new_id("cmpl"),
         "object": "text_completion",
@@ -155,37 +151,10 @@ async def completions(body: CompletionRequest, request: Request, state: State):
     }
 
 
-async def _completion_events(gen: Generation, model: str, prompt: Prompt, include_usage: bool, echo: str):
-    cid = new_id("cmpl")
-    created = int(time.time())
-
-    def chunk(text: str, finish: str | None = None, **more) -> dict:
-        out = {"id": cid, "object": "text_completion", "created": created, "model": model,
-               "system_fingerprint": FINGERPRINT,
-               "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
-        if include_usage:
-            out["usage"] = None
-        out.update(more)
-        return out
-
-    try:
-        if echo:
-            yield sse(chunk(echo))
-        async for c in gen.stream:
-            if c.text:
-                yield sse(chunk(c.text))
-        r = gen.stream.result
-        err = failure(r)
-        if err is not None:
-            yield sse(error_body(err.message, type=err.type, code=err.code, status=err.status))
-        else:
-            yield sse(chunk("", r.finish_reason, parley=parley_ext(r, prompt)))
-            if include_usage:
-                yield sse({"id": cid, "object": "text_completion", "created": created, "model": model,
-                           "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage(r)})
-        yield sse("[DONE]")
-    finally:
-        gen.close()
+def _completion_events(gen: Generation, model: str, prompt: Prompt, include_usage: bool, echo: str):
+    return openai_events(gen, obj="text_completion", cid=new_id("cmpl"), opening={"text": echo} if echo else None,
+                         piece=lambda text: {"text": text}, closing={"text": ""}, model=model, prompt=prompt,
+                         include_usage=include_usage)
 
 
 def _model_card(state: ServerState) -> dict:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+
+from starlette.responses import Response
 
 from parley import __version__
 from parley.errors import LimitExceeded, ParleyError
 from parley.scheduler.request import Result
-from parley.server.errors import error_body
+from parley.server.errors import error_body, parley_error_response
 from parley.server.prompts import Prompt
-from parley.server.streaming import Generation, sse
+from parley.server.streaming import Generation, client_gone, sse
 
 FINGERPRINT = f"parley-{__version__}"
 
@@ -75,6 +77,18 @@ def failure(r: Result | None) -> ParleyError | None:
     return None
 
 
+async def finished(gen: Generation, request, on_chunk=None) -> Result | Response:
+    """Wait for a non-streamed reply: its Result, or the response to send instead (499 when the client left,
+    the error in the OpenAI shape when the generation failed)."""
+    result = await gen.result(request, on_chunk)
+    if result is None and gen.client_gone:
+        return client_gone()
+    err = failure(result)
+    if err is not None:
+        return parley_error_response(err, request.url.path)
+    return result
+
+
 def chat_completion(cid: str, model: str, r: Result, prompt: Prompt, **extra) -> dict:
     return {
         "id": cid,
@@ -93,35 +107,46 @@ def chat_completion(cid: str, model: str, r: Result, prompt: Prompt, **extra) ->
     }
 
 
-async def chat_events(gen: Generation, *, model: str, prompt: Prompt, include_usage: bool,
-                      **extra) -> AsyncIterator[str]:
-    """chat.completion.chunk events: role first, then text deltas, then finish_reason (+ parley), [usage], [DONE]."""
-    cid = new_id("chatcmpl")
+async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | None, piece: Callable[[str], dict],
+                        closing: dict, model: str, prompt: Prompt, include_usage: bool,
+                        **extra) -> AsyncIterator[str]:
+    """OpenAI stream events: `opening` (if any), a `piece` per text chunk, `closing` with the finish_reason (+ parley),
+    [usage], [DONE]; an error event instead of the closing one when the generation failed."""
     created = int(time.time())
 
-    def chunk(delta: dict, finish: str | None = None, **more) -> dict:
-        out = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-               "system_fingerprint": FINGERPRINT,
-               "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    def event(choices: list, **more) -> dict:
+        out = {"id": cid, "object": obj, "created": created, "model": model, "system_fingerprint": FINGERPRINT,
+               "choices": choices}
         if include_usage:
             out["usage"] = None
         out.update(more)
         return out
 
+    def chunk(choice: dict, finish: str | None = None, **more) -> dict:
+        return event([{"index": 0, **choice, "logprobs": None, "finish_reason": finish}], **more)
+
     try:
-        yield sse(chunk({"role": "assistant", "content": ""}))
+        if opening is not None:
+            yield sse(chunk(opening))
         async for c in gen.stream:
             if c.text:
-                yield sse(chunk({"content": c.text}))
+                yield sse(chunk(piece(c.text)))
         r = gen.stream.result
         err = failure(r)
         if err is not None:
             yield sse(error_body(err.message, type=err.type, code=err.code, status=err.status))
         else:
-            yield sse(chunk({}, r.finish_reason, parley=parley_ext(r, prompt, **extra)))
+            yield sse(chunk(closing, r.finish_reason, parley=parley_ext(r, prompt, **extra)))
             if include_usage:
-                yield sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage(r)})
+                yield sse(event([], usage=usage(r)))
         yield sse("[DONE]")
     finally:
         gen.close()
+
+
+def chat_events(gen: Generation, *, model: str, prompt: Prompt, include_usage: bool, **extra) -> AsyncIterator[str]:
+    """chat.completion.chunk events: the role first, then content deltas."""
+    return openai_events(gen, obj="chat.completion.chunk", cid=new_id("chatcmpl"),
+                         opening={"delta": {"role": "assistant", "content": ""}},
+                         piece=lambda text: {"delta": {"content": text}}, closing={"delta": {}},
+                         model=model, prompt=prompt, include_usage=include_usage, **extra)

@@ -11,18 +11,19 @@ in the output, unlike TGI's), "length". `truncate` keeps the last N prompt token
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from parley import __version__
 from parley.errors import InvalidRequest
 from parley.sampling import MAX_STOP_STRINGS, SamplingParams
 from parley.scheduler.request import Chunk, Result
 from parley.server import params as P
-from parley.server.errors import NotSupported, error_body, parley_error_response
+from parley.server.errors import NotSupported, error_body
 from parley.server.prompts import fit_tokens
-from parley.server.responses import failure, parley_ext
+from parley.server.responses import failure, finished, parley_ext
 from parley.server.schemas import TGIParameters, TGIRequest
 from parley.server.state import ServerState, State
-from parley.server.streaming import Generation, SSEResponse, client_gone, sse
+from parley.server.streaming import Generation, SSEResponse, sse
 
 router = APIRouter(tags=["TGI"])
 
@@ -138,12 +139,9 @@ async def _generate(state: ServerState, request: Request, body: TGIRequest) -> d
         if not c.token_ids and c.text and tokens:
             tokens[-1]["text"] += c.text
 
-    result = await gen.result(request, on_chunk)
-    if result is None and gen.client_gone:
-        return client_gone()
-    err = failure(result)
-    if err is not None:
-        return parley_error_response(err, request.url.path)
+    result = await finished(gen, request, on_chunk)
+    if isinstance(result, Response):
+        return result
     # tokens generated but never shown: the ones that spelled the stop string
     for tid in result.token_ids[len(tokens):]:
         tokens.append(_token(tid, ""))
