@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
                         "taking turns, KV room for 4; concurrent: 8 HTTP clients at once; restart: the same chat "
                         "after a process restart; threads: the default thread setting vs fixed counts, quiet and "
                         "with a core taken; idle: decode speed while idle conversations fill the context, with "
-                        "and without the idle-cell cap; all: every one")
+                        "and without the idle-cell cap; batch: 8 sequences in one batch vs 1 on the bare engine "
+                        "(the ceiling of concurrent); all: every one")
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute per scenario")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (every number, the machine, the command) instead of the table")
