@@ -31,6 +31,7 @@ class BenchContext:
     quick: bool
     home: Path                       # temporary PARLEY_HOME of this run
     seed: int = 1234
+    deterministic: bool = False      # parley's --deterministic (the decode scenario: what it costs)
     log: Callable[[str], None] = lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 

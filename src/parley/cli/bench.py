@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute per scenario")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (every number, the machine, the command) instead of the table")
+    p.add_argument("--deterministic", action="store_true",
+                   help="run parley with --deterministic (the decode scenario; its ratios then give the mode's cost)")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for a README)")
     p.add_argument("-m", "--model", metavar="PATH",
                    help="a GGUF model file (default: $PARLEY_MODEL, else the embedded SmolLM2-135M-Instruct)")
@@ -53,6 +55,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--quick")
     if args.json:
         parts.append("--json")
+    if args.deterministic:
+        parts.append("--deterministic")
     if args.model:
         parts += ["-m", args.model]
     parts += ["--threads", str(args.threads)]
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     home = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     saved_home = os.environ.get("PARLEY_HOME")
     os.environ["PARLEY_HOME"] = str(home)
-    ctx = BenchContext(model=model, threads=args.threads, quick=args.quick, home=home)
+    ctx = BenchContext(model=model, threads=args.threads, quick=args.quick, home=home,
+                       deterministic=args.deterministic)
     before = loadavg()
     busy = other_load_now(1.0)
     warning = noise_note(busy, args.threads, "before the start")

@@ -35,7 +35,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--disk-cache-mb", type=int, default=8192,
                    help="disk for KV states under $PARLEY_HOME/kv, kept across restarts (default 8192; 0 = off)")
     g.add_argument("--deterministic", action="store_true",
-                   help="bit-identical results whatever else runs in the batch (slower: ~30%% prefill)")
+                   help="bit-identical results whatever else runs in the batch (prompts read ~25%% slower)")
 
 
 def parley_kwargs(args: argparse.Namespace) -> dict:

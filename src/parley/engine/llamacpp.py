@@ -50,8 +50,8 @@ class EngineConfig:
     n_threads: int = 0  # 0 = auto: every core this process may use, fewer while others compete (ThreadGovernor)
     flash_attn: bool | None = None  # None = llama.cpp decides (deterministic mode: on)
     # Batch-invariant results: a sequence gets bit-identical logits whatever else shares its batch, however
-    # its prompt was chunked, and wherever its cells sit. Costs ~30% prefill speed and ~35% decode speed for a
-    # lone sequence once 512+ cells are in use. See docs/ARCHITECTURE.md, "Determinism".
+    # its prompt was chunked, and wherever its cells sit. Costs ~25% of prefill speed (`parley bench decode
+    # --deterministic`). See docs/ARCHITECTURE.md, "Determinism".
     deterministic: bool = False
 
 
