@@ -1,0 +1,435 @@
+"""Store: conversations and their messages in SQLite (stdlib sqlite3). Every SQL statement of parley is here.
+
+    store = Store(path)                               # $PARLEY_HOME/parley.db by default; ":memory:" for none
+    conv = store.create_conversation(system="...")
+    user, reply = store.add_messages(conv.id, [NewMessage("user", "Hi"), NewMessage("assistant", "", partial=True)])
+    store.finish_message(reply.id, content="Hello!", finish_reason="stop", stats=...)
+    store.branch(conv.leaf_id)                        # root .. leaf, in order
+
+Every message is a row (never one blob per conversation); a message's parent makes the tree, so retry and edit
+are siblings and every branch is kept; the conversation points at its current leaf. One transaction per write
+(BEGIN IMMEDIATE ... COMMIT); WAL journal with synchronous=NORMAL (a power cut loses at most the last commits,
+never the file), foreign keys on, a busy timeout so two processes can share a file. Statements are plain SQL
+(WITH RECURSIVE, row values, RETURNING-free) so a PostgreSQL store can follow; full-text search is SQLite's FTS5.
+
+Thread-safety: one connection, guarded by a lock; calls are short (well under a millisecond each here).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from parley.errors import InvalidRequest, NotFound, ParleyError
+from parley.store import migrations
+from parley.store.rows import (
+    ROLES,
+    STAT_FIELDS,
+    Conversation,
+    Message,
+    MessageStats,
+    NewMessage,
+    SearchHit,
+    pack_tokens,
+    unpack_tokens,
+)
+
+BUSY_TIMEOUT_S = 5.0
+MEMORY = ":memory:"
+
+
+class StoreError(ParleyError):
+    """The store's file cannot be used (locked, read-only, not a parley store); the message names the path."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+_CONV_COLS = ("id, title, title_auto, system, defaults, settings, model, leaf_id, owner, metadata, created, "
+              "updated")
+_MSG_COLS = ("id, conversation_id, parent_id, role, content, created, partial, finish_reason, "
+             + ", ".join(STAT_FIELDS) + ", meta, tokens, tokens_text, tokens_key")
+_CONV_FIELDS = frozenset({"title", "title_auto", "system", "defaults", "settings", "model", "leaf_id", "owner",
+                          "metadata"})
+_JSON_FIELDS = frozenset({"defaults", "settings", "metadata"})
+
+
+def _conversation(row: Sequence, count: int = 0) -> Conversation:
+    return Conversation(id=row[0], title=row[1], title_auto=bool(row[2]), system=row[3],
+                        defaults=json.loads(row[4]), settings=json.loads(row[5]), model=row[6], leaf_id=row[7],
+                        owner=row[8], metadata=json.loads(row[9]), created=row[10], updated=row[11],
+                        message_count=count)
+
+
+def _message(row: Sequence) -> Message:
+    n = 8 + len(STAT_FIELDS)
+    return Message(id=row[0], conversation_id=row[1], parent_id=row[2], role=row[3], content=row[4],
+                   created=row[5], partial=bool(row[6]), finish_reason=row[7],
+                   stats=MessageStats(*row[8:n]), meta=json.loads(row[n]), tokens=unpack_tokens(row[n + 1]),
+                   tokens_text=row[n + 2], tokens_key=row[n + 3])
+
+
+def _fts_query(text: str) -> str:
+    """User text -> an FTS5 query matching every word (each quoted, so no word is taken for syntax)."""
+    words = [w for w in text.split() if any(ch.isalnum() for ch in w)]
+    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+class Store:
+    def __init__(self, path: str | Path = MEMORY, *, busy_timeout: float = BUSY_TIMEOUT_S):
+        self.path = str(path)
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._db = self._open()
+
+    # ---- opening -----------------------------------------------------------------------------------------
+    def _fail(self, what: str, e: Exception) -> StoreError:
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            why = (f"is locked by another program (waited {self.busy_timeout:g} s); close it, or point PARLEY_HOME "
+                   "at another directory")
+        elif "readonly" in text or "read-only" in text or ("unable to open" in text and Path(self.path).exists()):
+            why = ("is read-only, or its directory is (SQLite writes -wal and -shm files beside it); make both "
+                   "writable, or point PARLEY_HOME at a writable directory")
+        elif "not a database" in text or "malformed" in text:
+            why = ("is not a SQLite database parley can read (another program's file, or damaged); move it away "
+                   "or point PARLEY_HOME at another directory")
+        elif "unable to open" in text:
+            why = "cannot be opened (does its directory exist and is it writable?); point PARLEY_HOME elsewhere"
+        else:
+            why = f"failed: {text}"
+        return StoreError(f"the conversation store {self.path} {why} ({what})", param="PARLEY_HOME")
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != MEMORY:
+            parent = Path(self.path).parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the directory {parent} for the conversation store: "
+                                 f"{e.strerror}; point PARLEY_HOME at a writable directory",
+                                 param="PARLEY_HOME") from None
+        try:
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                 check_same_thread=False)
+        except sqlite3.Error as e:
+            raise self._fail("opening", e) from None
+        try:
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if self.path != MEMORY:
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise sqlite3.OperationalError(f"journal mode {mode} (WAL needed)")
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._check_owner(db)
+            migrations.apply(db)
+        except sqlite3.Error as e:
+            db.close()
+            raise self._fail("opening", e) from None
+        except ParleyError:
+            db.close()
+            raise
+        return db
+
+    def _check_owner(self, db: sqlite3.Connection) -> None:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and migrations.TABLE not in tables:
+            raise StoreError(f"the file {self.path} holds tables of another program, not a parley store; move it "
+                             "away or point PARLEY_HOME at another directory", param="PARLEY_HOME")
+        if migrations.TABLE in tables:
+            unknown = [n for n in migrations.applied(db) if n not in migrations.names()]
+            if unknown:
+                raise StoreError(f"the conversation store {self.path} was written by a newer parley (migration "
+                                 f"{unknown[0]}); upgrade parley to open it", param="PARLEY_HOME")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- transactions ------------------------------------------------------------------------------------
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise self._fail(what, e) from None
+            try:
+                yield db
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                db.execute("ROLLBACK")
+                raise self._fail(what, e) from None
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise self._fail("reading", e) from None
+
+    # ---- conversations -----------------------------------------------------------------------------------
+    def create_conversation(self, *, title: str | None = None, system: str | None = None,
+                            defaults: dict | None = None, settings: dict | None = None, model: str | None = None,
+                            owner: str | None = None, metadata: dict | None = None,
+                            messages: Sequence[NewMessage] = (), leaf_id: str | None = None) -> Conversation:
+        """A new conversation; with `messages` (each with its id and parent_id set, parents first: an import or
+        a fork), the whole tree is written in the same transaction and `leaf_id` is its current leaf."""
+        now = time.time()
+        cid = new_id("conv")
+        first_user = next((m.content for m in messages if m.role == "user" and m.content.strip()), None)
+        auto = title is None
+        if auto and first_user:
+            title = auto_title(first_user)
+        with self._write("creating a conversation") as db:
+            db.execute(f"INSERT INTO conversations ({_CONV_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+                       (cid, title, int(auto), system, _json(defaults or {}), _json(settings or {}),
+                        model, owner, _json(metadata or {}), now, now))
+            for i, m in enumerate(messages):
+                self._insert(db, cid, m, m.parent_id, m.id or new_id("msg"), now + i * 1e-6)
+            if leaf_id is not None:
+                db.execute("UPDATE conversations SET leaf_id = ? WHERE id = ?", (leaf_id, cid))
+        return self.get_conversation(cid)
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        rows = self._read(f"SELECT {_CONV_COLS}, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) "
+                          "FROM conversations c WHERE id = ?", (conversation_id,))
+        if not rows:
+            raise NotFound(f"no conversation {_short(conversation_id)} (GET /v1/conversations lists them)",
+                           param="conversation_id")
+        return _conversation(rows[0][:-1], rows[0][-1])
+
+    def list_conversations(self, *, limit: int = 50, before: str | None = None,
+                           owner: str | None = None) -> list[Conversation]:
+        """Most recently updated first; `before` (a conversation id) pages on from that one. Never loads
+        message bodies."""
+        where, args = ["(owner IS ? OR ? IS NULL)"], [owner, owner]
+        if before is not None:
+            anchor = self._read("SELECT updated, id FROM conversations WHERE id = ?", (before,))
+            if not anchor:
+                raise NotFound(f"no conversation {_short(before)} to page from (before)", param="before")
+            where.append("(updated, id) < (?, ?)")
+            args += list(anchor[0])
+        rows = self._read(
+            f"SELECT {_CONV_COLS}, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) "
+            f"FROM conversations c WHERE {' AND '.join(where)} ORDER BY updated DESC, id DESC LIMIT ?",
+            (*args, limit))
+        return [_conversation(r[:-1], r[-1]) for r in rows]
+
+    def update_conversation(self, conversation_id: str, **fields: Any) -> Conversation:
+        unknown = set(fields) - _CONV_FIELDS
+        if unknown:
+            raise InvalidRequest(f"unknown conversation field {sorted(unknown)[0]!r}", param=sorted(unknown)[0])
+        if "title" in fields and "title_auto" not in fields:
+            fields["title_auto"] = fields["title"] is None
+        if "leaf_id" in fields and fields["leaf_id"] is not None:
+            self._check_message_of(conversation_id, fields["leaf_id"], "leaf_id")
+        sets = ", ".join(f"{k} = ?" for k in fields) + ", updated = ?"
+        values = [(_json(v) if k in _JSON_FIELDS else int(v) if k == "title_auto" else v) for k, v in fields.items()]
+        with self._write("updating a conversation") as db:
+            n = db.execute(f"UPDATE conversations SET {sets} WHERE id = ?",
+                           (*values, time.time(), conversation_id)).rowcount
+        if not n:
+            raise NotFound(f"no conversation {_short(conversation_id)}", param="conversation_id")
+        return self.get_conversation(conversation_id)
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        with self._write("deleting a conversation") as db:
+            db.execute("UPDATE conversations SET leaf_id = NULL WHERE id = ?", (conversation_id,))
+            db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+            n = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
+        if not n:
+            raise NotFound(f"no conversation {_short(conversation_id)}", param="conversation_id")
+
+    # ---- messages ----------------------------------------------------------------------------------------
+    def add_messages(self, conversation_id: str, messages: Sequence[NewMessage], *,
+                     set_leaf: bool = True) -> list[Message]:
+        """Insert messages in one transaction; each without a parent_id hangs under the one before it (the
+        first under its own parent_id, or the root). The last becomes the conversation's leaf; the first user
+        message names an untitled conversation."""
+        conv = self.get_conversation(conversation_id)
+        out_ids: list[str] = []
+        now = time.time()
+        with self._write("adding messages") as db:
+            prev: str | None = None
+            for i, m in enumerate(messages):
+                parent = m.parent_id if (i == 0 or m.parent_id is not None) else prev
+                if i == 0 and parent is not None:
+                    self._check_message_of(conversation_id, parent, "parent_id", db)
+                mid = m.id or new_id("msg")
+                self._insert(db, conversation_id, m, parent, mid, now + i * 1e-6)
+                out_ids.append(mid)
+                prev = mid
+            sets, args = ["updated = ?"], [now]
+            if set_leaf and out_ids:
+                sets.append("leaf_id = ?")
+                args.append(out_ids[-1])
+            if conv.title_auto and conv.title is None:
+                first = next((m.content for m in messages if m.role == "user" and m.content.strip()), None)
+                if first:
+                    sets.append("title = ?")
+                    args.append(auto_title(first))
+            db.execute(f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?", (*args, conversation_id))
+        return [self.get_message(i) for i in out_ids]
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, conversation_id: str, m: NewMessage, parent: str | None, mid: str,
+                now: float) -> None:
+        if m.role not in ROLES:
+            raise InvalidRequest(f"role must be one of {', '.join(ROLES)}, got {m.role!r}", param="role")
+        db.execute(f"INSERT INTO messages ({_MSG_COLS}) VALUES ({', '.join('?' * (12 + len(STAT_FIELDS)))})",
+                   (mid, conversation_id, parent, m.role, m.content, m.created if m.created is not None else now,
+                    int(m.partial), m.finish_reason, *(getattr(m.stats, f) for f in STAT_FIELDS), _json(m.meta),
+                    pack_tokens(m.tokens), m.tokens_text, m.tokens_key))
+
+    def finish_message(self, message_id: str, *, content: str, finish_reason: str | None, partial: bool,
+                       stats: MessageStats | None = None, tokens: list[int] | None = None,
+                       tokens_text: str | None = None, tokens_key: str | None = None,
+                       meta: dict | None = None) -> None:
+        """A reply is done (or cut short): its text, how it ended and its numbers, in one transaction."""
+        stats = stats or MessageStats()
+        sets = ("content = ?, finish_reason = ?, partial = ?, " + ", ".join(f"{f} = ?" for f in STAT_FIELDS)
+                + ", tokens = ?, tokens_text = ?, tokens_key = ?")
+        args: list[Any] = [content, finish_reason, int(partial), *(getattr(stats, f) for f in STAT_FIELDS),
+                           pack_tokens(tokens), tokens_text, tokens_key]
+        if meta is not None:
+            sets += ", meta = ?"
+            args.append(_json(meta))
+        with self._write("finishing a reply") as db:
+            db.execute(f"UPDATE messages SET {sets} WHERE id = ?", (*args, message_id))
+            db.execute("UPDATE conversations SET updated = ? WHERE id = "
+                       "(SELECT conversation_id FROM messages WHERE id = ?)", (time.time(), message_id))
+
+    def save_partial(self, message_id: str, content: str) -> None:
+        """The text of a reply still being written (so a crash keeps what was said)."""
+        with self._write("saving a reply in progress") as db:
+            db.execute("UPDATE messages SET content = ? WHERE id = ? AND partial = 1", (content, message_id))
+
+    def set_message_tokens(self, message_id: str, tokens: list[int] | None, tokens_text: str | None,
+                           tokens_key: str | None) -> None:
+        with self._write("recording prompt tokens") as db:
+            db.execute("UPDATE messages SET tokens = ?, tokens_text = ?, tokens_key = ? WHERE id = ?",
+                       (pack_tokens(tokens), tokens_text, tokens_key, message_id))
+
+    def delete_message(self, message_id: str, *, leaf_id: str | None = None) -> None:
+        """Remove a message and everything under it; the conversation's leaf moves to `leaf_id` if given."""
+        msg = self.get_message(message_id)
+        with self._write("deleting a message") as db:
+            db.execute("UPDATE conversations SET leaf_id = ?, updated = ? WHERE id = ?",
+                       (leaf_id, time.time(), msg.conversation_id))
+            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+    def get_message(self, message_id: str) -> Message:
+        rows = self._read(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
+        if not rows:
+            raise NotFound(f"no message {_short(message_id)}", param="message_id")
+        return _message(rows[0])
+
+    def message_of(self, conversation_id: str, message_id: str, param: str = "message_id") -> Message:
+        """The message, checked to belong to the conversation (404 / 400 naming `param` otherwise)."""
+        msg = self.get_message(message_id)
+        if msg.conversation_id != conversation_id:
+            raise InvalidRequest(f"{param} {_short(message_id)} belongs to another conversation", param=param)
+        return msg
+
+    def _check_message_of(self, conversation_id: str, message_id: str, param: str, db=None) -> None:
+        rows = (db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchall()
+                if db is not None else self._read("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)))
+        if not rows:
+            raise NotFound(f"no message {_short(message_id)} ({param})", param=param)
+        if rows[0][0] != conversation_id:
+            raise InvalidRequest(f"{param} {_short(message_id)} belongs to another conversation", param=param)
+
+    def branch(self, leaf_id: str | None) -> list[Message]:
+        """The messages from the root down to `leaf_id`, in order ([] for None)."""
+        if leaf_id is None:
+            return []
+        rows = self._read(
+            "WITH RECURSIVE path (id, depth) AS ("
+            " SELECT id, 0 FROM messages WHERE id = ?"
+            " UNION ALL SELECT m.parent_id, p.depth + 1 FROM messages m JOIN path p ON m.id = p.id"
+            " WHERE m.parent_id IS NOT NULL)"
+            f" SELECT {', '.join('m.' + c.strip() for c in _MSG_COLS.split(','))}"
+            " FROM path JOIN messages m ON m.id = path.id ORDER BY path.depth DESC", (leaf_id,))
+        if not rows:
+            raise NotFound(f"no message {_short(leaf_id)}", param="message_id")
+        return [_message(r) for r in rows]
+
+    def messages(self, conversation_id: str) -> list[Message]:
+        """Every message of the conversation, every branch, oldest first."""
+        rows = self._read(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? ORDER BY created, id",
+                          (conversation_id,))
+        return [_message(r) for r in rows]
+
+    def children(self, message_id: str | None, conversation_id: str) -> list[Message]:
+        rows = self._read(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND parent_id IS ? "
+                          "ORDER BY created, id", (conversation_id, message_id))
+        return [_message(r) for r in rows]
+
+    def latest_leaf_under(self, message_id: str) -> str:
+        """The newest descendant of a message, following the newest child at each step (where a branch
+        switch lands)."""
+        conv = self.get_message(message_id).conversation_id
+        current = message_id
+        while True:
+            kids = self.children(current, conv)
+            if not kids:
+                return current
+            current = kids[-1].id
+
+    def mark_interrupted(self) -> int:
+        """At start-up: replies a previous process left mid-generation are marked partial and cancelled."""
+        with self._write("marking interrupted replies") as db:
+            return db.execute("UPDATE messages SET finish_reason = 'cancelled', partial = 1 "
+                              "WHERE role = 'assistant' AND finish_reason IS NULL").rowcount
+
+    # ---- search ------------------------------------------------------------------------------------------
+    def search(self, text: str, *, limit: int = 20, owner: str | None = None) -> list[SearchHit]:
+        if not text.strip():
+            raise InvalidRequest("the search text is empty", param="q")
+        query = _fts_query(text)
+        if not query:
+            return []
+        rows = self._read(
+            "SELECT m.conversation_id, c.title, m.id, m.role,"
+            " snippet(messages_fts, 0, '[', ']', '...', 12), m.created"
+            " FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid"
+            " JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE messages_fts MATCH ? AND (c.owner IS ? OR ? IS NULL)"
+            " ORDER BY rank LIMIT ?", (query, owner, owner, limit))
+        return [SearchHit(*r) for r in rows]
+
+
+def auto_title(text: str, limit: int = 60) -> str:
+    """A title from the first user message: its first line, cut at a word near `limit` characters."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), text.strip())
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0] or line[:limit]
+    return cut.rstrip(" ,.;:") + "..."
+
+
+def _short(value: str, limit: int = 64) -> str:
+    """An id as shown in an error: quoted, and cut when a client sent something huge."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")

@@ -1,0 +1,347 @@
+"""The SQLite store on its own (no model): rows, branches, search, export/import, migrations, bad files, and
+two processes writing one file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from parley.errors import InvalidRequest, NotFound
+from parley.store import MessageStats, NewMessage, Store, StoreError
+from parley.store import migrations as M
+from parley.store.exchange import export_conversation, import_conversation
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = Store(tmp_path / "parley.db")
+    yield s
+    s.close()
+
+
+def chat(store: Store, *pairs: tuple[str, str], **conv) -> tuple[str, list]:
+    c = store.create_conversation(**conv)
+    rows = []
+    for user, reply in pairs:
+        rows += [NewMessage("user", user), NewMessage("assistant", reply, finish_reason="stop")]
+    return c.id, store.add_messages(c.id, rows)
+
+
+# ---- rows and branches ------------------------------------------------------------------------------------
+def test_pragmas_and_schema(store):
+    db = store._db
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert M.applied(db) == M.names()
+
+
+def test_messages_chain_leaf_and_title(store):
+    cid, msgs = chat(store, ("What is the capital of France?\nAnswer briefly.", "Paris."), ("And Italy?", "Rome."))
+    conv = store.get_conversation(cid)
+    assert conv.title == "What is the capital of France?"
+    assert conv.leaf_id == msgs[-1].id and conv.message_count == 4
+    assert [m.content for m in store.branch(conv.leaf_id)] == ["What is the capital of France?\nAnswer briefly.",
+                                                               "Paris.", "And Italy?", "Rome."]
+    assert [m.parent_id for m in msgs] == [None, msgs[0].id, msgs[1].id, msgs[2].id]
+
+
+def test_siblings_are_branches(store):
+    cid, msgs = chat(store, ("Name a colour.", "Blue."))
+    user = msgs[0]
+    (red,) = store.add_messages(cid, [NewMessage("assistant", "Red.", parent_id=user.id)])
+    (green,) = store.add_messages(cid, [NewMessage("assistant", "Green.", parent_id=user.id)])
+    assert [m.content for m in store.children(user.id, cid)] == ["Blue.", "Red.", "Green."]
+    assert store.get_conversation(cid).leaf_id == green.id
+    assert [m.content for m in store.branch(red.id)] == ["Name a colour.", "Red."]
+    (more,) = store.add_messages(cid, [NewMessage("user", "Another?", parent_id=red.id)])
+    assert store.latest_leaf_under(user.id) == green.id
+    assert store.latest_leaf_under(red.id) == more.id
+    assert len(store.messages(cid)) == 5
+
+
+def test_parent_from_another_conversation_is_refused(store):
+    a, msgs = chat(store, ("Hi", "Hello"))
+    b = store.create_conversation().id
+    with pytest.raises(InvalidRequest, match="belongs to another conversation"):
+        store.add_messages(b, [NewMessage("user", "x", parent_id=msgs[0].id)])
+    with pytest.raises(NotFound, match="msg_nope"):
+        store.add_messages(b, [NewMessage("user", "x", parent_id="msg_nope")])
+    assert store.get_conversation(b).message_count == 0
+
+
+def test_finish_partial_and_interrupted(store):
+    cid = store.create_conversation().id
+    _, reply = store.add_messages(cid, [NewMessage("user", "Tell me a story."),
+                                        NewMessage("assistant", "", partial=True)])
+    store.save_partial(reply.id, "Once upon")
+    assert store.get_message(reply.id).content == "Once upon"
+    assert store.mark_interrupted() == 1           # a process died here
+    got = store.get_message(reply.id)
+    assert got.partial and got.finish_reason == "cancelled" and got.content == "Once upon"
+    store.finish_message(reply.id, content="Once upon a time.", finish_reason="stop", partial=False,
+                         stats=MessageStats(prompt_tokens=10, cached_tokens=4, generated_tokens=5, ttft_s=0.1),
+                         tokens=[1, 2, 3], tokens_key="k")
+    got = store.get_message(reply.id)
+    assert (got.content, got.partial, got.stats.cached_tokens, got.tokens) == ("Once upon a time.", False, 4,
+                                                                               [1, 2, 3])
+    assert store.mark_interrupted() == 0
+
+
+def test_list_pages_newest_first_without_bodies(store):
+    ids = [chat(store, (f"question {i}", f"answer {i}"))[0] for i in range(7)]
+    page1 = store.list_conversations(limit=3)
+    page2 = store.list_conversations(limit=3, before=page1[-1].id)
+    page3 = store.list_conversations(limit=3, before=page2[-1].id)
+    got = [c.id for c in page1 + page2 + page3]
+    assert got == list(reversed(ids))
+    assert all(c.message_count == 2 for c in page1)
+    with pytest.raises(NotFound, match="before"):
+        store.list_conversations(before="conv_gone")
+
+
+def test_owner_scopes_lists_and_search(store):
+    mine = chat(store, ("purple elephants", "ok"), owner="alice")[0]
+    chat(store, ("purple giraffes", "ok"), owner="bob")
+    assert [c.id for c in store.list_conversations(owner="alice")] == [mine]
+    assert len(store.list_conversations()) == 2
+    assert [h.conversation_id for h in store.search("purple", owner="alice")] == [mine]
+
+
+def test_update_and_delete(store):
+    cid, _ = chat(store, ("Hello there", "Hi"))
+    conv = store.update_conversation(cid, title="Greetings", system="Be kind.", defaults={"temperature": 0.2})
+    assert (conv.title, conv.title_auto, conv.system, conv.defaults) == ("Greetings", False, "Be kind.",
+                                                                         {"temperature": 0.2})
+    store.delete_conversation(cid)
+    with pytest.raises(NotFound):
+        store.get_conversation(cid)
+    assert store._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
+    assert store.search("Hello") == []
+
+
+def test_search_finds_messages_with_snippets(store):
+    cid, msgs = chat(store, ("How do I bake sourdough bread?", "Feed the starter, then knead the dough."),
+                     ("What about rye?", "Rye dough is stickier."))
+    hits = store.search("dough")
+    assert {h.message_id for h in hits} == {msgs[1].id, msgs[3].id}
+    assert all("[dough]" in h.snippet.lower() for h in hits)
+    assert hits[0].conversation_id == cid and hits[0].conversation_title.startswith("How do I bake")
+    for odd in ('"', 'AND OR NOT', 'dough*', "NEAR(", "'; DROP TABLE messages; --", "col:umn"):
+        store.search(odd)  # FTS syntax in user text is taken as words, never an error
+    with pytest.raises(InvalidRequest):
+        store.search("   ")
+
+
+# ---- export / import --------------------------------------------------------------------------------------
+def tree(store: Store, cid: str) -> tuple:
+    """A conversation's tree without ids: each message as (role, content, parent's content), and the leaf's."""
+    msgs = store.messages(cid)
+    by_id = {m.id: m for m in msgs}
+    leaf = store.get_conversation(cid).leaf_id
+    return (sorted((m.role, m.content, by_id[m.parent_id].content if m.parent_id else None) for m in msgs),
+            by_id[leaf].content if leaf else None)
+
+
+def test_export_import_round_trip(store):
+    cid, msgs = chat(store, ("Name a colour.", "Blue."), ("Another?", "Green."), system="Be brief.",
+                     defaults={"temperature": 0.0}, metadata={"topic": "colours"})
+    store.add_messages(cid, [NewMessage("assistant", "Red.", parent_id=msgs[0].id)])
+    data = json.loads(json.dumps(export_conversation(store, cid)))
+    new = import_conversation(store, data)
+    assert new.id != cid
+    assert tree(store, new.id) == tree(store, cid)
+    assert (new.system, new.defaults, new.metadata, new.title) == ("Be brief.", {"temperature": 0.0},
+                                                                   {"topic": "colours"}, "Name a colour.")
+    assert not {m.id for m in store.messages(new.id)} & {m.id for m in store.messages(cid)}
+    again = import_conversation(store, data)  # importing twice makes two conversations
+    assert tree(store, again.id) == tree(store, cid)
+
+
+def _doc(**changes) -> dict:
+    doc = {"format": "parley.conversation", "version": 1,
+           "conversation": {"title": "t", "system": None, "leaf_id": "b"},
+           "messages": [{"id": "a", "parent_id": None, "role": "user", "content": "hi"},
+                        {"id": "b", "parent_id": "a", "role": "assistant", "content": "hello"}]}
+    for path, value in changes.items():
+        target = doc
+        keys = path.split(".")
+        for k in keys[:-1]:
+            target = target[int(k)] if isinstance(target, list) else target[k]
+        last = keys[-1]
+        if isinstance(target, list):
+            target[int(last)] = value
+        elif value is ...:
+            del target[last]
+        else:
+            target[last] = value
+    return doc
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"format": "other"}, "format"),
+    ({"version": 2}, "version"),
+    ({"messages": "nope"}, "messages"),
+    ({"messages.1.role": "robot"}, "messages[1].role"),
+    ({"messages.1.parent_id": "zz"}, "messages[1].parent_id"),
+    ({"messages.0.parent_id": "b"}, "cycle"),
+    ({"messages.1.id": "a"}, "messages[1].id"),
+    ({"messages.0.content": ...}, "messages[0].content"),
+    ({"messages.0.content": 5}, "messages[0].content"),
+    ({"conversation.leaf_id": "q"}, "conversation.leaf_id"),
+    ({"conversation.title": "x" * 100_000}, "conversation.title"),
+    ({"messages.1.stats": {"tokens_per_s": "fast"}}, "messages[1].stats.tokens_per_s"),
+    ({"messages.1.finish_reason": "boom"}, "messages[1].finish_reason"),
+])
+def test_malformed_import_names_the_field_and_writes_nothing(store, changes, named):
+    before = len(store.list_conversations())
+    with pytest.raises(InvalidRequest) as e:
+        import_conversation(store, _doc(**changes))
+    assert named in e.value.message
+    assert len(store.list_conversations()) == before
+    import_conversation(store, _doc())  # the unbroken document imports
+
+
+# ---- migrations and bad files -----------------------------------------------------------------------------
+def test_store_of_the_first_schema_opens_and_migrates(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript((FIXTURES / "store_m001.sql").read_text())
+    db.close()
+    s = Store(path)
+    assert M.applied(s._db) == M.names()
+    (conv,) = s.list_conversations()
+    assert [m.content for m in s.branch(conv.leaf_id)] == ["Name a colour.", "Red.", "Another one, please."]
+    assert [h.message_id for h in s.search("colour")] == ["msg_000000000000000000000001"]  # indexed on upgrade
+    assert s.get_message("msg_000000000000000000000002").tokens is None
+    s.close()
+    assert M.applied(Store(path)._db) == M.names()  # reopening applies nothing twice
+
+
+def test_each_partial_schema_upgrades(tmp_path):
+    for upto in range(len(M.MIGRATIONS) + 1):
+        path = tmp_path / f"s{upto}.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        M.apply(db, upto=upto)
+        db.close()
+        s = Store(path)
+        chat(s, ("hello", "world"))
+        assert M.applied(s._db) == M.names()
+        s.close()
+
+
+def test_file_of_another_program(tmp_path):
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE invoices (id INTEGER)")
+    db.close()
+    with pytest.raises(StoreError, match="another program"):
+        Store(other)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StoreError, match=str(junk)):
+        Store(junk)
+
+
+def test_store_of_a_newer_parley(tmp_path):
+    path = tmp_path / "new.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"INSERT INTO {M.TABLE} VALUES ('m999_from_the_future', 0)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer parley"):
+        Store(path)
+
+
+def test_locked_store_is_a_clear_error(tmp_path):
+    path = tmp_path / "locked.db"
+    s = Store(path, busy_timeout=0.2)
+    cid = s.create_conversation().id
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            s.add_messages(cid, [NewMessage("user", "hi")])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    s.add_messages(cid, [NewMessage("user", "hi")])
+    assert s.get_conversation(cid).message_count == 1
+
+
+def _make_read_only(path: Path) -> None:
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        path.parent.chmod(0o555)
+        return
+    for p in (path, path.parent):  # root ignores permissions: the immutable attribute stops even root
+        if subprocess.run(["chattr", "+i", str(p)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here")
+
+
+def _undo_read_only(path: Path) -> None:
+    if os.geteuid() != 0:
+        path.parent.chmod(0o755)
+        path.chmod(0o644)
+    else:
+        for p in (path.parent, path):
+            subprocess.run(["chattr", "-i", str(p)], capture_output=True)
+
+
+def test_read_only_store_is_a_clear_error(tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    path = d / "parley.db"
+    Store(path).close()
+    _make_read_only(path)
+    try:
+        with pytest.raises(StoreError, match="read-only") as e:
+            Store(path).create_conversation()
+        assert str(path) in e.value.message
+    finally:
+        _undo_read_only(path)
+
+
+def test_unusable_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="PARLEY_HOME"):
+        Store(blocker / "parley.db")
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from parley.store import Store, NewMessage
+    s = Store(sys.argv[1])
+    cid = s.create_conversation(title=sys.argv[2]).id
+    parent = None
+    for i in range(150):
+        (m,) = s.add_messages(cid, [NewMessage("user" if i % 2 == 0 else "assistant", f"{sys.argv[2]} {i}",
+                                               parent_id=parent)])
+        parent = m.id
+    print(cid)
+""")
+
+
+def test_two_processes_write_one_file(tmp_path):
+    path = tmp_path / "shared.db"
+    Store(path).close()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name], stdout=subprocess.PIPE, text=True)
+             for name in ("alpha", "beta")]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    s = Store(path)
+    assert s._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    for cid, name in zip(outs, ("alpha", "beta"), strict=True):
+        branch = s.branch(s.get_conversation(cid).leaf_id)
+        assert [m.content for m in branch] == [f"{name} {i}" for i in range(150)]
