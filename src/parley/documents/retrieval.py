@@ -1,0 +1,63 @@
+"""Rank chunks for a question with BM25 (bm25s, numpy only).
+
+`Retriever(chunks)` indexes each chunk's part name and text once; `rank(question, k)` returns up to k
+(chunk, score) pairs, best first, only chunks sharing at least one term with the question (so possibly none).
+Ties are broken by chunk index, so the order is the same on every run. Tokens (`tokenize`): lowercase runs of
+letters and digits, underscores split (`prepare_data` -> prepare, data), camelCase also split
+(`loadConfig` -> loadconfig, load, config), English stopwords and question words dropped; no stemming.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import bm25s
+import numpy as np
+from bm25s.stopwords import STOPWORDS_EN
+
+from parley.documents.chunks import Chunk
+from parley.errors import InvalidRequest
+
+STOPWORDS = frozenset(STOPWORDS_EN) | frozenset(
+    "what which who whom whose when where why how does do did done can could would should i me my you your "
+    "we our us please tell explain describe".split())
+_WORD = re.compile(r"[^\W_]+")
+_CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+
+
+def tokenize(text: str) -> list[str]:
+    tokens = []
+    for word in _WORD.findall(text):
+        low = word.lower()
+        if low not in STOPWORDS:
+            tokens.append(low)
+        if word.isascii() and not word.islower() and not word.isupper():
+            pieces = _CAMEL.findall(word)
+            if len(pieces) > 1:
+                tokens += [p.lower() for p in pieces if p.lower() not in STOPWORDS]
+    return tokens
+
+
+class Retriever:
+    def __init__(self, chunks: Sequence[Chunk]):
+        self.chunks = list(chunks)
+        corpus = [tokenize(f"{c.part}\n{c.text}") for c in self.chunks]
+        self._bm25: bm25s.BM25 | None = None
+        if any(corpus):
+            self._bm25 = bm25s.BM25()
+            self._bm25.index(corpus, show_progress=False)
+
+    def rank(self, question: str, k: int = 4) -> list[tuple[Chunk, float]]:
+        if k < 1:
+            raise InvalidRequest(f"k must be at least 1, got {k}", param="k")
+        if self._bm25 is None:
+            return []
+        vocab = self._bm25.vocab_dict
+        terms = [t for t in dict.fromkeys(tokenize(question)) if t in vocab]
+        if not terms:
+            return []
+        scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float64)
+        hits = np.flatnonzero(scores > 0)
+        best = hits[np.lexsort((hits, -scores[hits]))][:k]
+        return [(self.chunks[i], float(scores[i])) for i in best]
