@@ -68,6 +68,20 @@ def test_ledger_counts_cells_like_llama_cpp(ops):
             assert ledger.length(s) == model.length(s)
         for group in ({0}, {1, 2}, {0, 3, 4}):
             assert ledger.held_by(group) == sum(1 for seqs, _ in model.cells if seqs & group)
+        for src, k in ((a, n), (b, n // 2)):  # what stays once a fork of src's first k positions is made
+            assert ledger.held_by({1, 2}, prefix=(src, k)) == sum(
+                1 for seqs, pos in model.cells if seqs & {1, 2} or (src in seqs and pos < k))
+
+
+def test_fork_then_evicting_the_source_frees_only_its_private_cells():
+    """Admission forks a shared prefix from an idle sequence, then may evict that source: the fork keeps the
+    shared cells, the source's private tail is freed, and room() predicted exactly that before the fork."""
+    ledger = CellLedger()
+    ledger.extend(0, 600)                       # an idle conversation: 30 shared tokens + 570 of its own
+    predicted = ledger.held_by([], prefix=(0, 30))
+    ledger.fork(0, 1, 30)
+    ledger.free(0)
+    assert predicted == ledger.used == 30 and ledger.length(1) == 30
 
 
 def test_ledger_private_cells():
@@ -179,9 +193,32 @@ def test_store_rejects_another_models_file(tmp_path):
 def test_model_fingerprint_is_remembered(tmp_path):
     f = tmp_path / "m.gguf"
     f.write_bytes(b"GGUF" + bytes(1000))
+    h0 = model_fingerprint(f, tmp_path, remember=False)  # a read-only data directory: nothing written
+    assert not (tmp_path / "model-hashes.json").exists()
     h1 = model_fingerprint(f, tmp_path)
     assert (tmp_path / "model-hashes.json").exists()
-    assert model_fingerprint(f, tmp_path) == h1 and len(h1) == 64
+    assert model_fingerprint(f, tmp_path) == h1 == h0 and len(h1) == 64
+
+
+def test_read_only_store_reads_and_never_writes(tmp_path):
+    """A KV folder that cannot be written: valid states are found and loaded, a corrupt file is counted but
+    left, states past the RAM budget are dropped instead of written, and nothing is deleted."""
+    writer = make_store(tmp_path, ram=0, disk=10_000)
+    writer.put([1, 2, 3] * 20, b"abc" * 100)
+    writer.close()
+    folder = tmp_path / "kv"
+    (folder / "broken.kv").write_bytes(b"not ours")
+    before = sorted(f.name for f in folder.iterdir())
+    store = KVStore(ram_bytes=500, disk_bytes=10_000, disk_dir=folder, model_hash="m" * 64, read_only=True)
+    [found] = store.scan_disk()
+    assert store.corrupt_files == 1 and store.load(found) == b"abc" * 100
+    s, dropped = store.put(list(range(40)), b"x" * 400)
+    t, dropped = store.put(list(range(50)), b"y" * 400)  # the RAM budget holds one: the other has nowhere to go
+    assert s.deleted and dropped == [s] and not t.deleted
+    store.discard(found)
+    assert store.flush_ram_to_disk() == [t]
+    store.close()
+    assert sorted(f.name for f in folder.iterdir()) == before
 
 
 @pytest.mark.parametrize("contended", [False, True])

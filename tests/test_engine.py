@@ -223,3 +223,53 @@ def test_logits_are_finite(det, clean):
         return bool(np.isfinite(row).all())
 
     assert run_on_engine(det, body)
+
+
+def test_gpu_layers_default_and_device_names():
+    """--gpu-layers (issue 8 item 12): every layer by default when llama.cpp has a GPU backend, none without."""
+    from parley.engine.llamacpp import device_label, gpu_offload
+
+    assert gpu_offload(None, gpu_available=True) == -1 and gpu_offload(None, gpu_available=False) == 0
+    assert gpu_offload(12, gpu_available=False) == 12
+    with pytest.raises(InvalidRequest, match="gpu_layers"):
+        gpu_offload("all", gpu_available=True)
+    assert device_label(-1, 31, gpu_available=True) == "gpu (31 of 31 layers)"
+    assert device_label(12, 31, gpu_available=True) == "gpu (12 of 31 layers)"
+    assert device_label(0, 31, gpu_available=True) == "cpu" and device_label(12, 31, gpu_available=False) == "cpu"
+
+
+def test_gpu_layers_reach_the_model_params_and_a_cpu_build_says_so(caplog):
+    """The flag goes from the command line through Parley into llama_model_params.n_gpu_layers (it was
+    hard-coded to 0); on this CPU-only build the model runs on the CPU, the engine says so, and asking for GPU
+    layers gets a warning naming the flag and the fix."""
+    import logging
+
+    import llama_cpp.llama_cpp as llc
+
+    import parley
+    from parley.cli.main import build_parser
+    from parley.cli.options import parley_kwargs
+
+    args = build_parser().parse_args(["chat", "--gpu-layers", "7", "--kv-size", "256"])
+    kwargs = {**parley_kwargs(args), "cache_dir": False}
+    gpu = bool(llc.llama_supports_gpu_offload())
+    with caplog.at_level(logging.WARNING, logger="parley.engine"):
+        p = parley.load(**kwargs)
+    try:
+        assert p.engine.model_params.n_gpu_layers == 7
+        if gpu:  # a GPU build: the layers went there
+            assert p.engine.device == "gpu (7 of 31 layers)" and not caplog.records
+        else:
+            assert p.engine.device == "cpu"
+            [warning] = [r.getMessage() for r in caplog.records]
+            assert "--gpu-layers 7" in warning and "no GPU backend" in warning and "GGML_CUDA" in warning
+    finally:
+        p.close(save=False)
+    auto = LlamaCppEngine(n_ctx=256, n_seq_max=4, n_batch=64)
+    try:
+        assert auto.model_params.n_gpu_layers == (-1 if gpu else 0)
+        assert auto.device == ("gpu (31 of 31 layers)" if gpu else "cpu")
+    finally:
+        auto.close()
+    with pytest.raises(InvalidRequest, match="gpu_layers"):
+        parley.load(gpu_layers=-3)

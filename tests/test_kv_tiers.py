@@ -138,3 +138,31 @@ def test_restart_restores_from_disk_and_rejects_corruption(tmp_path, det):
     assert three["source"] == "none" and three["corrupt"] == 1 and "failed its checks" in three["note"]
     assert three["ids"] == expected  # recomputed, same answer
     assert not files[0].exists() or files[0].read_bytes() != bytes(bad)
+
+
+def test_a_state_llama_cpp_refuses_is_reported_as_refused(tmp_path, det):
+    """Issue 8 item 9: a state file that passes its checks but that llama.cpp cannot read (here: its payload cut
+    in half, under a checksum that matches) was reported as "no free KV cells" while cells were free. Now the
+    note says llama.cpp refused it, the state is dropped, and the prompt is recomputed to the same answer."""
+    from parley.scheduler.kv_store import model_fingerprint, read_state_file, write_state_file
+
+    first = det.tokenize(chatml("Where are we sailing?", SYSTEM))
+    p = parley.load(deterministic=True, cache_dir=tmp_path, kv_size=2048, ram_cache_mb=0)
+    try:
+        r1 = p.scheduler.generate(first, G)
+    finally:
+        p.close()  # turn 1 goes to disk
+    second = first + r1.token_ids + det.tokenize("<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n")
+    [path] = tmp_path.glob("kv/*/*.kv")
+    model_hash = model_fingerprint(det.engine.model_path, tmp_path)
+    tokens, payload = read_state_file(path, model_hash)
+    write_state_file(path, model_hash, tokens, payload[: len(payload) // 2])
+    p = parley.load(deterministic=True, cache_dir=tmp_path, kv_size=2048, ram_cache_mb=0)
+    try:
+        res = p.scheduler.generate(second, G)
+        assert res.cache_source == "none" and "refused" in res.cache_note and "free KV cells" not in res.cache_note
+        st = p.scheduler.stats()
+        assert st["cache_restore_failures"] == 1 and st["disk_states"] == 0
+    finally:
+        p.close(save=False)
+    assert res.token_ids == reference(second)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
+
 import parley
 from parley.sampling import SamplingParams
+from parley.scheduler.prefix_index import common_prefix
 from tests.conftest import chatml
 
 GREEDY = SamplingParams(temperature=0, max_tokens=24)
@@ -147,3 +150,58 @@ def test_queue_and_prompt_limits(det):
         det.scheduler.submit([1] * (det.context_size + 5), GREEDY, lambda ev: None)
     with pytest.raises(InvalidRequest, match="empty"):
         det.scheduler.submit([], GREEDY, lambda ev: None)
+
+
+def record_logits(engine) -> tuple[dict, list[int]]:
+    """Watch the real engine: the logits every sampler drew from (by sampler) and the size of every decode call."""
+    rows: dict = {}
+    sizes: list[int] = []
+    sample, decode = engine.sample, engine.decode
+
+    def sampling(sampler, i):
+        rows.setdefault(sampler, []).append(engine.logits(i))
+        return sample(sampler, i)
+
+    def decoding(tokens, *rest):
+        sizes.append(len(tokens))
+        return decode(tokens, *rest)
+
+    engine.sample, engine.decode = sampling, decoding
+    return rows, sizes
+
+
+def test_deterministic_request_joining_seven_running_streams_matches_its_lone_run():
+    """Issue 8 item 8. A request joining 7 decoding streams is read in the same batch as their 7 tokens: with
+    57 prompt tokens left that is 64 tokens, which llama.cpp cuts into ubatches of 63 + 1. The lone last query
+    (the one whose logits give the first token) took the KV-split attention path over 512+ cells, whose two
+    per-thread partial sums depend on where the sequence's cells fall (its forked header sits low, its own cells
+    high): its logits, and then its tokens, drifted from the lone run. Same with 120 left (63 + 63 + 1)."""
+    p = parley.load(deterministic=True, cache_dir=False, kv_size=1024, threads=2)  # 2 threads: 2 partial sums
+    try:
+        eng, sched = p.engine, p.scheduler
+        rows, sizes = record_logits(eng)
+        stories = [eng.tokenize(chatml(f"Write a long story about dragon number {i}.")) for i in range(7)]
+        text = eng.tokenize(chatml("Tell me about the history of bread, with examples from many countries. " * 12))
+        shared = max(common_prefix(text, s) for s in stories)  # the chat header, forked from a story
+        for left in (57, 120):
+            prompt = text[:shared + left - 5] + text[-5:]  # keeps the closing "assistant\n" header
+            sched.drop_cached(save=False)
+            alone = sched.stream(prompt, GREEDY)
+            alone_ids = alone.wait().token_ids
+            sched.drop_cached(save=False)
+            running = [sched.stream(s, SamplingParams(temperature=0, max_tokens=100, ignore_eos=True))
+                       for s in stories]
+            while sched.stats()["kv_cells_used"] < 260 - left:  # enough cells that the lone query's view is 512+
+                time.sleep(0.01)
+            sizes.clear()
+            joined = sched.stream(prompt, GREEDY)
+            joined_ids = joined.wait().token_ids
+            for s in running:
+                s.cancel()
+            assert [s.wait().finish_reason for s in running] == ["cancelled"] * 7  # all 7 ran beside it
+            assert joined.result.cached_tokens == shared and 7 + left in sizes  # the split really happened
+            assert joined_ids == alone_ids
+            first_alone, first_joined = rows[alone.request.sampler][0], rows[joined.request.sampler][0]
+            assert np.array_equal(first_alone, first_joined), "first-token logits differ"
+    finally:
+        p.close(save=False)

@@ -6,11 +6,15 @@ so forking a prefix into another sequence only tags cells (no copy). The engine 
 
 Shapes: a decode call takes n <= n_batch tokens, each (token id, position, sequence id, wants logits);
 logits come back inside llama.cpp and are read only by the sampler, by batch index.
+
+Device: `gpu_layers` model layers go to the GPU when llama.cpp was built with a GPU backend (default: all of
+them there, none on a CPU-only build); `device` says which ("cpu" or "gpu (N of M layers)").
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import secrets
 import time
@@ -29,6 +33,8 @@ from parley.errors import InvalidRequest, ModelError, ParleyError
 from parley.sampling import SamplingParams
 
 _backend_ready = False
+log = logging.getLogger("parley.engine")
+DET_MAX_UBATCH = 63  # deterministic mode: llama.cpp's CPU flash attention tiles ubatches of 64+ queries
 
 
 def default_threads() -> int:
@@ -53,6 +59,26 @@ class EngineConfig:
     # its prompt was chunked, and wherever its cells sit. Costs ~25% of prefill speed (`parley bench decode
     # --deterministic`). See docs/ARCHITECTURE.md, "Determinism".
     deterministic: bool = False
+    gpu_layers: int | None = None  # model layers on the GPU; None = all when llama.cpp has a GPU backend, else 0
+
+
+def gpu_offload(requested: int | None, gpu_available: bool) -> int:
+    """The n_gpu_layers handed to llama_model_params: `requested` as given (a negative value means every layer),
+    or, for None, every layer (-1) when llama.cpp reports a GPU backend and 0 without one."""
+    if requested is None:
+        return -1 if gpu_available else 0
+    if isinstance(requested, bool) or not isinstance(requested, int):
+        raise InvalidRequest(f"gpu_layers (--gpu-layers) must be an integer, got {requested!r}", param="gpu_layers")
+    return requested
+
+
+def device_label(n_gpu_layers: int, n_layers: int, gpu_available: bool) -> str:
+    """Which device runs the model, for start-up lines: "cpu" or "gpu (N of M layers)". `n_layers` counts what
+    llama.cpp can offload (the repeating layers plus the output layer)."""
+    if not gpu_available or n_gpu_layers == 0:
+        return "cpu"
+    n = n_layers if n_gpu_layers < 0 else min(n_gpu_layers, n_layers)
+    return f"gpu ({n} of {n_layers} layers)"
 
 
 def kv_bytes_per_cell(metadata: dict) -> int:
@@ -71,10 +97,19 @@ def kv_bytes_per_cell(metadata: dict) -> int:
 
 
 class KVFull(ParleyError):
-    """llama_decode found no free KV cells for the batch (the scheduler evicts and retries)."""
+    """llama_decode found no free KV cells for the batch (llama_decode returned 1). The scheduler evicts idle
+    sequences or requeues a request and retries; only a request that cannot fit fails."""
 
     status = 503
     code = "kv_full"
+
+
+class StateRejected(ParleyError):
+    """llama.cpp refused a saved sequence state (llama_state_seq_set_data read nothing): the bytes do not fit
+    this context (another model or context layout, a damaged payload), or no cells were free for them."""
+
+    status = 500
+    code = "state_rejected"
 
 
 class _Batch:
@@ -147,12 +182,18 @@ class LlamaCppEngine:
         self._model = None
         self._ctx = None
 
-        mparams = llc.llama_model_default_params()
-        mparams.n_gpu_layers = 0
-        self._model = llc.llama_model_load_from_file(str(path).encode(), mparams)
+        gpu = bool(llc.llama_supports_gpu_offload())
+        self.model_params = llc.llama_model_default_params()
+        self.model_params.n_gpu_layers = gpu_offload(cfg.gpu_layers, gpu)
+        if cfg.gpu_layers and not gpu:
+            log.warning("gpu_layers (--gpu-layers %d) asks for GPU layers, but this llama.cpp build has no GPU "
+                        "backend: the model runs on the CPU. For a GPU, rebuild llama-cpp-python with its backend "
+                        "(make install LLAMA_CMAKE_ARGS=-DGGML_CUDA=ON)", cfg.gpu_layers)
+        self._model = llc.llama_model_load_from_file(str(path).encode(), self.model_params)
         if not self._model:
             raise ModelError(f"llama.cpp could not load the model {path} (an unsupported architecture or a damaged file)")
         self._vocab = llc.llama_model_get_vocab(self._model)
+        self.device = device_label(self.model_params.n_gpu_layers, llc.llama_model_n_layer(self._model) + 1, gpu)
 
         threads = cfg.n_threads or default_threads()
         n_ubatch = cfg.n_ubatch or cfg.n_batch
@@ -160,13 +201,14 @@ class LlamaCppEngine:
         if cfg.deterministic:
             # llama.cpp's CPU flash attention has three paths; only the per-cell one is independent of batch
             # composition and cell placement. It runs for ubatches of 2..63 queries: ubatches stay under 64
-            # (the tiled path starts there) and a lone decode token gets a scratch partner (decode()), since a
-            # single query over 512+ cells takes the KV-split path.
-            n_ubatch = min(n_ubatch, 63)
+            # (the tiled path starts there) and a ubatch that would hold one query gets a scratch partner
+            # (decode()), since a single query over 512+ cells takes the KV-split path, whose per-thread partial
+            # sums depend on where the chunk boundary falls among the sequence's cells.
+            n_ubatch = max(2, min(n_ubatch, DET_MAX_UBATCH))
             flash_attn = True
         cparams = llc.llama_context_default_params()
         cparams.n_ctx = cfg.n_ctx
-        cparams.n_batch = cfg.n_batch
+        cparams.n_batch = cfg.n_batch + (1 if cfg.deterministic else 0)  # + the scratch partner
         cparams.n_ubatch = n_ubatch
         cparams.n_seq_max = cfg.n_seq_max
         cparams.n_threads = threads
@@ -184,8 +226,10 @@ class LlamaCppEngine:
         self._mem = llc.llama_get_memory(self._ctx)
         self.config = cfg
         self.n_ctx = llc.llama_n_ctx(self._ctx)
-        self.n_batch = cfg.n_batch
         self.deterministic = cfg.deterministic
+        # what callers may pass to decode(); llama.cpp caps its n_batch at n_ctx
+        self.n_batch = min(cfg.n_batch, llc.llama_n_batch(self._ctx) - (1 if cfg.deterministic else 0))
+        self.n_ubatch = llc.llama_n_ubatch(self._ctx)
         # sequence ids callers may use; deterministic mode keeps the last one as the scratch partner
         self.n_seq_max = cfg.n_seq_max - 1 if cfg.deterministic else cfg.n_seq_max
         self._scratch_seq = cfg.n_seq_max - 1
@@ -199,7 +243,7 @@ class LlamaCppEngine:
         self.bos_id = llc.llama_vocab_bos(self._vocab)
         self.eos_id = llc.llama_vocab_eos(self._vocab)
         self.add_bos = bool(llc.llama_vocab_get_add_bos(self._vocab))
-        self._batch = _Batch(max(2, cfg.n_batch))
+        self._batch = _Batch(max(2, cfg.n_batch + 1))
         self._pieces: list[bytes | None] = [None] * self.n_vocab
         self._eog = np.zeros(self.n_vocab, dtype=bool)
         for t in range(self.n_vocab):
@@ -297,12 +341,14 @@ class LlamaCppEngine:
         b.pos[:n] = positions
         b.seq[:n] = seq_ids
         b.logits[:n] = logits
-        pad = self.deterministic and n == 1
-        if pad:  # see __init__: a partner query keeps the lone token on the batch-invariant attention path
-            b.token[1] = b.token[0]
-            b.pos[1] = 0
-            b.seq[1] = self._scratch_seq
-            b.logits[1] = 0
+        # llama.cpp cuts the batch into ubatches of n_ubatch tokens in order (a unified KV buffer): a batch of
+        # 64 leaves a lone last query. See __init__: a partner query keeps it on the batch-invariant path.
+        pad = self.deterministic and n % self.n_ubatch == 1
+        if pad:
+            b.token[n] = b.token[0]
+            b.pos[n] = 0
+            b.seq[n] = self._scratch_seq
+            b.logits[n] = 0
         b.struct.n_tokens = n + pad
         gov = self.governor
         if gov is not None:
@@ -353,6 +399,11 @@ class LlamaCppEngine:
                 llc.llama_sampler_accept(chain, t)
         return sampler
 
+    def logits(self, batch_index: int) -> np.ndarray:
+        """A copy of the logits of batch entry `batch_index` of the last decode (n_vocab floats)."""
+        row = llc.llama_get_logits_ith(self._ctx, batch_index)
+        return np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
+
     def sample(self, sampler: Sampler, batch_index: int) -> int:
         """Draw the next token from the logits of batch entry `batch_index` of the last decode."""
         return llc.llama_sampler_sample(sampler.ptr, self._ctx, batch_index)
@@ -384,13 +435,14 @@ class LlamaCppEngine:
         return buf
 
     def state_set(self, seq: int, data: bytes | bytearray | memoryview) -> None:
-        """Load bytes from state_get into (empty) sequence `seq`; raises KVFull when no cells are free."""
+        """Load bytes from state_get into (empty) sequence `seq`; raises StateRejected when llama.cpp refuses
+        them (it does not say why: the caller knows whether cells were free)."""
         size = len(data)
         arr = (ctypes.c_uint8 * size).from_buffer_copy(data) if isinstance(data, bytes) else \
             (ctypes.c_uint8 * size).from_buffer(data)
         if llc.llama_state_seq_set_data(self._ctx, arr, size, seq) == 0:
             self.kv_remove(seq)
-            raise KVFull(f"could not restore {size} bytes of KV state into sequence {seq}")
+            raise StateRejected(f"llama.cpp refused {size} bytes of saved KV state for sequence {seq}")
 
     # ---- lifetime ----------------------------------------------------------------------------------------
     def close(self) -> None:

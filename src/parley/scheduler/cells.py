@@ -46,12 +46,17 @@ class CellLedger:
             n += max(0, mine - max(others, g.start))
         return n
 
-    def held_by(self, seqs) -> int:
-        """Cells that at least one of `seqs` holds (shared cells counted once)."""
+    def held_by(self, seqs, prefix: tuple[int, int] | None = None) -> int:
+        """Cells that at least one of `seqs` holds (shared cells counted once), together with, for `prefix` =
+        (seq, n), the cells of that sequence's positions [0, n): what stays once a fork of them is made and
+        every other sequence is gone."""
         seqs = set(seqs)
+        src, n_src = prefix if prefix is not None else (None, 0)
         n = 0
         for g in self._groups.values():
             end = max((e for s, e in g.ends.items() if s in seqs), default=g.start)
+            if src in g.ends:
+                end = max(end, min(g.ends[src], n_src))
             n += end - g.start
         return n
 

@@ -4,7 +4,11 @@ A saved state is the KV of one sequence for exactly `tokens` (llama_state_seq_ge
 engine into RAM (LRU); past the RAM budget the oldest move to disk; past the disk budget the oldest files go.
 Disk files live under <data dir>/kv/<model sha256[:16]>/<prefix key>.kv and carry a header with the model hash,
 the token ids and a SHA-256 of the payload; a file that fails any check is deleted and never handed to llama.cpp.
-A restarted process scans its model's folder and finds its states again.
+A restarted process scans its model's folder and finds its states again. The scan looks (lstat) before it
+touches: only regular files are opened (a directory, a symlink, a FIFO or a device named *.kv is skipped with one
+warning), so junk in the folder can neither crash nor hang the start. A folder that cannot be written (a
+read-only mount, no permission) is used read-only: its valid states are restored, nothing is written or deleted,
+and one warning says so.
 
 Threads: the scheduler thread calls everything here; one writer thread does the file writes and deletes, in
 order, so a state is readable from memory until its file is complete.
@@ -17,6 +21,7 @@ import json
 import logging
 import os
 import queue
+import stat
 import struct
 import threading
 import time
@@ -57,8 +62,9 @@ class CacheFileError(Exception):
     pass
 
 
-def model_fingerprint(model_path: Path, data_dir: Path) -> str:
-    """SHA-256 of the model file, remembered per (path, size, mtime) so large models are hashed once."""
+def model_fingerprint(model_path: Path, data_dir: Path, *, remember: bool = True) -> str:
+    """SHA-256 of the model file, remembered per (path, size, mtime) in `data_dir` so large models are hashed
+    once (`remember=False`: a read-only data directory, only read the memo)."""
     st = model_path.stat()
     memo_path = data_dir / "model-hashes.json"
     key = f"{model_path}|{st.st_size}|{st.st_mtime_ns}"
@@ -73,6 +79,8 @@ def model_fingerprint(model_path: Path, data_dir: Path) -> str:
         while block := f.read(1 << 22):
             h.update(block)
     digest = h.hexdigest()
+    if not remember:
+        return digest
     memo = memo if isinstance(memo, dict) else {}
     memo[key] = digest
     try:
@@ -103,9 +111,22 @@ def write_state_file(path: Path, model_hash: str, tokens: list[int], data: bytes
     os.replace(tmp, path)
 
 
+def open_regular(path: Path):
+    """Open a file for reading only if it is a regular file: never follows a symlink, never blocks on a FIFO,
+    never reads a device. Raises CacheFileError for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise CacheFileError(f"cannot open: {e.strerror or e}") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CacheFileError("not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 def read_state_header(path: Path, model_hash: str) -> tuple[dict, list[int], int]:
     """(header, tokens, payload offset); raises CacheFileError for anything not written by us for this model."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         head = f.read(_HEAD.size)
         if len(head) != _HEAD.size:
             raise CacheFileError("truncated")
@@ -131,7 +152,7 @@ def read_state_header(path: Path, model_hash: str) -> tuple[dict, list[int], int
 
 def read_state_file(path: Path, model_hash: str) -> tuple[list[int], bytes]:
     header, tokens, offset = read_state_header(path, model_hash)
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         f.seek(offset - 4 * len(tokens))
         blob = f.read()
     if hashlib.sha256(blob).hexdigest() != header["sha256"]:
@@ -140,11 +161,14 @@ def read_state_file(path: Path, model_hash: str) -> tuple[list[int], bytes]:
 
 
 class KVStore:
-    def __init__(self, *, ram_bytes: int, disk_bytes: int, disk_dir: Path | None, model_hash: str | None):
+    def __init__(self, *, ram_bytes: int, disk_bytes: int, disk_dir: Path | None, model_hash: str | None,
+                 read_only: bool = False):
         self.ram_budget = ram_bytes
         self.disk_budget = disk_bytes if disk_dir is not None else 0
         self.dir = disk_dir
         self.model_hash = model_hash
+        self.disk_on = self.dir is not None and self.disk_budget > 0   # the disk tier exists (maybe read-only)
+        self.read_only = read_only
         self._ram: OrderedDict[Saved, None] = OrderedDict()
         self._disk: OrderedDict[Saved, None] = OrderedDict()
         self.ram_used = 0
@@ -152,8 +176,16 @@ class KVStore:
         self.corrupt_files = 0
         self._tasks: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
-        if self.dir is not None and self.disk_budget > 0:
-            self.dir.mkdir(parents=True, exist_ok=True)
+        why = "the data directory is read-only"
+        if self.disk_on and not self.read_only:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                self.read_only, why = True, f"cannot create it: {e.strerror or e}"
+        if self.disk_on and self.read_only:
+            log.warning("the KV cache folder %s cannot be written (%s): this run saves no KV state to disk and "
+                        "deletes nothing there; states already saved are still used", self.dir, why)
+        if self.disk_on and not self.read_only:
             self._writer = threading.Thread(target=self._write_loop, name="parley-kv-writer", daemon=True)
             self._writer.start()
 
@@ -170,29 +202,73 @@ class KVStore:
         return list(self._ram) + list(self._disk)
 
     def scan_disk(self) -> list[Saved]:
-        """Index the state files a previous process left for this model (headers only; payloads stay on disk)."""
-        found = []
-        if self._writer is None:
-            return found
-        for path in sorted(self.dir.glob("*.kv"), key=lambda p: p.stat().st_mtime):
+        """Index the state files a previous process left for this model (headers only; payloads stay on disk).
+        Skips what is not a regular file (one warning); deletes files that fail a check unless read-only."""
+        if not self.disk_on:
+            return []
+        files, junk = self._list_files()
+        if junk:
+            log.warning("ignoring %d entries in the KV cache folder %s that are not regular files: %s (remove "
+                        "them)", len(junk), self.dir, ", ".join(junk[:5]) + (", ..." if len(junk) > 5 else ""))
+        found, bad = [], []
+        for path, size in files:
             try:
-                header, tokens, _ = read_state_header(path, self.model_hash)
+                _, tokens, _ = read_state_header(path, self.model_hash)
             except (CacheFileError, OSError) as e:
-                log.warning("deleting KV cache file %s: %s", path, e)
+                bad.append(f"{path.name} ({e})")
                 self.corrupt_files += 1
-                path.unlink(missing_ok=True)
+                self._delete(path)
                 continue
-            s = Saved(tokens=tokens, size=path.stat().st_size, tier="disk", path=path)
+            s = Saved(tokens=tokens, size=size, tier="disk", path=path)
             self._disk[s] = None
             self.disk_used += s.size
             found.append(s)
+        if bad:
+            log.warning("%s %d unusable KV cache files in %s: %s", "kept (read-only)" if self.read_only else
+                        "deleted", len(bad), self.dir, "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
+        self._drop_stale_temp_files()
+        return found
+
+    def _list_files(self) -> tuple[list[tuple[Path, int]], list[str]]:
+        """(regular *.kv files with their sizes, oldest first; names of *.kv entries that are not regular files).
+        lstat only: nothing is opened or followed here."""
+        files, junk = [], []
+        try:
+            entries = list(os.scandir(self.dir))
+        except OSError:  # the folder is missing (read-only home, first run) or unreadable: nothing saved
+            return [], []
+        for entry in entries:
+            if not entry.name.endswith(".kv"):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files.append((Path(entry.path), st.st_size, st.st_mtime))
+            else:
+                junk.append(entry.name)
+        files.sort(key=lambda f: f[2])
+        return [(p, size) for p, size, _ in files], sorted(junk)
+
+    def _drop_stale_temp_files(self) -> None:
+        if self.read_only:
+            return
         for stale in self.dir.glob("*.tmp*"):  # a write cut short; another live process's is recent
             try:
-                if time.time() - stale.stat().st_mtime > 3600:
+                st = stale.lstat()
+                if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > 3600:
                     stale.unlink(missing_ok=True)
             except OSError:
                 pass
-        return found
+
+    def _delete(self, path: Path) -> None:
+        if self.read_only:
+            return
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("could not delete the KV cache file %s: %s", path, e.strerror or e)
 
     # ---- put / take --------------------------------------------------------------------------------------
     def put(self, tokens: list[int], data: bytes | bytearray) -> tuple[Saved | None, list[Saved]]:
@@ -239,7 +315,8 @@ class KVStore:
         else:
             self._disk.pop(s, None)
             self.disk_used -= s.size
-            self._tasks.put(("delete", s))
+            if self._writer is not None:
+                self._tasks.put(("delete", s))
 
     def flush_ram_to_disk(self) -> list[Saved]:
         """Move every RAM state to disk (at shutdown); returns the entries that could not be kept."""
@@ -260,7 +337,7 @@ class KVStore:
 
     # ---- internals ---------------------------------------------------------------------------------------
     def _to_disk(self, s: Saved, dropped: list[Saved]) -> None:
-        if self._writer is None or s.size > self.disk_budget:
+        if self._writer is None or s.size > self.disk_budget:  # no disk tier, read-only, or too big
             s.deleted = True
             dropped.append(s)
             return

@@ -2,7 +2,9 @@
 
 Narrow API, used only by the scheduler thread:
     attach(request)      give the request a sequence already holding the longest cached prefix of its prompt
-                         (forked zero-copy from a live sequence, or restored from RAM/disk) -> Attach
+                         (forked zero-copy from a live sequence, or restored from RAM/disk) -> Attach; None
+                         only when it cannot fit beside running requests and pinned prefixes
+    room()               free cells once every idle sequence is evicted
     grew(slot)           re-index a sequence after its prompt was read
     release(request)     the request is done: its sequence stays as a cache entry (LRU), pinned if asked
     make_room(cells)     evict idle, unpinned sequences (saved to RAM/disk first) until `cells` are free
@@ -17,9 +19,11 @@ cells; every live slot and every saved state is in the PrefixIndex under its blo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from parley.engine.llamacpp import StateRejected
 from parley.scheduler.cells import CellLedger
 from parley.scheduler.kv_store import KVStore, Saved
 from parley.scheduler.prefix_index import PrefixIndex, chain_hashes
@@ -46,6 +50,21 @@ class Attach:
     n_cached: int
     source: str      # "live" | "ram" | "disk" | "none"
     note: str        # why the cache did not cover the whole prompt ("" when it did)
+
+
+class _Match(NamedTuple):
+    """What the cache holds for a prompt: the best live sequence and saved state, and how far each matches."""
+
+    live: Slot | None
+    n_live: int
+    saved: Saved | None
+    n_saved: int
+    limit: int       # at most this many prompt tokens may come from the cache (one is left to decode)
+    total: int       # cells the request holds at its end: prompt + max_new
+
+    @property
+    def restore(self) -> bool:
+        return self.saved is not None and self.n_saved >= self.n_live + RESTORE_MIN_GAIN
 
 
 @dataclass
@@ -98,56 +117,112 @@ class PrefixCache:
     # ---- attach ------------------------------------------------------------------------------------------
     def attach(self, req, protect_cells: int) -> Attach | None:
         """Bind `req` to a sequence holding the longest cached prefix of its prompt. `protect_cells` is how many
-        free cells must remain for requests already running. Returns None (nothing changed) when the KV budget
-        or the sequence ids cannot take the request now."""
+        free cells must remain for requests already running. Returns None (nothing changed) only when the
+        request cannot fit beside what running requests and pinned prefixes hold: idle sequences give way
+        (evicted LRU first, a fork's source included once the fork holds the shared cells), and a saved state
+        whose restore does not fit yields to a live fork or to computing the prompt from scratch."""
+        m = self._lookup(req)
+        got = None
+        if m.restore:
+            got = self._attach_restored(req, m, protect_cells)
+        if got is None and m.live is not None and m.n_live > 0:
+            got = self._attach_live(req, m, protect_cells)
+        if got is None:
+            got = self._attach_fresh(req, m, protect_cells)
+        if got is None:
+            return None
+        slot, source, n_from, note = got
+        if m.restore and source not in ("ram", "disk") and not note:
+            note = (f"the {m.saved.tier} cache holds {m.n_saved} tokens of this prompt, but restoring its "
+                    f"{len(m.saved.tokens)} tokens does not fit beside the running requests; recomputed")
+        return self._bind(req, slot, source, n_from, note, m)
+
+    def _lookup(self, req) -> _Match:
         prompt = req.prompt
         hashes = req.hashes or chain_hashes(prompt)
         limit = len(prompt) - 1 if req.max_new > 0 else len(prompt)  # keep one token to decode for logits
         live, n_live = self.index.match(prompt, hashes, accept=lambda h: isinstance(h, Slot))
         saved, n_saved = self.index.match(prompt, hashes, accept=lambda h: isinstance(h, Saved) and not h.deleted)
         n_live, n_saved = min(n_live, limit), min(n_saved, limit)
-        use_saved = saved is not None and n_saved >= n_live + RESTORE_MIN_GAIN
-        n_from = n_saved if use_saved else n_live
-        takeover = (not use_saved and live is not None and live.owner is None and not live.pins
-                    and n_live == len(live.tokens) and n_live > 0)
+        return _Match(live, n_live, saved, n_saved, limit, len(prompt) + req.max_new)
 
-        need = len(prompt) - n_from + req.max_new
-        if use_saved:
-            need += len(saved.tokens)  # restored whole, then trimmed
-        protect = {live} if live is not None else set()
-        if not self.make_room(need + protect_cells, protect=protect, need_seq=not takeover):
+    def room(self, keep: Sequence[int] = (), prefix: tuple[int, int] | None = None) -> int:
+        """Free cells once every idle, unpinned sequence is evicted, except those in `keep` and the cells of
+        `prefix` = (seq, n), positions [0, n) of a sequence (a fork about to be made)."""
+        return self.kv_budget - self.ledger.held_by([*self._active_seqs(), *keep], prefix=prefix)
+
+    def _seq_available(self, spare: Slot | None = None) -> bool:
+        """A sequence id is free, or an idle sequence other than `spare` can be evicted for one."""
+        return bool(self.free_seqs) or any(s is not spare for s in self.idle_slots())
+
+    def _new_slot(self, req, spare: Slot | None = None) -> Slot:
+        """A fresh sequence owned by `req` (evicting the least recently used idle one other than `spare` when
+        no id is free)."""
+        if not self.free_seqs:
+            self.evict(next(s for s in self.idle_slots() if s is not spare))
+        slot = Slot(seq=self.free_seqs.pop(), owner=req)
+        self.slots[slot.seq] = slot
+        return slot
+
+    def _attach_restored(self, req, m: _Match, reserve: int):
+        """Restore the saved state (whole, then trimmed): it needs room for all its tokens at once."""
+        need = max(len(m.saved.tokens), m.total)
+        if self.room() < need + reserve or not self._seq_available():
             return None
-
-        note = ""
-        if takeover:
-            slot = live
-            self.counters.hits_live += 1
-            source = "live"
+        self.make_room(need + reserve)
+        slot = self._new_slot(req)
+        if m.saved.deleted:  # the evictions that made room pushed it out of the store
+            source, n_from, note = "none", 0, ""
         else:
-            slot = Slot(seq=self.free_seqs.pop())
-            self.slots[slot.seq] = slot
-            source = "none"
-            if use_saved:
-                source, n_from, note = self._restore(slot, saved, n_saved)
-                if source == "none" and n_live > 0:  # the file failed its checks: fall back to a live fork
-                    use_saved = False
-                    n_from = n_live
-            if not use_saved and n_live > 0:
-                self.engine.kv_copy(live.seq, slot.seq, 0, n_live)
-                self.ledger.fork(live.seq, slot.seq, n_live)
-                slot.tokens = prompt[:n_live]
-                n_from = n_live
-                source = "live"
-                self.counters.hits_live += 1
-            elif source == "none":
-                self.counters.misses += 1
+            source, n_from, note = self._restore(slot, m.saved, m.n_saved)
+        if source != "none":
+            return slot, source, n_from, note
+        live = m.live
+        if live is not None and m.n_live > 0 and self.slots.get(live.seq) is live:  # fall back to a live fork
+            self._fork(live, slot, req.prompt, m.n_live)
+            return slot, "live", m.n_live, note
+        self.counters.misses += 1
+        return slot, "none", 0, note
+
+    def _attach_live(self, req, m: _Match, reserve: int):
+        """Take over the idle sequence that holds exactly the prefix (the previous turn), or fork it: the fork
+        shares its cells, after which the source is just another idle sequence that may be evicted."""
+        live, n = m.live, m.n_live
+        need = m.total - n
+        if live.owner is None and not live.pins and n == len(live.tokens):
+            if self.room(keep=[live.seq]) < need + reserve:
+                return None
+            self.make_room(need + reserve, protect={live}, need_seq=False)
+            live.owner = req
+            self.counters.hits_live += 1
+            return live, "live", n, ""
+        if self.room(prefix=(live.seq, n)) < need + reserve or not self._seq_available(spare=live):
+            return None
+        slot = self._new_slot(req, spare=live)
+        self._fork(live, slot, req.prompt, n)
+        self.make_room(need + reserve, need_seq=False)  # the source's private cells may go now
+        return slot, "live", n, ""
+
+    def _attach_fresh(self, req, m: _Match, reserve: int):
+        if self.room() < m.total + reserve or not self._seq_available():
+            return None
+        self.make_room(m.total + reserve)
+        slot = self._new_slot(req)
+        self.counters.misses += 1
+        return slot, "none", 0, ""
+
+    def _fork(self, src: Slot, dst: Slot, prompt: list[int], n: int) -> None:
+        self.engine.kv_copy(src.seq, dst.seq, 0, n)
+        self.ledger.fork(src.seq, dst.seq, n)
+        dst.tokens = prompt[:n]
+        self.counters.hits_live += 1
+
+    def _bind(self, req, slot: Slot, source: str, n_from: int, note: str, m: _Match) -> Attach:
+        prompt = req.prompt
         if n_from < len(slot.tokens):
             self.engine.kv_remove(slot.seq, n_from, -1)
             self.ledger.trim(slot.seq, n_from)
-            if slot in self.index:
-                self.index.remove(slot)
             slot.tokens = slot.tokens[:n_from]
-            slot.hashes = []
         slot.owner = req
         slot.used = time.monotonic()
         self.index.remove(slot)
@@ -157,8 +232,8 @@ class PrefixCache:
         req.n_past = n_from
         req.cached_tokens = n_from
         req.cache_source = source
-        if not note and n_from < limit:
-            note = self._miss_note(prompt, n_from, live if n_live >= n_saved else saved)
+        if not note and n_from < m.limit:
+            note = self._miss_note(prompt, n_from, m.live if m.n_live >= m.n_saved else m.saved)
         req.cache_note = note
         return Attach(n_from, source, note)
 
@@ -168,12 +243,15 @@ class PrefixCache:
             self.index.remove(saved)
             self.counters.restore_failures += 1
             return "none", 0, f"the {saved.tier} cache file failed its checks and was deleted; recomputed"
-        from parley.engine.llamacpp import KVFull
         try:
             self.engine.state_set(slot.seq, data)
-        except KVFull:
+        except StateRejected:  # room was made for it (the ledger counts cells): the state itself is refused
             self.counters.restore_failures += 1
-            return "none", 0, "no free KV cells to restore the saved state; recomputed"
+            self.store.discard(saved)
+            self.index.remove(saved)
+            return "none", 0, (f"llama.cpp refused the saved {saved.tier} KV state ({len(data)} bytes: saved by "
+                               f"another build or context layout, or damaged); it was dropped and the prompt "
+                               f"recomputed")
         self.ledger.extend(slot.seq, len(saved.tokens))
         slot.tokens = list(saved.tokens)
         tier = saved.tier

@@ -52,7 +52,8 @@ class Result:
     stop_string: str | None = None     # the stop string that ended the reply, if any
     seed: int | None = None
     error: str | None = None
-    error_code: str | None = None      # "kv_budget_exceeded" (will not fit beside the pinned prefixes) | "internal"
+    error_code: str | None = None      # "kv_budget_exceeded" (will not fit beside the pinned prefixes) |
+                                       # "kv_full" (llama.cpp found no free cells mid-way) | "internal"
     max_tokens: int = 0                # the generation limit applied: max_tokens clipped to the context left
 
     @property

@@ -20,8 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+from parley.engine.llamacpp import KVFull
 from parley.errors import InvalidRequest, LimitExceeded, Overloaded
+from parley.paths import check_data_dir
 from parley.sampling import SamplingParams
 from parley.scheduler.kv_store import KVStore, model_fingerprint
 from parley.scheduler.prefix_cache import PrefixCache, Slot
@@ -49,6 +52,31 @@ class SchedulerConfig:
     ram_cache_bytes: int = 1024 * MiB
     disk_cache_bytes: int = 8192 * MiB
     cache_dir: Path | None = None     # None: no disk tier
+
+
+def make_store(model_path: Path, cfg: SchedulerConfig) -> KVStore | None:
+    """The RAM/disk tiers the config asks for. The disk tier lives in the data directory, checked first: a file
+    in the way or a directory that cannot be created is a DataDirError, one that cannot be written is used
+    read-only."""
+    disk = cfg.cache_dir is not None and cfg.disk_cache_bytes > 0
+    if not disk:
+        return KVStore(ram_bytes=cfg.ram_cache_bytes, disk_bytes=0, disk_dir=None, model_hash=None) \
+            if cfg.ram_cache_bytes > 0 else None
+    writable = check_data_dir(cfg.cache_dir)
+    model_hash = model_fingerprint(model_path, cfg.cache_dir, remember=writable)
+    return KVStore(ram_bytes=cfg.ram_cache_bytes, disk_bytes=cfg.disk_cache_bytes,
+                   disk_dir=cfg.cache_dir / "kv" / model_hash[:16], model_hash=model_hash, read_only=not writable)
+
+
+class Batch(NamedTuple):
+    """One decode call: parallel token / position / sequence / wants-logits lists, and who is in it."""
+
+    tokens: list[int]
+    positions: list[int]
+    seqs: list[int]
+    logits: list[bool]
+    decoding: list[Request]                 # one token each
+    chunks: list[tuple[Request, int]]       # prompt read up to this position
 
 
 class Stream:
@@ -127,13 +155,8 @@ class Scheduler:
         self.config = cfg
         self.context_size = min(cfg.context_size or engine.n_ctx_train or engine.n_ctx, engine.n_ctx)
         self.max_batch = min(cfg.max_batch_tokens, engine.n_batch)
-        store = None
-        if cfg.ram_cache_bytes > 0 or (cfg.cache_dir is not None and cfg.disk_cache_bytes > 0):
-            model_hash = model_fingerprint(engine.model_path, cfg.cache_dir) if cfg.cache_dir else None
-            disk_dir = cfg.cache_dir / "kv" / model_hash[:16] if cfg.cache_dir else None
-            store = KVStore(ram_bytes=cfg.ram_cache_bytes, disk_bytes=cfg.disk_cache_bytes,
-                            disk_dir=disk_dir, model_hash=model_hash)
-        # deterministic mode borrows one cell per lone decode step for its scratch partner token
+        store = make_store(engine.model_path, cfg)
+        # deterministic mode borrows one cell per decode call for its scratch partner token (engine.decode)
         kv_budget = engine.n_ctx - (1 if getattr(engine, "deterministic", False) else 0)
         self.cache = PrefixCache(engine, kv_budget=kv_budget, store=store)
         self.running: list[Request] = []
@@ -329,7 +352,13 @@ class Scheduler:
             return
         if self.config.idle_kv_cells >= 0:
             self.cache.trim_idle(self.config.idle_kv_cells)
+        step = self._decode()
+        if step is not None:
+            self._advance(*step)
 
+    def _batch(self) -> Batch:
+        """One token for every decoding request, then prompt chunks of prefilling requests (at most
+        prefill_chunk while anyone decodes), up to max_batch tokens."""
         tokens: list[int] = []
         positions: list[int] = []
         seqs: list[int] = []
@@ -360,11 +389,60 @@ class Scheduler:
                 r.batch_index = len(tokens) - 1
             chunks.append((r, end))
             budget -= n
+        return Batch(tokens, positions, seqs, logits, decoding, chunks)
 
-        self.engine.decode(tokens, positions, seqs, logits)
-        self.totals["decode_calls"] += 1
-        self.totals["batch_tokens"] += len(tokens)
+    def _decode(self) -> tuple[list[Request], list[tuple[Request, int]]] | None:
+        """Build the batch and run it. When llama.cpp finds no free cells (KVFull: the ledger and llama.cpp
+        disagree, e.g. cells taken outside the scheduler), make room and retry (_kv_full) instead of failing
+        everyone; None when no request is left to run."""
+        while self.running:
+            b = self._batch()
+            try:
+                self.engine.decode(b.tokens, b.positions, b.seqs, b.logits)
+            except KVFull as e:
+                self._kv_full(e)
+                continue
+            self.totals["decode_calls"] += 1
+            self.totals["batch_tokens"] += len(b.tokens)
+            return b.decoding, b.chunks
+        return None
 
+    def _kv_full(self, e: KVFull) -> None:
+        """One way out of a full KV cache, mildest first: evict an idle sequence; requeue the newest request
+        still reading its prompt while others run (it has sent nothing: it resumes from what it read); fail
+        the newest request, alone (a reply already streaming cannot be replayed)."""
+        self.totals["kv_full"] += 1
+        idle = self.cache.idle_slots()
+        if idle:
+            self.cache.evict(idle[0])
+            return
+        reading = [r for r in self.running if r.status is Status.PREFILL]
+        if reading and len(self.running) > 1:
+            self._requeue(reading[-1])
+            return
+        newest = self.running[-1]
+        log.warning("KV cache full (%s): request %d fails, %d others go on", e, newest.id, len(self.running) - 1)
+        self._finish(newest, "error", code="kv_full", error=(
+            f"llama.cpp found no free KV cells for this request ({e}) although parley counted "
+            f"{self.cache.kv_budget - self.cache.cells_used} free: cells are held outside the scheduler; retry, "
+            f"or raise --kv-size"))
+
+    def _requeue(self, r: Request) -> None:
+        """Put a request that is still reading its prompt back at the head of the queue. What it read stays
+        cached in its sequence (now idle), so it resumes from there."""
+        self.running.remove(r)
+        self.cache.release(r)
+        if r.sampler is not None:
+            r.sampler.close()
+        r.sampler = r.detok = r.stops = None
+        self.totals["cached_tokens"] -= r.cached_tokens
+        self.totals["prompt_tokens"] -= len(r.prompt)
+        self.totals["requeued"] += 1
+        r.status, r.slot, r.n_past, r.reserved, r.batch_index = Status.WAITING, None, 0, 0, -1
+        self.waiting.appendleft(r)
+
+    def _advance(self, decoding: list[Request], chunks: list[tuple[Request, int]]) -> None:
+        """After a decode: what was read is in the sequences' KV; sample and emit."""
         ledger = self.cache.ledger
         for r, end in chunks:
             slot = r.slot
@@ -410,10 +488,11 @@ class Scheduler:
                 if self.running:
                     self.waiting.appendleft(r)
                     break  # wait for running requests to finish and free KV
+                pinned = self.cache.kv_budget - self.cache.room()
                 self._finish_unadmitted(r, "error", code="kv_budget_exceeded", error=(
-                    f"the request needs {len(r.prompt) + r.max_new} KV cells and the KV budget is "
-                    f"{self.cache.kv_budget} tokens (--kv-size), less what pinned prefixes hold; lower max_tokens "
-                    f"or the prompt"))
+                    f"the request needs {len(r.prompt) + r.max_new} KV cells ({len(r.prompt)} prompt + "
+                    f"{r.max_new} max_tokens) and the KV budget is {self.cache.kv_budget} tokens (--kv-size), of "
+                    f"which pinned prefixes hold {pinned}; lower max_tokens or the prompt, or raise --kv-size"))
                 continue
             r.reserved = len(r.prompt) - r.n_past + r.max_new
             r.admitted = time.perf_counter()
