@@ -19,7 +19,7 @@ from parley.chat.prompt import PromptBuilder
 from parley.engine.llamacpp import EngineConfig, LlamaCppEngine
 from parley.errors import InvalidRequest
 from parley.paths import data_dir
-from parley.sampling import SamplingParams
+from parley.sampling import CHAT_PRESET, SamplingParams
 from parley.scheduler.request import Result
 from parley.scheduler.scheduler import MiB, Scheduler, SchedulerConfig, Stream
 from parley.text.template import resolve_template
@@ -53,6 +53,7 @@ class Parley:
         disk_cache_mb: int = 8192,
         cache_dir: str | os.PathLike | None | bool = None,
         n_seq_max: int = 64,
+        gpu_layers: int | None = None,
     ):
         checks = (("threads", "--threads", threads, 0, ""), ("context_size", "--ctx-size", context_size, 0, ""),
                   ("ram_cache_mb", "--ram-cache-mb", ram_cache_mb, 0, ""),
@@ -63,8 +64,12 @@ class Parley:
         for name, flag, value, least, why in checks:
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise InvalidRequest(f"{name} ({flag}) must be an integer >= {least}{why}, got {value!r}", param=name)
+        if gpu_layers is not None and (not isinstance(gpu_layers, int) or isinstance(gpu_layers, bool) or gpu_layers < 0):
+            raise InvalidRequest(f"gpu_layers (--gpu-layers) must be an integer >= 0 (or None: every layer when "
+                                 f"llama.cpp has a GPU backend), got {gpu_layers!r}", param="gpu_layers")
         self.engine = LlamaCppEngine(EngineConfig(
             model_path=model, n_ctx=kv_size, n_threads=threads, deterministic=deterministic, n_seq_max=n_seq_max,
+            gpu_layers=gpu_layers,
             n_batch=max(batch_tokens, n_seq_max)))  # llama.cpp needs n_batch >= n_seq_max; the scheduler keeps to
                                                      # batch_tokens
         try:
@@ -90,8 +95,9 @@ class Parley:
 
     # ---- chat --------------------------------------------------------------------------------------------
     def chat(self, system: str | None = None, *, overflow: str = "truncate", **sampling) -> Chat:
-        """A new conversation. `sampling` sets its defaults (temperature=0.2, max_tokens=64, stop=[...], ...)."""
-        params = SamplingParams().replace(**sampling) if sampling else SamplingParams()
+        """A new conversation. `sampling` sets its defaults (temperature=0.2, max_tokens=64, stop=[...], ...) over
+        the chat preset (parley.sampling.CHAT_PRESET)."""
+        params = CHAT_PRESET.replace(**sampling) if sampling else CHAT_PRESET
         stops = self.template.stops
         if stops:
             params = params.replace(stop=tuple(dict.fromkeys((*params.stop, *stops))))
@@ -99,7 +105,8 @@ class Parley:
         return Chat(self, conv)
 
     def complete(self, prompt: str, **sampling) -> Stream:
-        """Raw completion of `prompt` (no chat template): iterate the returned Stream for Chunks."""
+        """Raw completion of `prompt` (no chat template): iterate the returned Stream for Chunks. `sampling` is
+        applied over SamplingParams() (every stage off, temperature 1), as the HTTP completions API does."""
         if not isinstance(prompt, str) or not prompt:
             raise InvalidRequest("the prompt is empty", param="prompt")
         params = SamplingParams().replace(**sampling)

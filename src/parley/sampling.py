@@ -1,5 +1,14 @@
 """SamplingParams: the one description of how to pick tokens, shared by the CLI, both HTTP APIs and the
-Python API, with its validation (errors name the field and the allowed range)."""
+Python API, with its validation (errors name the field and the allowed range).
+
+One home for the defaults:
+  NEUTRAL      SamplingParams() itself: every stage off (no top-k, no min-p, no penalty), temperature 1 and
+               top_p 1 (OpenAI's defaults). The HTTP APIs start every request from it (or from the server's
+               `parley serve --temperature ...` defaults), so a request that names no sampler gets the same
+               tokens on chat completions, completions, conversations and TGI, as from any OpenAI server.
+  CHAT_PRESET  what the terminal chat and `Parley.chat()` use unless told otherwise: llama.cpp's chat defaults
+               (temperature 0.7, top-p 0.95, top-k 40, min-p 0.05, repeat penalty 1.1).
+"""
 
 from __future__ import annotations
 
@@ -16,14 +25,15 @@ SEED_MAX = 2**63 - 1
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """temperature 0 means greedy (argmax); top_k 0, top_p 1, min_p 0 and penalties of 1/0 switch a stage off."""
+    """temperature 0 means greedy (argmax); top_k 0, top_p 1, min_p 0 and penalties of 1/0 switch a stage off, as
+    the defaults do (NEUTRAL, above)."""
 
     max_tokens: int = 512
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
@@ -93,3 +103,21 @@ def validate(p: SamplingParams) -> None:
             raise InvalidRequest("stop strings must not be empty", param="stop")
         if len(s) > MAX_STOP_CHARS:
             raise InvalidRequest(f"a stop string is at most {MAX_STOP_CHARS} characters, got {len(s)}", param="stop")
+
+
+# ---- the presets (after validate: building them validates them) --------------------------------------------
+NEUTRAL = SamplingParams()
+CHAT_PRESET = SamplingParams(temperature=0.7, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.1)
+PRESETS = {"chat": CHAT_PRESET, "neutral": NEUTRAL}
+SHOWN = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
+
+
+def describe(p: SamplingParams) -> str:
+    """One line for --help and /stats: the preset's name when `p` samples exactly like one, then the values
+    ("chat preset: temperature 0.7, top_p 0.95, top_k 40, min_p 0.05, repeat_penalty 1.1")."""
+    values = ", ".join(f"{name} {getattr(p, name):g}" for name in SHOWN
+                       if name in ("temperature", "top_p") or getattr(p, name) != getattr(NEUTRAL, name))
+    for name, preset in PRESETS.items():
+        if all(getattr(p, f) == getattr(preset, f) for f in SHOWN):
+            return f"{name} preset: {values}"
+    return values

@@ -50,6 +50,17 @@ def parley():
     p.close(save=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tidy_cache(request):
+    """Each module starts with no idle sequence left by the ones before: the suite's idle KV then never passes
+    --kv-idle-cells mid-module, where moving sequences to RAM and back could shift a deterministic comparison's
+    last bits (docs/ARCHITECTURE.md, Determinism). Modules that load no model are left alone."""
+    mine = [item for item in request.session.items if getattr(item, "module", None) is request.module]
+    if any("parley" in item.fixturenames for item in mine):
+        request.getfixturevalue("parley").scheduler.drop_cached(save=False)
+    yield
+
+
 @pytest.fixture(scope="session")
 def server(parley):
     s = LiveServer(parley, ServerSettings(max_tokens_cap=MAX_TOKENS_CAP))

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import os
+import re
+import select
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
-import uvicorn
 
 from parley.server import ServerSettings, create_app
+from parley.server.lifecycle import make_server
 
 API_KEY = "test-key-0123456789"
 CORS_ORIGIN = "http://localhost:5173"  # the keyed server lets pages from here call it
@@ -18,7 +26,8 @@ _fresh = itertools.count(1)
 
 
 class LiveServer:
-    """create_app(...) served by uvicorn on 127.0.0.1:<free port> in a daemon thread."""
+    """create_app(...) served on 127.0.0.1:<free port> in a daemon thread, as `parley serve` serves it
+    (server/lifecycle.py: the same connection limits and timeouts)."""
 
     def __init__(self, parley, settings: ServerSettings):
         self.parley = parley
@@ -30,8 +39,8 @@ class LiveServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on",
-                                                    timeout_graceful_shutdown=2))
+        self.server = make_server(self.app, settings, log_level="warning", lifespan="on",
+                                  timeout_graceful_shutdown=2)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
                                        name=f"uvicorn-{self.port}")
         self.thread.start()
@@ -108,3 +117,74 @@ def warm(url: str, *, messages: list[dict] | None = None, prompt: str | None = N
     else:
         r = httpx.post(url + "/v1/completions", json={"prompt": prompt, "max_tokens": 1}, timeout=60)
     r.raise_for_status()
+
+
+# ---- `parley serve` as a subprocess ------------------------------------------------------------------------
+# Until the core's `parley bench` lands, parley.cli.main cannot import it: stand in an empty `bench` module so
+# the real `parley` entry point (main -> serve) runs.
+_SHIM = """
+import sys, types
+import parley.cli
+bench = types.ModuleType("parley.cli.bench")
+bench.add_parser = lambda sub: None
+sys.modules["parley.cli.bench"] = parley.cli.bench = bench
+from parley.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def parley_command() -> list[str]:
+    if importlib.util.find_spec("parley.cli.bench") is None:
+        return [sys.executable, "-c", _SHIM]
+    script = Path(sys.executable).parent / "parley"
+    return [str(script)] if script.exists() else [shutil.which("parley") or "parley"]
+
+
+def start_serve(home, *flags: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`parley serve --port 0 -t 1 FLAGS` with PARLEY_HOME=home; returns the process and its URL (from the line
+    it prints once it listens)."""
+    cmd = [*parley_command(), "serve", "--port", "0", "-t", "1", *flags]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PARLEY_HOME": str(home), **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timer = threading.Timer(90, proc.kill)
+    timer.start()
+    try:
+        line = proc.stdout.readline()
+    finally:
+        timer.cancel()
+    m = re.search(r"serving (\S+) on (http://127\.0\.0\.1:\d+) \(OpenAI: \2/v1, TGI: \2/generate", line)
+    if not m:
+        proc.kill()
+        raise AssertionError(f"no URL line: {line!r} {proc.stderr.read()}")
+    return proc, m.group(2)
+
+
+# ---- raw sockets -------------------------------------------------------------------------------------------
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def drip_until_closed(sock: socket.socket, data: bytes, *, every: float = 0.2, within: float = 10.0) -> bytes | None:
+    """Send `data` one byte every `every` seconds (repeating it) until the server closes the connection; returns
+    what the server sent before closing, or None if it was still open after `within` seconds."""
+    received = b""
+    deadline = time.monotonic() + within
+    i = 0
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([sock], [], [], every)
+        if readable:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, OSError):
+                return received
+            if not chunk:
+                return received
+            received += chunk
+            continue
+        try:
+            sock.sendall(data[i % len(data):i % len(data) + 1])
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            return received
+        i += 1
+    return None

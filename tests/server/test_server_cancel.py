@@ -1,5 +1,5 @@
 """A client that leaves cancels its generation within a step (streaming or not, both APIs); many clients at
-once all finish; the concurrency cap answers 429 with the limit's name."""
+once all finish; the concurrency cap answers 429 with the limit's name and a Retry-After."""
 
 from __future__ import annotations
 
@@ -165,9 +165,11 @@ def test_max_concurrent_is_a_429_naming_the_limit(parley):
                 r = client.post("/v1/chat/completions", json={**LONG, "stream": False, "max_tokens": 2})
                 err = assert_error(r, 429, "max_concurrent")
                 assert err["type"] == "rate_limit_error"
+                assert r.headers["retry-after"] == "1"
                 r = client.post("/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 2}})
                 assert_error(r, 429, "max_concurrent")
                 assert r.json()["error_type"] == "overloaded"
+                assert r.headers["retry-after"] == "1"
             wait_idle(parley)
             r = client.post("/v1/chat/completions", json={**LONG, "stream": False, "max_tokens": 2})
             assert r.status_code == 200

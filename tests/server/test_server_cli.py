@@ -3,40 +3,18 @@ clients with an API key, and on Ctrl-C (SIGINT) shuts down cleanly, saving the K
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import httpx
 import pytest
+from srvutil import parley_command
 
 from parley.cli.serve import is_loopback
-
-# Until the core's `parley bench` lands, parley.cli.main cannot import it: stand in an empty `bench` module so
-# the real `parley` entry point (main -> serve) runs. Remove once src/parley/cli/bench.py exists.
-_SHIM = """
-import sys, types
-import parley.cli
-bench = types.ModuleType("parley.cli.bench")
-bench.add_parser = lambda sub: None
-sys.modules["parley.cli.bench"] = parley.cli.bench = bench
-from parley.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def parley_command() -> list[str]:
-    if importlib.util.find_spec("parley.cli.bench") is None:
-        return [sys.executable, "-c", _SHIM]
-    script = Path(sys.executable).parent / "parley"
-    return [str(script)] if script.exists() else [shutil.which("parley") or "parley"]
 
 
 def test_loopback_detection():
@@ -48,7 +26,9 @@ def test_help_lists_the_settings():
     out = subprocess.run([*parley_command(), "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for flag in ("--host", "--port", "--api-key", "--max-body-bytes", "--max-prompt-tokens", "--max-tokens-cap",
-                 "--max-concurrent", "--max-conversations", "--model", "--kv-size"):
+                 "--max-concurrent", "--max-conversations", "--model", "--kv-size", "--allowed-host",
+                 "--shutdown-grace", "--max-messages", "--header-timeout", "--body-timeout", "--max-connections",
+                 "--keep-alive", "--temperature", "--top-p", "--top-k", "--min-p", "--repeat-penalty"):
         assert flag in out.stdout, flag
 
 

@@ -97,7 +97,7 @@ def test_invalid_roles(server, role):
 
 @pytest.mark.parametrize("out_of_range", [
     {"temperature": -0.1}, {"temperature": 100}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1}, {"min_p": 2},
-    {"presence_penalty": 3}, {"frequency_penalty": -3}, {"repetition_penalty": 0}, {"seed": -1},
+    {"presence_penalty": 3}, {"frequency_penalty": -3}, {"repetition_penalty": 0}, {"seed": -2},
     {"stop": [""]}, {"stop": ["x"] * 40}, {"stop": "y" * 1000},
 ])
 def test_out_of_range_sampling(server, out_of_range):
@@ -178,3 +178,29 @@ def test_limits_are_named(small_server):
     assert_error(r, 400, "max_prompt_tokens", "tokens too many")
     r = post(small_server, CHAT, {"messages": [OK], "max_tokens": 5})
     assert_error(r, 400, "at most 4", "max_tokens_cap")
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/models", "/info", "/metrics", "/", "/v1/conversations",
+                                  "/openapi.json"])
+def test_head_answers_like_get_without_a_body(server, path):
+    get, head = httpx.get(server.url + path), httpx.head(server.url + path)
+    assert get.status_code == head.status_code == 200, (path, head.status_code, head.text)
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_head_elsewhere_is_still_refused(server):
+    r = httpx.head(server.url + CHAT)
+    assert r.status_code == 405 and r.content == b""  # HEAD answers carry no body, even an error's
+    assert httpx.head(server.url + "/v1/nothing").status_code == 404
+
+
+def test_long_ids_are_not_echoed_whole(server):
+    long_id = "conv_" + "x" * 60_000
+    for r in (httpx.get(server.url + f"/v1/conversations/{long_id}", timeout=30),
+              httpx.post(server.url + f"/v1/conversations/{long_id}/messages", json={"content": "hi"}, timeout=30),
+              httpx.get(server.url + f"/v1/models/{long_id}", timeout=30),
+              post(server, CHAT, {"messages": [OK], "x" * 60_000: 1})):
+        err = assert_error(r, (400, 404))
+        assert len(err["message"]) < 400 and "..." in err["message"] and "60" in err["message"], err["message"][:500]
+        assert err["param"] is None or len(err["param"]) < 200

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import socket
+import time
 
 import httpx
 from srvutil import wait_idle
@@ -77,3 +79,34 @@ def test_metrics_gauges_and_histograms(server, parley):
         counts = [v for _, v in buckets]
         assert counts == sorted(counts)
         assert buckets[-1][0] == math.inf and buckets[-1][1] == s[hist + "_count"]
+
+
+def test_made_up_methods_do_not_grow_metrics(server):
+    """3,000 requests with 3,000 invented HTTP methods: /metrics gains no series but one "other" per route."""
+    before = httpx.get(server.url + "/metrics").text
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for i in range(3000):
+            r = client.request(f"M{i:04d}X", "/health" if i % 2 else "/no/such/route")
+            assert r.status_code in (404, 405)
+    after_text = httpx.get(server.url + "/metrics").text
+    assert len(after_text) < len(before) + 1000, f"/metrics grew from {len(before)} to {len(after_text)} bytes"
+    after = scrape(server)
+    assert not [k for k in after if "M0" in k], "an invented method became a label"
+    assert after['parley_http_requests_total{route="/health",method="other",status="405"}'] >= 1500
+    assert after['parley_http_requests_total{route="unmatched",method="other",status="404"}'] >= 1500
+
+
+def test_an_abandoned_body_is_not_a_500(server):
+    """A client that sends half its body and leaves is counted as 499 (client closed request), not as 500."""
+    key = 'parley_http_requests_total{route="/v1/chat/completions",method="POST",status="%s"}'
+    before = scrape(server)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n" + b'{"messages": [')
+    deadline = time.monotonic() + 10
+    while (after := scrape(server)).get(key % 499, 0) == before.get(key % 499, 0):
+        assert time.monotonic() < deadline, "the abandoned request was never counted"
+        time.sleep(0.05)
+    assert after.get(key % 500, 0) == before.get(key % 500, 0)
+    assert after[key % 499] == before.get(key % 499, 0) + 1

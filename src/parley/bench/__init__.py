@@ -9,6 +9,7 @@ Scenarios (each a module with run(ctx) -> ScenarioResult, and FULL / QUICK sizes
     threads     decode tok/s of the default thread setting vs fixed counts, quiet and with a core taken
     idle        decode tok/s while idle conversations fill the context, with and without the idle-cell cap
     batch       what llama.cpp gains from 8 sequences in one batch (the ceiling of concurrent), also on Q8_0/Q4_0
+    soak        a live `parley serve` under mixed traffic for a bounded time: errors by kind, RSS, p95 TTFT
 Baselines: (a) naive re-prefill of the whole history on the same engine, (b) llama-cpp-python's Llama with its
 prompt cache, (c) llama-cpp-python's OpenAI server. See bench/README.md for what each one does exactly.
 Timings live here only; the tests check the output's shape, never a speed.
@@ -22,7 +23,7 @@ import traceback
 
 from parley.bench.common import BenchContext, OtherLoad, ScenarioResult, loadavg, now
 
-SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart", "threads", "idle", "batch")
+SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart", "threads", "idle", "batch", "soak")
 NOISY_CORES = 0.25   # other processes' average use above which a scenario's timings get a warning
 
 

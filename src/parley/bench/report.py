@@ -41,6 +41,8 @@ def machine_info(threads: int) -> dict:
 def fmt(v: float | None, unit: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
+    if isinstance(v, int) and not isinstance(v, bool):  # a count
+        return f"{v} {unit}".strip()
     if unit == "s":
         return f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
     if unit == "tok/s":

@@ -34,7 +34,9 @@ def add_parser(sub) -> None:
                         "after a process restart; threads: the default thread setting vs fixed counts, quiet and "
                         "with a core taken; idle: decode speed while idle conversations fill the context, with "
                         "and without the idle-cell cap; batch: 8 sequences in one batch vs 1 on the bare engine "
-                        "(the ceiling of concurrent); all: every one")
+                        "(the ceiling of concurrent); soak: a live parley serve under mixed traffic (streams, "
+                        "disconnects, conversations, long prompts) at a small --kv-size: errors by kind, RSS, "
+                        "p95 TTFT; all: every one")
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute per scenario")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (every number, the machine, the command) instead of the table")

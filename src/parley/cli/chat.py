@@ -10,12 +10,13 @@ import threading
 from parley.api import Chat, Parley
 from parley.cli.options import add_model_options, add_sampling_options, parley_kwargs, sampling_kwargs
 from parley.errors import ParleyError
+from parley.sampling import describe
 
 HELP = """commands:
   /retry          generate the last reply again
   /clear          forget the conversation (the system prompt stays)
   /system TEXT    set the system prompt (empty: none) and start over
-  /stats          show the numbers of the last reply
+  /stats          show the numbers of the last reply and the sampling settings
   /help           this text
   /quit           leave (or Ctrl-D); Ctrl-C stops a reply, not the program"""
 
@@ -93,7 +94,8 @@ def _interactive(args: argparse.Namespace, sampling: dict) -> int:
     err = sys.stderr
     parley = Parley(args.model, **parley_kwargs(args))
     try:
-        print(f"parley: {parley.name}, context {parley.context_size} tokens, {parley.engine.n_threads} threads. "
+        print(f"parley: {parley.name} on {parley.engine.device}, context {parley.context_size} tokens, "
+              f"{parley.engine.n_threads} threads. "
               "Type /help for commands.", file=err)
         chat = parley.chat(args.system, **sampling)
         while True:
@@ -124,6 +126,7 @@ def _interactive(args: argparse.Namespace, sampling: dict) -> int:
                         print("(system prompt set; conversation cleared)", file=err)
                     elif cmd == "/stats":
                         print(_stats_line(chat) if chat.last else "(no reply yet)", file=err)
+                        print(f"[sampling: {describe(chat.params)}]", file=err)
                     elif cmd == "/retry":
                         _stream(chat, chat.retry(), sys.stdout)
                         if args.stats:

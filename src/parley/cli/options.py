@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from parley.sampling import SamplingParams
+from parley.sampling import CHAT_PRESET, SamplingParams, describe
 from parley.text.template import KNOWN_FORMATS
 
 
@@ -34,6 +34,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ram-cache-mb", type=int, default=1024, help="host RAM for evicted KV states (default 1024)")
     g.add_argument("--disk-cache-mb", type=int, default=8192,
                    help="disk for KV states under $PARLEY_HOME/kv, kept across restarts (default 8192; 0 = off)")
+    g.add_argument("--gpu-layers", type=int, default=None, metavar="N",
+                   help="model layers on the GPU (default: every layer when llama.cpp was built with a GPU "
+                        "backend, else 0; on a CPU-only build the model runs on the CPU and says so)")
     g.add_argument("--deterministic", action="store_true",
                    help="bit-identical results whatever else runs in the batch (prompts read ~25%% slower)")
 
@@ -52,20 +55,42 @@ def parley_kwargs(args: argparse.Namespace) -> dict:
         "disk_cache_mb": args.disk_cache_mb,
         "cache_dir": None if args.disk_cache_mb > 0 else False,
         "deterministic": args.deterministic,
+        "gpu_layers": args.gpu_layers,
+    }
+
+
+def add_sampling_defaults(g, base: SamplingParams) -> None:
+    """The sampler flags whose defaults come from `base` (a preset of parley.sampling): `parley chat` adds them
+    over the chat preset, `parley serve` over the HTTP APIs' neutral defaults."""
+    g.add_argument("--temperature", "--temp", type=float, default=base.temperature,
+                   help=f"0 = greedy (default {base.temperature:g})")
+    g.add_argument("--top-p", type=float, default=base.top_p, help=f"1 = off (default {base.top_p:g})")
+    g.add_argument("--top-k", type=int, default=base.top_k, help=f"0 = off (default {base.top_k})")
+    g.add_argument("--min-p", type=float, default=base.min_p, help=f"0 = off (default {base.min_p:g})")
+    g.add_argument("--repeat-penalty", type=float, default=base.repeat_penalty,
+                   help=f"1 = off (default {base.repeat_penalty:g})")
+    g.add_argument("--presence-penalty", type=float, default=base.presence_penalty,
+                   help=f"0 = off (default {base.presence_penalty:g})")
+    g.add_argument("--frequency-penalty", type=float, default=base.frequency_penalty,
+                   help=f"0 = off (default {base.frequency_penalty:g})")
+
+
+def sampling_defaults(args: argparse.Namespace) -> dict:
+    return {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p,
+        "repeat_penalty": args.repeat_penalty,
+        "presence_penalty": args.presence_penalty,
+        "frequency_penalty": args.frequency_penalty,
     }
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    d = SamplingParams()
-    g = p.add_argument_group("sampling")
-    g.add_argument("--temperature", "--temp", type=float, default=d.temperature,
-                   help=f"0 = greedy (default {d.temperature})")
-    g.add_argument("--top-p", type=float, default=d.top_p, help=f"default {d.top_p}")
-    g.add_argument("--top-k", type=int, default=d.top_k, help=f"0 = off (default {d.top_k})")
-    g.add_argument("--min-p", type=float, default=d.min_p, help=f"default {d.min_p}")
-    g.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty, help=f"1 = off (default {d.repeat_penalty})")
-    g.add_argument("--presence-penalty", type=float, default=d.presence_penalty)
-    g.add_argument("--frequency-penalty", type=float, default=d.frequency_penalty)
+    d = CHAT_PRESET
+    g = p.add_argument_group("sampling", f"defaults: the {describe(d)}")
+    add_sampling_defaults(g, d)
     g.add_argument("--seed", type=int, default=None, help="for reproducible sampling (default: random)")
     g.add_argument("-n", "--max-tokens", type=int, default=d.max_tokens, help=f"default {d.max_tokens}")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT",
@@ -76,13 +101,7 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
     return {
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "top_k": args.top_k,
-        "min_p": args.min_p,
-        "repeat_penalty": args.repeat_penalty,
-        "presence_penalty": args.presence_penalty,
-        "frequency_penalty": args.frequency_penalty,
+        **sampling_defaults(args),
         "seed": args.seed,
         "max_tokens": args.max_tokens,
         "stop": tuple(args.stop),

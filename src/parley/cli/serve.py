@@ -1,7 +1,9 @@
 """`parley serve`: the HTTP server (OpenAI and TGI APIs, conversations, /metrics) on one loaded model.
 
-Binds to 127.0.0.1 by default; --port 0 picks a free port (the URL line says which). Ctrl-C stops accepting
-requests, lets open streams finish for a few seconds, then closes the model, saving the KV cache to disk.
+Binds to 127.0.0.1 by default; --port 0 picks a free port (the URL line says which). Ctrl-C or SIGTERM refuses
+new requests (503), lets running replies finish for --shutdown-grace seconds, ends the rest with finish_reason
+"cancelled", then closes the model, saving the KV cache to disk (server/lifecycle.py); a second signal ends the
+grace period at once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import signal
 import socket
 import sys
 
-from parley.cli.options import add_model_options, parley_kwargs
+from parley.cli.options import add_model_options, add_sampling_defaults, parley_kwargs, sampling_defaults
+from parley.sampling import NEUTRAL, SamplingParams
 from parley.server.settings import ServerSettings
 
 LOOPBACK_NAMES = ("localhost",)
@@ -33,6 +36,15 @@ def add_parser(sub) -> None:
     g.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let web pages from ORIGIN (e.g. http://localhost:5173, or *) call the API from a browser "
                         "(repeatable; default: none)")
+    g.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (a proxy's or LAN name; repeatable; * = "
+                        "any). Without it only localhost and the --host address are answered (0.0.0.0: also any "
+                        "IP address and this machine's name), so a web page cannot reach the server by rebinding "
+                        "its own DNS name")
+    g.add_argument("--shutdown-grace", type=float, default=d.shutdown_grace_s, metavar="SECONDS",
+                   help="after SIGTERM or Ctrl-C, how long running replies may take to finish before they are "
+                        f"ended with finish_reason 'cancelled' (new requests get 503 meanwhile; default "
+                        f"{d.shutdown_grace_s:g})")
     g.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level (default warning; info logs every request)")
     lim = p.add_argument_group("limits (each named in the 4xx it causes)")
@@ -46,6 +58,21 @@ def add_parser(sub) -> None:
                      help=f"HTTP requests generating at once; more get 429 (default {d.max_concurrent})")
     lim.add_argument("--max-conversations", type=int, default=d.max_conversations,
                      help=f"conversations kept by /v1/conversations (default {d.max_conversations})")
+    lim.add_argument("--max-messages", type=int, default=d.max_messages,
+                     help=f"most messages in one chat request, refused before they are validated or rendered "
+                          f"(default {d.max_messages})")
+    lim.add_argument("--header-timeout", type=float, default=d.header_timeout_s, metavar="SECONDS",
+                     help=f"time a client has to send its request line and headers (default {d.header_timeout_s:g})")
+    lim.add_argument("--body-timeout", type=float, default=d.body_timeout_s, metavar="SECONDS",
+                     help=f"time a client has to send its request body, from its headers; then 408 (default "
+                          f"{d.body_timeout_s:g})")
+    lim.add_argument("--max-connections", type=int, default=d.max_connections,
+                     help=f"open connections, idle ones included; one more gets 503 (default {d.max_connections})")
+    lim.add_argument("--keep-alive", type=float, default=d.keep_alive_s, metavar="SECONDS",
+                     help=f"how long an idle connection stays open between requests (default {d.keep_alive_s:g})")
+    smp = p.add_argument_group("sampling defaults of every HTTP request (a request's own fields win; default: the "
+                               "protocols' own: every stage off, temperature 1)")
+    add_sampling_defaults(smp, NEUTRAL)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -54,11 +81,20 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(
         api_key=args.api_key,
         max_body_bytes=args.max_body_bytes,
+        max_messages=args.max_messages,
         max_prompt_tokens=args.max_prompt_tokens,
         max_tokens_cap=args.max_tokens_cap,
         max_concurrent=args.max_concurrent,
         max_conversations=args.max_conversations,
         cors_origins=tuple(args.cors_origin),
+        host=args.host,
+        allowed_hosts=tuple(args.allowed_host),
+        sampling=SamplingParams(**sampling_defaults(args)),
+        shutdown_grace_s=args.shutdown_grace,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
+        keep_alive_s=args.keep_alive,
     )
 
 
@@ -103,8 +139,9 @@ def _on_sigterm(signum, frame):
 
 
 def _run_until_stopped(server, sock: socket.socket) -> None:
-    """uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again once its handlers are gone: end
-    quietly on it (exit 0), so the caller closes the model and saves the KV cache, for a Ctrl-C or a `kill`."""
+    """The server drains on SIGINT/SIGTERM (server/lifecycle.py), then uvicorn raises the signal again once its
+    handlers are gone: end quietly on it (exit 0), so the caller closes the model and saves the KV cache, for a
+    Ctrl-C or a `kill`."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         server.run(sockets=[sock])
@@ -115,10 +152,9 @@ def _run_until_stopped(server, sock: socket.socket) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from parley.api import Parley
     from parley.server.app import create_app
+    from parley.server.lifecycle import make_server
 
     settings = settings_from(args)
     sock = bind(args.host, args.port)
@@ -129,12 +165,10 @@ def run(args: argparse.Namespace) -> int:
         raise
     try:
         app = create_app(parley, settings)
-        config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=settings.graceful_shutdown_s,
-                                access_log=args.log_level in ("info", "debug"))
-        server = uvicorn.Server(config)
+        server = make_server(app, settings, log_level=args.log_level, access_log=args.log_level in ("info", "debug"))
         url = url_of(sock, args.host)
         print(f"parley: serving {parley.name} on {url} (OpenAI: {url}/v1, TGI: {url}/generate, docs: {url}/docs); "
-              "Ctrl-C stops", flush=True)
+              f"the model runs on {parley.engine.device}; Ctrl-C stops", flush=True)
         if not is_loopback(args.host) and not settings.api_key:
             print("parley: warning: listening beyond this machine without an API key: anyone who can reach "
                   f"{args.host} can use the model (set --api-key or PARLEY_API_KEY)", file=sys.stderr, flush=True)

@@ -5,8 +5,12 @@ The app does not own the Parley: whoever made it closes it (so tests can share o
 removes the metrics observer on the scheduler.
 
 Layers, outermost first: CORS (only with --cors-origin; answers a browser's preflight, which carries no key) ->
-HttpMetrics (counts every response) -> ApiKeyAuth (401 before anything is parsed) ->
-BodyLimit (413 before anything is parsed) -> FastAPI (validation -> 400 in the OpenAI error shape) -> routes.
+HttpMetrics (counts every response, labels from fixed sets) -> BodyDeadline (408 for a body that is late) ->
+HostCheck (421 for a Host that does not name this server: DNS rebinding) -> DrainGate (503 while shutting down)
+-> ApiKeyAuth (401 before anything is parsed) -> HeadAsGet (HEAD on a GET route) -> BodyLimit (413 before
+anything is parsed) -> FastAPI (bounds.BoundedRoute: message count before validation; validation -> 400 in the
+OpenAI error shape) -> routes. Below the app, the h11 protocol (connections.py) bounds header time and open
+connections; lifecycle.py serves it all and drains on SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,18 +25,27 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from parley import __version__
 from parley.errors import Overloaded
+from parley.sampling import describe
 from parley.server import conversations_api, errors, openai_api, tgi_api
 from parley.server.auth import ApiKeyAuth
 from parley.server.conversation_store import ConversationStore
-from parley.server.limits import BodyLimit, ConcurrencyGate
+from parley.server.head import HeadAsGet
+from parley.server.hosts import HostCheck, HostPolicy
+from parley.server.lifecycle import DrainGate
+from parley.server.limits import BodyDeadline, BodyLimit, ConcurrencyGate
 from parley.server.metrics import HttpMetrics, Metrics
+from parley.server.route_table import RouteTable
 from parley.server.settings import ServerSettings
 from parley.server.state import ServerState, State
 
 DESCRIPTION = """Local LLMs with a KV cache that is never recomputed.
 OpenAI (/v1/chat/completions, /v1/completions, /v1/models), TGI (/generate, /generate_stream, /info),
 server-side conversations (/v1/conversations), Prometheus metrics (/metrics).
-Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit."""
+Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit.
+
+Sampling defaults of this server, for every field a request leaves out: {sampling}. Out of the box they are the
+protocols' own (temperature 1, top_p 1, no top-k, no min-p, no penalty); `parley serve --temperature ...
+--top-p ... --top-k ... --min-p ... --repeat-penalty ...` changes them for every route."""
 
 INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>parley: {name}</title></head>
 <body style="font-family: sans-serif; max-width: 44em; margin: 2em auto">
@@ -65,12 +78,13 @@ def create_app(parley, settings: ServerSettings | None = None) -> FastAPI:
             for task in list(state.background):
                 task.cancel()
 
-    app = FastAPI(title="parley", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="parley", version=__version__, lifespan=lifespan,
+                  description=DESCRIPTION.replace("{sampling}", describe(settings.sampling)))
     app.state.parley_server = state
     errors.install(app)
-    app.include_router(openai_api.router)
-    app.include_router(conversations_api.router)
-    app.include_router(tgi_api.router)
+    routers = (openai_api.router, conversations_api.router, tgi_api.router)
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/", tags=["Monitoring"], summary="What this server is and where its APIs are",
              response_class=HTMLResponse)
@@ -87,10 +101,16 @@ def create_app(parley, settings: ServerSettings | None = None) -> FastAPI:
         text = state.metrics.render(stats, in_flight=state.gate.active, conversations=len(state.conversations))
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    routes = RouteTable.of(app, routers)
+    app.state.parley_routes = routes
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadAsGet, routes=routes)
     if settings.api_key:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
-    app.add_middleware(HttpMetrics, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(DrainGate, state=state)
+    app.add_middleware(HostCheck, policy=HostPolicy.from_settings(settings))
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
+    app.add_middleware(HttpMetrics, metrics=metrics, routes=routes)
     if settings.cors_origins:  # outermost: a browser's preflight carries no API key
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],

@@ -11,6 +11,7 @@ from typing import Any
 
 from parley.chat.conversation import Conversation
 from parley.errors import LimitExceeded, NotFound
+from parley.server.errors import shorten
 
 
 @dataclass(eq=False)
@@ -21,7 +22,12 @@ class StoredConversation:
     title: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     generation: Any = None          # the Generation writing the next reply (None: idle)
+    preparing: bool = False         # its next turn's prompt is being built (no generation yet)
     last: dict | None = None        # usage and parley facts of the last reply
+
+    @property
+    def busy(self) -> bool:
+        return self.generation is not None or self.preparing
 
 
 class ConversationStore:
@@ -47,7 +53,7 @@ class ConversationStore:
     def get(self, conversation_id: str) -> StoredConversation:
         entry = self._items.get(conversation_id)
         if entry is None:
-            raise NotFound(f"no conversation {conversation_id!r} (GET /v1/conversations lists them)",
+            raise NotFound(f"no conversation {shorten(conversation_id)!r} (GET /v1/conversations lists them)",
                            param="conversation_id")
         return entry
 

@@ -10,7 +10,9 @@
 Replies have the chat.completion shape (SSE chunks when streaming) plus `parley.conversation_id`. One reply at a
 time per conversation: a message sent while the previous reply is still generating gets 409 (no hidden queue;
 the client decides whether to wait or cancel). A reply cut short by a disconnect is kept as far as it got;
-a reply that failed is not recorded, so the message can be sent again.
+a reply that failed is not recorded, so the message can be sent again. A conversation's sampling defaults start
+from the server's (the protocol's unless `parley serve --temperature ...`). Turns are prepared (template,
+tokenizer) in a worker thread; the conversation counts as busy from the moment its turn is being prepared.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from parley.chat.conversation import Conversation, Turn
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
 from parley.server import params as P
+from parley.server.bounds import BoundedRoute, off_loop
 from parley.server.conversation_store import StoredConversation
 from parley.server.errors import Conflict
 from parley.server.prompts import Prompt
@@ -32,7 +35,7 @@ from parley.server.schemas import ConversationCreate, ConversationMessage, Conve
 from parley.server.state import ServerState, State
 from parley.server.streaming import Generation, SSEResponse
 
-router = APIRouter(tags=["Conversations"])
+router = APIRouter(tags=["Conversations"], route_class=BoundedRoute)
 
 PERSONAS: tuple[str, ...] = ()   # filled by the personas issue
 SKILLS: tuple[str, ...] = ()     # filled by the skills issue
@@ -61,7 +64,7 @@ def _view(state: ServerState, entry: StoredConversation, *, messages: bool = Tru
         "overflow": conv.overflow,
         "defaults": _defaults(conv.params, state.parley.template.stops),
         "message_count": len(conv.messages),
-        "generating": entry.generation is not None,
+        "generating": entry.busy,
         "last_reply": entry.last,
     }
     if messages:
@@ -83,7 +86,7 @@ async def create(body: ConversationCreate, state: State):
     if body.skill is not None:
         raise _known("skill", body.skill, SKILLS)
     changes, names = P.openai_changes(body, max_tokens=body.max_tokens)
-    params = P.build(SamplingParams(), changes, names, settings=state.settings,
+    params = P.build(state.settings.sampling, changes, names, settings=state.settings,
                      context_size=state.parley.context_size, template_stops=state.parley.template.stops)
     system = body.system if body.system and body.system.strip() else None
     conv = Conversation(state.parley.builder, _context_for(state), params=params, system=system,
@@ -106,23 +109,20 @@ async def get_one(conversation_id: str, state: State):
 async def delete(conversation_id: str, state: State):
     entry = state.conversations.delete(conversation_id)
     if entry.generation is not None:
-        entry.generation.stream.cancel()
+        entry.generation.cancel(f"conversation {entry.id} was deleted")
     return {"id": entry.id, "object": "conversation.deleted", "deleted": True}
 
 
-def _prepare(conv: Conversation, truncate: bool | None, prepare) -> Turn:
-    """Run conv.prepare* with this turn's overflow policy (no await in between: nothing else sees the change)."""
-    saved = conv.overflow
-    if truncate is not None:
-        conv.overflow = "truncate" if truncate else "error"
-    try:
-        return prepare()
-    finally:
-        conv.overflow = saved
+def prepare_turn(conv: Conversation, body, params: SamplingParams, retry: bool) -> Turn:
+    """The turn's prompt, with this turn's overflow policy (on a copy: the conversation itself is not changed,
+    so this may run in a worker thread while other requests read it)."""
+    if body.truncate is not None:
+        conv = dataclasses.replace(conv, overflow="truncate" if body.truncate else "error")
+    return conv.prepare_retry(params) if retry else conv.prepare(body.content, params)
 
 
-async def _reply(state: ServerState, request: Request, entry: StoredConversation, body, retry: bool):
-    if entry.generation is not None:
+async def _prepared(state: ServerState, entry: StoredConversation, body, retry: bool) -> Turn:
+    if entry.busy:
         raise Conflict(f"conversation {entry.id} is still generating its previous reply; wait for it to finish "
                        "(or close that request) and send again", param="conversation_id", code="conversation_busy")
     if body.stream_options is not None and not body.stream:
@@ -131,10 +131,18 @@ async def _reply(state: ServerState, request: Request, entry: StoredConversation
     changes, names = P.openai_changes(body, max_tokens=body.max_tokens)
     params = P.build(conv.params, changes, names, settings=state.settings,
                      context_size=state.parley.context_size, template_stops=state.parley.template.stops)
-    if retry:
-        turn = _prepare(conv, body.truncate, lambda: conv.prepare_retry(params))
-    else:
-        turn = _prepare(conv, body.truncate, lambda: conv.prepare(body.content, params))
+    entry.preparing = True
+    try:
+        turn = await off_loop(prepare_turn, conv, body, params, retry)
+    finally:
+        entry.preparing = False
+    state.conversations.get(entry.id)  # 404 if it was deleted meanwhile
+    return turn
+
+
+async def _reply(state: ServerState, request: Request, entry: StoredConversation, body, retry: bool):
+    turn = await _prepared(state, entry, body, retry)
+    conv = entry.conversation
     prompt = Prompt(turn.tokens, turn.dropped, turn.built.note)
 
     def done(result) -> None:
@@ -158,7 +166,7 @@ async def _reply(state: ServerState, request: Request, entry: StoredConversation
     result = await finished(gen, request)
     if isinstance(result, Response):
         return result
-    return chat_completion(new_id("chatcmpl"), model, result, prompt, conversation_id=entry.id)
+    return chat_completion(new_id("chatcmpl"), model, gen, result, prompt, conversation_id=entry.id)
 
 
 @router.post("/v1/conversations/{conversation_id}/messages", summary="Send a message; get (or stream) the reply")

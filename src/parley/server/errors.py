@@ -33,6 +33,28 @@ class Conflict(ParleyError):
     code = "conflict"
 
 
+class ShuttingDown(ParleyError):
+    """New work while the server drains its running replies after SIGTERM / Ctrl-C."""
+
+    status = 503
+    type = "server_error"
+    code = "shutting_down"
+
+
+SHOWN_CHARS = 64     # a client's id, path or field name is shown up to this many characters in an error
+RETRY_AFTER_S = 1    # the Retry-After of every 429: the cap that refused it frees up as soon as a reply ends
+
+
+def shorten(text, limit: int = SHOWN_CHARS) -> str:
+    """A client-supplied string as an error message shows it: a 60 KB id is not echoed back whole."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def retry_headers(status: int) -> dict[str, str] | None:
+    return {"Retry-After": str(RETRY_AFTER_S)} if status == 429 else None
+
+
 def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
                code: str | None = None, status: int = 400, path: str = "") -> dict:
     body: dict = {"error": {"message": message, "type": type, "param": param, "code": code}}
@@ -60,7 +82,7 @@ def error_response(status: int, message: str, *, type: str = "invalid_request_er
 
 
 def parley_error_response(e: ParleyError, path: str = "") -> JSONResponse:
-    return JSONResponse(parley_error_body(e, path), status_code=e.status)
+    return JSONResponse(parley_error_body(e, path), status_code=e.status, headers=retry_headers(e.status))
 
 
 # ---- pydantic validation errors -> one message that names each field ------------------------------------
@@ -120,6 +142,7 @@ def _describe(err: dict) -> tuple[str, str | None]:
             return "the request body must be a JSON object (send it with Content-Type: application/json)", None
         return f"the request body must be a JSON object, got {_json_type(value)}", None
     if kind == "extra_forbidden":
+        where = shorten(where)
         return f"unknown field '{where}': this API does not take it (check the spelling; see /docs)", where
     if kind == "missing":
         return f"{where} is required", where
@@ -183,12 +206,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException):
         path = request.url.path
+        method, shown = shorten(request.method, 16), shorten(path)
         if e.status_code == 404:
-            return error_response(404, f"no such route: {request.method} {path} (the API is listed at /docs)",
+            return error_response(404, f"no such route: {method} {shown} (the API is listed at /docs)",
                                   type="not_found_error", code="not_found", path=path)
         if e.status_code == 405:
             allowed = (e.headers or {}).get("Allow", "")
-            return error_response(405, f"{request.method} is not allowed on {path}; allowed: {allowed}",
+            return error_response(405, f"{method} is not allowed on {shown}; allowed: {allowed}",
                                   code="method_not_allowed", path=path, headers=e.headers)
         detail = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
         if e.status_code == 400 and "parsing the body" in detail:  # FastAPI: bytes that are not UTF-8 JSON

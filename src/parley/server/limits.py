@@ -1,4 +1,8 @@
-"""Request-size and concurrency limits.
+"""Request-size, request-time and concurrency limits.
+
+BodyDeadline (ASGI middleware, outside every layer that reads a body) gives the whole body body_timeout_s from
+the moment the headers arrived: a client dripping its body one byte at a time gets a 408 naming the setting and
+the connection is closed. Once the body is complete, waiting for the client to leave is not timed.
 
 BodyLimit (ASGI middleware) reads the request body before any parsing and refuses one over max_body_bytes with
 a 413 that names the limit. An oversized body is still read to its end (and thrown away, up to DRAIN_MAX) so the
@@ -8,6 +12,8 @@ ConcurrencyGate counts HTTP requests that are generating; the one past max_concu
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from parley.errors import Overloaded
 from parley.server.errors import error_body
@@ -45,6 +51,52 @@ def header(scope, name: bytes) -> bytes | None:
         if key.lower() == name:
             return value
     return None
+
+
+class BodyTimeout(Exception):
+    """Raised by BodyDeadline's receive() when the body is late; BodyDeadline answers it."""
+
+
+class BodyDeadline:
+    def __init__(self, app, seconds: float):
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        body_done = False
+        started = False
+
+        async def timed_receive():
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise BodyTimeout from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tracking_send)
+        except BodyTimeout:
+            if started:  # an answer is already on its way: nothing more can be said, the connection just ends
+                return
+            message = (f"the request body did not arrive within {self.seconds:g} s of the headers "
+                       "(body_timeout_s, `parley serve --body-timeout`)")
+            body = error_body(message, code="body_timeout", status=408, path=scope["path"])
+            await send_json(send, 408, body, close=True)
 
 
 class BodyLimit:

@@ -2,7 +2,9 @@
 
 Sources:
   - HttpMetrics (ASGI middleware): requests by route, method and status, including the 401s and 413s that
-    never reach a route;
+    never reach a route. Labels come from fixed sets, so no client can grow /metrics: routes are the app's
+    route templates or "unmatched", methods the standard ones or "other". A request that ends without an
+    answer because its client left (an abandoned body) counts as 499, never as a 500;
   - Metrics.observe, a scheduler observer (runs on the scheduler thread, hence the lock): finish reasons, prompt /
     cached / prefilled / generated tokens, where the cache came from, histograms of time to first token, time
     per generated token and time queued;
@@ -16,7 +18,8 @@ import collections
 import math
 import threading
 
-from starlette.routing import Match
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+CLIENT_LEFT = 499   # nginx's "client closed request": the status of a request nobody was left to answer
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5)
@@ -182,26 +185,20 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
 class HttpMetrics:
     """ASGI middleware counting every HTTP response by route template (not raw path: ids stay out of labels)."""
 
-    def __init__(self, app, metrics: Metrics, routes: list):
+    def __init__(self, app, metrics: Metrics, routes):
         self.app = app
         self.metrics = metrics
-        self.routes = routes
+        self.routes = routes   # route_table.RouteTable
 
     def _route(self, scope) -> str:
-        route = scope.get("route")
-        if route is not None and hasattr(route, "path"):
-            return route.path
-        for r in self.routes:
-            try:
-                match, _ = r.matches(scope)
-            except Exception:
-                continue
-            if match is not Match.NONE and hasattr(r, "path"):
-                return r.path
-        return "unmatched"
+        return self.routes.template(scope["path"]) or "unmatched"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -214,7 +211,10 @@ class HttpMetrics:
                 status = message["status"]
             await send(message)
 
+        failed = True
         try:
             await self.app(scope, receive, counting_send)
-        finally:
-            self.metrics.count_http(self._route(scope), scope["method"], status or 500)
+            failed = False
+        finally:  # no answer and no exception: the client left before there was anything to answer
+            self.metrics.count_http(self._route(scope), method_label(scope["method"]),
+                                    status or (500 if failed else CLIENT_LEFT))

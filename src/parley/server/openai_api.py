@@ -2,7 +2,8 @@
 
 Streams are SSE ending with `data: [DONE]`; `stream_options.include_usage` adds a last chunk with usage.
 Chat requests get the chat format's end-of-turn strings as extra stop strings. The `model` field is not checked:
-this server runs one model, named in every response.
+this server runs one model, named in every response. llama-server's own fields are taken as llama_compat.py
+says. Prompts are built (template, tokenizer) in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from starlette.responses import Response
 
 from parley.errors import InvalidRequest, NotFound
 from parley.sampling import SamplingParams
+from parley.server import llama_compat
 from parley.server import params as P
-from parley.server.errors import NotSupported
+from parley.server.bounds import BoundedRoute, off_loop
+from parley.server.errors import NotSupported, shorten
 from parley.server.prompts import Prompt, chat_messages, fit_chat, fit_tokens
 from parley.server.responses import (
     FINGERPRINT,
@@ -31,7 +34,7 @@ from parley.server.schemas import ChatCompletionRequest, CompletionRequest, Open
 from parley.server.state import ServerState, State
 from parley.server.streaming import Generation, SSEResponse
 
-router = APIRouter(tags=["OpenAI"])
+router = APIRouter(tags=["OpenAI"], route_class=BoundedRoute)
 
 
 def _unsupported(name: str, why: str) -> NotSupported:
@@ -71,21 +74,41 @@ def check_chat(body: ChatCompletionRequest) -> None:
 
 def sampling(state: ServerState, body, *, max_tokens: int | None, max_tokens_name: str,
              chat: bool) -> SamplingParams:
+    llama_compat.check(body)
+    ctx = state.parley.context_size
+    max_tokens_name, max_tokens = P.pick(max_tokens_name, max_tokens, "n_predict",
+                                         llama_compat.n_predict(body, state.settings.tokens_cap(ctx)))
     changes, names = P.openai_changes(body, max_tokens_name=max_tokens_name, max_tokens=max_tokens)
+    llama_compat.apply(body, changes, names, context_size=ctx)
     stops = state.parley.template.stops if chat else ()
-    return P.build(SamplingParams(), changes, names, settings=state.settings,
-                   context_size=state.parley.context_size, template_stops=stops)
+    return P.build(state.settings.sampling, changes, names, settings=state.settings, context_size=ctx,
+                   template_stops=stops)
 
 
-@router.post("/v1/chat/completions", summary="Chat completion (OpenAI)")
+def chat_prompt(state: ServerState, body: ChatCompletionRequest, params: SamplingParams) -> Prompt:
+    """The chat prompt's token ids (in a worker thread: rendering thousands of messages takes a while)."""
+    prompt = fit_chat(state.parley, chat_messages(body.messages), max_tokens=params.max_tokens,
+                      settings=state.settings, truncate=body.truncate)
+    return with_note(prompt, llama_compat.note(body))
+
+
+def with_note(prompt: Prompt, note: str) -> Prompt:
+    if note:
+        prompt.note = "; ".join(n for n in (prompt.note, note) if n)
+    return prompt
+
+
+def generation(state: ServerState, prompt: Prompt, params: SamplingParams, body) -> Generation:
+    return Generation(state, prompt.tokens, params, time_limit_s=llama_compat.time_limit_s(body))
+
+
+@router.post("/v1/chat/completions", summary="Chat completion (OpenAI; llama-server's own fields accepted)")
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: State):
     check_chat(body)
     name, max_tokens = P.pick("max_tokens", body.max_tokens, "max_completion_tokens", body.max_completion_tokens)
     params = sampling(state, body, max_tokens=max_tokens, max_tokens_name=name, chat=True)
-    messages = chat_messages(body.messages)
-    prompt = fit_chat(state.parley, messages, max_tokens=params.max_tokens, settings=state.settings,
-                      truncate=body.truncate)
-    gen = Generation(state, prompt.tokens, params)
+    prompt = await off_loop(chat_prompt, state, body, params)
+    gen = generation(state, prompt, params, body)
     model = state.parley.name
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
@@ -93,7 +116,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     result = await finished(gen, request)
     if isinstance(result, Response):
         return result
-    return chat_completion(new_id("chatcmpl"), model, result, prompt)
+    return chat_completion(new_id("chatcmpl"), model, gen, result, prompt)
 
 
 def completion_prompt(state: ServerState, prompt) -> tuple[list[int], str]:
@@ -123,13 +146,33 @@ def check_completion(body: CompletionRequest) -> None:
         raise _unsupported("suffix", "fill-in-the-middle is not available")
 
 
-@router.post("/v1/completions", summary="Text completion (OpenAI legacy)")
+def text_prompt(state: ServerState, body: CompletionRequest) -> tuple[Prompt, str]:
+    """(the prompt that fits, the prompt's text) in a worker thread: tokenizing 2 MB of text takes a while."""
+    tokens, text = completion_prompt(state, body.prompt)
+    prompt = fit_tokens(state.parley, tokens, settings=state.settings, param="prompt")
+    return with_note(prompt, llama_compat.note(body)), text
+
+
+def completion_body(model: str, gen: Generation, result, prompt: Prompt, echo: str) -> dict:
+    return {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{"index": 0, "text": echo + result.text, "logprobs": None,
+                     "finish_reason": gen.finish_reason(result)}],
+        "usage": usage(result),
+        "parley": parley_ext(result, prompt, gen.note),
+    }
+
+
+@router.post("/v1/completions", summary="Text completion (OpenAI legacy; llama-server's own fields accepted)")
 async def completions(body: CompletionRequest, request: Request, state: State):
     check_completion(body)
     params = sampling(state, body, max_tokens=body.max_tokens, max_tokens_name="max_tokens", chat=False)
-    tokens, text = completion_prompt(state, body.prompt)
-    prompt = fit_tokens(state.parley, tokens, settings=state.settings, param="prompt")
-    gen = Generation(state, prompt.tokens, params)
+    prompt, text = await off_loop(text_prompt, state, body)
+    gen = generation(state, prompt, params, body)
     model = state.parley.name
     echo = text if body.echo else ""
     if body.stream:
@@ -138,17 +181,7 @@ async def completions(body: CompletionRequest, request: Request, state: State):
     result = await finished(gen, request)
     if isinstance(result, Response):
         return result
-    return {
-        "id": new_id("cmpl"),
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "text": echo + result.text, "logprobs": None,
-                     "finish_reason": result.finish_reason}],
-        "usage": usage(result),
-        "parley": parley_ext(result, prompt),
-    }
+    return completion_body(model, gen, result, prompt, echo)
 
 
 def _completion_events(gen: Generation, model: str, prompt: Prompt, include_usage: bool, echo: str):
@@ -170,6 +203,6 @@ async def list_models(state: State):
 @router.get("/v1/models/{model_id:path}", summary="One model (OpenAI)")
 async def get_model(model_id: str, state: State):
     if model_id != state.parley.name:
-        raise NotFound(f"no model {model_id!r}; this server runs {state.parley.name!r}", param="model")
+        raise NotFound(f"no model {shorten(model_id)!r}; this server runs {state.parley.name!r}", param="model")
     return _model_card(state)
 

@@ -1,5 +1,6 @@
 """Request fields -> SamplingParams, with the server's caps. Errors name the field as the client spelled it
-(repetition_penalty, max_completion_tokens, max_new_tokens), not parley's internal name."""
+(repetition_penalty, max_completion_tokens, max_new_tokens), not parley's internal name. Every request starts
+from the server's sampling defaults (ServerSettings.sampling: the protocol's, unless `parley serve` set others)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def openai_changes(body, *, max_tokens_name: str = "max_tokens",
                    max_tokens: int | None = None) -> tuple[dict, dict[str, str]]:
     """The sampling fields an OpenAI-style body sets (None = not sent), and how the request spelled them."""
     changes = {name: getattr(body, name) for name in _SAME}
+    if changes["seed"] == -1:  # llama-server's "random", as when no seed is sent
+        changes["seed"] = None
     names: dict[str, str] = {}
     rp_name, rp = pick("repetition_penalty", body.repetition_penalty, "repeat_penalty", body.repeat_penalty)
     changes["repeat_penalty"] = rp

@@ -54,20 +54,32 @@ def fit_chat(parley, messages: list[dict], *, max_tokens: int, settings: ServerS
     while pinned < len(messages) - 1 and messages[pinned]["role"] == "system":
         pinned += 1
     head, rest = messages[:pinned], messages[pinned:]
-    dropped = 0
-    while True:
-        if len(rest) - dropped <= 1:
-            raise LimitExceeded(
-                f"the system prompt and the last message alone are {n} tokens; with room for the reply the "
-                f"prompt may be {budget} tokens: {n - budget} too many even after dropping every older message",
-                param="messages", code="context_length_exceeded")
-        dropped += 1
-        while dropped < len(rest) - 1 and rest[dropped]["role"] != "user":
-            dropped += 1  # start the kept window at a user message
-        built = parley.builder.build(head + rest[dropped:])
+    cuts = drop_points(rest)
+    # the smallest cut whose prompt fits: fewer messages never render to more tokens, so bisect (a few builds,
+    # not one per message: thousands of messages would take minutes)
+    lo, hi, fitted = 0, len(cuts) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        built = parley.builder.build(head + rest[cuts[mid]:])
         n = len(built.tokens)
         if n <= budget:
-            return Prompt(built.tokens, dropped, f"{dropped} oldest messages were dropped to fit the context")
+            fitted, hi = (cuts[mid], built), mid - 1
+        else:
+            lo = mid + 1
+    if fitted is None:  # n: the last message alone (the last cut tried) or the whole prompt (no cut possible)
+        raise LimitExceeded(
+            f"the system prompt and the last message alone are {n} tokens; with room for the reply the "
+            f"prompt may be {budget} tokens: {n - budget} too many even after dropping every older message",
+            param="messages", code="context_length_exceeded")
+    dropped, built = fitted
+    return Prompt(built.tokens, dropped, f"{dropped} oldest messages were dropped to fit the context")
+
+
+def drop_points(rest: list[dict]) -> list[int]:
+    """How many of the oldest messages may be dropped, ascending: the kept window starts at a user message, or
+    is the last message alone."""
+    cuts = [d for d in range(1, len(rest) - 1) if rest[d]["role"] == "user"]
+    return [*cuts, len(rest) - 1] if len(rest) > 1 else []
 
 
 def fit_tokens(parley, tokens: list[int], *, settings: ServerSettings, param: str) -> Prompt:

@@ -3,6 +3,10 @@
 Every response carries `usage` (with prompt_tokens_details.cached_tokens) and a `parley` object: how many
 messages were dropped to fit the context, how much of the prompt the KV cache covered and from where, and why
 it did not cover the rest. Streams put it on the chunk that carries finish_reason.
+
+A reply the server ended early (shutdown past its grace period, a deleted conversation) is still a reply:
+finish_reason "cancelled", the text so far, and `parley.note` saying why. Only a generation that failed is an
+error (500, or 400 `kv_budget_exceeded` for a limit).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def usage(r: Result) -> dict:
     }
 
 
-def parley_ext(r: Result, prompt: Prompt, **extra) -> dict:
+def parley_ext(r: Result, prompt: Prompt, note: str = "", **extra) -> dict:
     out = {
         "dropped_messages": prompt.dropped,
         "cached_tokens": r.cached_tokens,
@@ -47,14 +51,15 @@ def parley_ext(r: Result, prompt: Prompt, **extra) -> dict:
         "ttft_s": round(r.ttft_s, 4),
         "decode_tps": round(r.decode_tps, 2),
     }
-    if prompt.note:
-        out["note"] = prompt.note
+    notes = "; ".join(n for n in (prompt.note, note) if n)
+    if notes:
+        out["note"] = notes
     out.update(extra)
     return out
 
 
 class GenerationFailed(ParleyError):
-    """The generation ended in error or was cancelled by the server (shutdown)."""
+    """The generation ended in error."""
 
     status = 500
     type = "server_error"
@@ -64,16 +69,12 @@ class GenerationFailed(ParleyError):
 def failure(r: Result | None) -> ParleyError | None:
     """None when the result is a reply; else the error to answer with."""
     if r is None:
-        return GenerationFailed("the generation was cancelled")
+        return GenerationFailed("the generation ended without a result (the scheduler stopped)")
     if r.finish_reason == "error":
         if r.error_code == "kv_budget_exceeded":  # a limit, not a fault: say which one
             return LimitExceeded(r.error or "the request does not fit the KV budget", param="max_tokens",
                                  code="kv_budget_exceeded")
         return GenerationFailed(f"the generation failed: {r.error or 'unknown error'}")
-    if r.finish_reason == "cancelled":
-        e = GenerationFailed("the generation was cancelled (the server is shutting down)")
-        e.status, e.code = 503, "cancelled"
-        return e
     return None
 
 
@@ -89,7 +90,7 @@ async def finished(gen: Generation, request, on_chunk=None) -> Result | Response
     return result
 
 
-def chat_completion(cid: str, model: str, r: Result, prompt: Prompt, **extra) -> dict:
+def chat_completion(cid: str, model: str, gen: Generation, r: Result, prompt: Prompt, **extra) -> dict:
     return {
         "id": cid,
         "object": "chat.completion",
@@ -100,10 +101,10 @@ def chat_completion(cid: str, model: str, r: Result, prompt: Prompt, **extra) ->
             "index": 0,
             "message": {"role": "assistant", "content": r.text},
             "logprobs": None,
-            "finish_reason": r.finish_reason,
+            "finish_reason": gen.finish_reason(r),
         }],
         "usage": usage(r),
-        "parley": parley_ext(r, prompt, **extra),
+        "parley": parley_ext(r, prompt, gen.note, **extra),
     }
 
 
@@ -128,7 +129,7 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
     try:
         if opening is not None:
             yield sse(chunk(opening))
-        async for c in gen.stream:
+        async for c in gen.chunks():
             if c.text:
                 yield sse(chunk(piece(c.text)))
         r = gen.stream.result
@@ -136,7 +137,7 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
         if err is not None:
             yield sse(error_body(err.message, type=err.type, code=err.code, status=err.status))
         else:
-            yield sse(chunk(closing, r.finish_reason, parley=parley_ext(r, prompt, **extra)))
+            yield sse(chunk(closing, gen.finish_reason(r), parley=parley_ext(r, prompt, gen.note, **extra)))
             if include_usage:
                 yield sse(event([], usage=usage(r)))
         yield sse("[DONE]")

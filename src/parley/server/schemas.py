@@ -5,6 +5,14 @@ way that changes the answer. Ranges are checked once, by parley.sampling (the er
 
 parley extensions: `truncate` (chat completions, conversation messages): when the prompt does not fit the
 context, drop the oldest messages (the system prompt stays) and say how many in the response's `parley` object.
+
+Sampling defaults: a field not sent takes the server's default, which is the protocol's (temperature 1, top_p 1,
+no top-k, no min-p, no penalty) unless `parley serve --temperature ... --repeat-penalty ...` set others.
+
+llama-server's own fields (`LlamaServerFields`, on /v1/chat/completions and /v1/completions) are accepted
+where parley does what they mean (n_predict, ignore_eos, repeat_last_n, samplers, t_max_predict_ms, ...) or
+they change nothing (cache_prompt: always on; id_slot; n_keep), and refused by name with the reason where
+parley cannot (n_probs > 0, mirostat, DRY, XTC, grammar, ...); see server/llama_compat.py.
 """
 
 from __future__ import annotations
@@ -34,15 +42,22 @@ class Strict(BaseModel):
 
 # ---- sampling fields shared by the OpenAI-style requests ------------------------------------------------
 class SamplingFields(Strict):
-    temperature: float | None = Field(None, description="0 = greedy. Default: parley's (0.7).")
-    top_p: float | None = None
-    top_k: int | None = Field(None, description="parley/vLLM extension; 0 = off.")
-    min_p: float | None = Field(None, description="parley/vLLM extension; 0 = off.")
-    repetition_penalty: float | None = Field(None, description="vLLM/TGI name; 1 = off.")
+    temperature: float | None = Field(None, description="0 = greedy. Default 1 (OpenAI's), or the server's "
+                                                        "`parley serve --temperature`.")
+    top_p: float | None = Field(None, description="Default 1 = off, or the server's `--top-p`.")
+    top_k: int | None = Field(None, description="parley/vLLM/llama.cpp extension. Default 0 = off, or the "
+                                                "server's `--top-k`.")
+    min_p: float | None = Field(None, description="parley/vLLM/llama.cpp extension. Default 0 = off, or the "
+                                                  "server's `--min-p`.")
+    repetition_penalty: float | None = Field(None, description="vLLM/TGI name. Default 1 = off, or the server's "
+                                                               "`--repeat-penalty`.")
     repeat_penalty: float | None = Field(None, description="llama.cpp name for repetition_penalty.")
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    seed: int | None = Field(None, description="Same seed and parameters: the same text.")
+    presence_penalty: float | None = Field(None, description="Default 0 = off, or the server's "
+                                                             "`--presence-penalty`.")
+    frequency_penalty: float | None = Field(None, description="Default 0 = off, or the server's "
+                                                              "`--frequency-penalty`.")
+    seed: int | None = Field(None, description="Same seed and parameters: the same text. -1 = random "
+                                               "(llama-server's convention), as when it is left out.")
     stop: Stop | None = Field(None, description="A string or a list of strings; never part of the output.")
     max_tokens: int | None = None
 
@@ -50,6 +65,62 @@ class SamplingFields(Strict):
 class StreamOptions(Strict):
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
+
+
+# ---- llama-server's own fields (/v1/chat/completions and /v1/completions) --------------------------------
+OFF = "Accepted while it is off (its default); parley has no such sampler."
+
+
+class LlamaServerFields(Strict):
+    n_predict: int | None = Field(None, description="llama-server: max_tokens (-1 = as many as the server allows).")
+    cache_prompt: bool | None = Field(None, description="llama-server: always on in parley (the prefix cache is "
+                                                        "automatic and cannot be turned off; false changes "
+                                                        "nothing, and the response says so).")
+    id_slot: int | None = Field(None, description="llama-server: accepted and ignored: parley has no slots; its "
+                                                  "prefix cache finds a conversation's KV by its tokens.")
+    n_keep: int | None = Field(None, description="llama-server: accepted; parley never discards context "
+                                                 "mid-reply (no context shift), so every token is kept.")
+    n_cache_reuse: int | None = Field(None, description="llama-server: accepted; the prefix cache reuses every "
+                                                        "cached prefix without KV shifting.")
+    samplers: list[Text] | Text | None = Field(
+        None, description="llama-server: which samplers run (names, or letters like \"kpmt\"). A sampler left "
+                          "out is off; penalties always run first when asked for; parley's order is top_k, "
+                          "top_p, min_p, temperature (another order is refused).")
+    t_max_predict_ms: int | None = Field(None, description="llama-server: end the reply once this many ms have "
+                                                           "passed since its first token and it holds a newline "
+                                                           "(finish_reason \"length\"); 0 = no limit.")
+    ignore_eos: bool | None = Field(None, description="llama-server: do not end at the end-of-turn token.")
+    repeat_last_n: int | None = Field(None, description="llama-server: tokens the penalties look back over "
+                                                        "(default 64; 0 = none; -1 = the whole context).")
+    n_probs: int | None = Field(None, description="llama-server: only 0 (token probabilities are not returned).")
+    typical_p: float | None = Field(None, description="llama-server: only 1 (typical sampling is not implemented).")
+    min_keep: int | None = Field(None, description="llama-server: only 0 or 1.")
+    top_n_sigma: float | None = Field(None, description="llama-server: only -1 (off).")
+    dynatemp_range: float | None = Field(None, description="llama-server: only 0 (dynamic temperature is not "
+                                                           "implemented).")
+    dynatemp_exponent: float | None = Field(None, description=OFF)
+    dry_multiplier: float | None = Field(None, description="llama-server: only 0 (DRY is not implemented).")
+    dry_base: float | None = Field(None, description=OFF)
+    dry_allowed_length: int | None = Field(None, description=OFF)
+    dry_penalty_last_n: int | None = Field(None, description=OFF)
+    dry_sequence_breakers: list[Text] | None = Field(None, description=OFF)
+    mirostat: int | None = Field(None, description="llama-server: only 0 (Mirostat is not implemented).")
+    mirostat_tau: float | None = Field(None, description=OFF)
+    mirostat_eta: float | None = Field(None, description=OFF)
+    xtc_probability: float | None = Field(None, description="llama-server: only 0 (XTC is not implemented).")
+    xtc_threshold: float | None = Field(None, description=OFF)
+    n_indent: int | None = Field(None, description="llama-server: only 0.")
+    n_cmpl: int | None = Field(None, description="llama-server: only 1 (one completion per request).")
+    grammar: Text | None = Field(None, description="llama-server: only empty (constrained output is not "
+                                                   "available yet).")
+    json_schema: dict[str, Any] | None = Field(None, description="llama-server: not supported yet.")
+    return_tokens: bool | None = Field(None, description="llama-server: only false.")
+    timings_per_token: bool | None = Field(None, description="llama-server: only false (each response's `parley` "
+                                                             "object has ttft_s and decode_tps).")
+    return_progress: bool | None = Field(None, description="llama-server: only false.")
+    post_sampling_probs: bool | None = Field(None, description="llama-server: only false.")
+    response_fields: list[Text] | None = Field(None, description="llama-server: only empty.")
+    lora: list[dict[str, Any]] | None = Field(None, description="llama-server: only empty (no LoRA adapters).")
 
 
 # ---- OpenAI: chat completions ---------------------------------------------------------------------------
@@ -76,7 +147,7 @@ class OpenAICommon(SamplingFields):
     service_tier: Text | None = None
 
 
-class ChatCompletionRequest(OpenAICommon):
+class ChatCompletionRequest(LlamaServerFields, OpenAICommon):
     messages: list[ChatMessage]
     max_completion_tokens: int | None = None
     logprobs: bool | None = Field(None, description="Not supported (only false).")
@@ -96,10 +167,12 @@ class ChatCompletionRequest(OpenAICommon):
     prompt_cache_key: Text | None = Field(None, description="Ignored: the prefix cache is automatic.")
     safety_identifier: Text | None = None
     truncate: bool = Field(False, description="parley: drop the oldest messages when the prompt does not fit.")
+    chat_template_kwargs: dict[str, Any] | None = Field(None, description="llama-server: only empty.")
+    reasoning_format: Text | None = Field(None, description="llama-server: only \"none\" (the text as generated).")
 
 
 # ---- OpenAI: completions --------------------------------------------------------------------------------
-class CompletionRequest(OpenAICommon):
+class CompletionRequest(LlamaServerFields, OpenAICommon):
     prompt: Text | list[Text] | list[int] = Field(
         description="A string (one), or token ids. A list of several strings is not supported.")
     echo: bool | None = None

@@ -1,11 +1,12 @@
-"""ServerState: what the route handlers share (the model, the limits, the metrics, the conversations)."""
+"""ServerState: what the route handlers share (the model, the limits, the metrics, the conversations, the
+generations running now, and whether the server is draining for a shutdown)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -13,6 +14,27 @@ from parley.server.conversation_store import ConversationStore
 from parley.server.limits import ConcurrencyGate
 from parley.server.metrics import Metrics
 from parley.server.settings import ServerSettings
+
+
+@dataclass
+class Drain:
+    """Set by the first SIGTERM / Ctrl-C (server/lifecycle.py): new work is refused with `reason`; running
+    replies may go on until `deadline` (time.monotonic())."""
+
+    reason: str | None = None
+    deadline: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.reason is not None
+
+    def start(self, reason: str, grace_s: float) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.deadline = time.monotonic() + grace_s
+
+    def end_grace(self) -> None:
+        self.deadline = min(self.deadline, time.monotonic())
 
 
 @dataclass
@@ -24,6 +46,8 @@ class ServerState:
     conversations: ConversationStore
     started: float = field(default_factory=time.time)
     background: set[asyncio.Task] = field(default_factory=set)   # cleanup tasks of cancelled generations
+    generations: set[Any] = field(default_factory=set)           # streaming.Generation objects not yet closed
+    drain: Drain = field(default_factory=Drain)
 
 
 def get_state(request: Request) -> ServerState:

@@ -1,11 +1,16 @@
 """One HTTP generation from submission to cleanup, streamed (SSE) or waited for, cancelled when the client leaves.
 
 Handlers submit to the scheduler (which owns the model on its own thread) and only read the AsyncStream:
-    gen = Generation(state, tokens, params)      # 429 past max_concurrent; 400s from the scheduler, synchronously
+    gen = Generation(state, tokens, params)      # 429 past max_concurrent, 503 while draining; 400s from the
+                                                 # scheduler, synchronously
     result = await gen.result(request)           # not streaming: None if the client disconnected (cancelled)
-    return SSEResponse(events(gen), gen.close)   # streaming: the generator ends with gen.close() too
+    return SSEResponse(events(gen), gen.close)   # streaming: `async for chunk in gen.chunks()`, then gen.close()
 A disconnect is noticed at once (a task waits for the ASGI `http.disconnect` message) and cancels the request
 within one scheduler step. `close()` is idempotent and always runs, even when the response never started.
+
+The server may end a generation itself (`cancel(note)`: a shutdown past its grace period, a deleted
+conversation): the reply still gets its proper last event, with finish_reason "cancelled" and the note saying
+why. A time limit (llama-server's `t_max_predict_ms`) ends it the same way, reported as "length".
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
 from starlette.responses import Response, StreamingResponse
 
 from parley.scheduler.request import Chunk, Result
+from parley.server.errors import ShuttingDown
 
 log = logging.getLogger("parley.server")
 
@@ -36,17 +43,42 @@ async def wait_disconnect(receive) -> None:
 
 
 class Generation:
-    def __init__(self, state, tokens: list[int], params, on_done: Callable[[Result | None], None] | None = None):
+    def __init__(self, state, tokens: list[int], params, on_done: Callable[[Result | None], None] | None = None,
+                 *, time_limit_s: float | None = None):
         self._state = state
         self._on_done = on_done
         self._closed = False
         self.client_gone = False
+        self.note = ""                  # why the server ended it early ("" when it did not)
+        self.time_limit_s = time_limit_s
+        self.limit_hit = False
+        self._first_at: float | None = None
+        self._newline = False
+        if state.drain.active:
+            raise ShuttingDown(state.drain.reason)
         state.gate.acquire()
         try:
             self.stream = state.parley.scheduler.astream(tokens, params)
         except BaseException:
             state.gate.release()
             raise
+        state.generations.add(self)
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """The reply's chunks as they come (the time limit is checked on each)."""
+        async for chunk in self.stream:
+            self._watch(chunk)
+            yield chunk
+
+    def finish_reason(self, r: Result) -> str:
+        """The finish reason to report: a reply the time limit ended is "length", as llama-server says."""
+        return "length" if self.limit_hit and r.finish_reason == "cancelled" else r.finish_reason
+
+    def cancel(self, note: str) -> None:
+        """End the generation from the server's side; its reply ends with finish_reason "cancelled" and `note`."""
+        if self.stream.result is None:
+            self.note = self.note or note
+            self.stream.cancel()
 
     async def result(self, request, on_chunk: Callable[[Chunk], None] | None = None) -> Result | None:
         """The whole reply, or None when the client disconnected first (then the generation is cancelled).
@@ -66,10 +98,21 @@ class Generation:
         return None
 
     async def _consume(self, on_chunk) -> Result:
-        async for chunk in self.stream:
+        async for chunk in self.chunks():
             if on_chunk is not None:
                 on_chunk(chunk)
         return self.stream.result
+
+    def _watch(self, chunk: Chunk) -> None:
+        if self.time_limit_s is None or self.limit_hit:
+            return
+        now = time.monotonic()
+        if self._first_at is None and chunk.token_ids:
+            self._first_at = now
+        self._newline = self._newline or "\n" in chunk.text
+        if self._first_at is not None and self._newline and now - self._first_at > self.time_limit_s:
+            self.limit_hit = True
+            self.stream.cancel()
 
     def close(self) -> None:
         """Release the concurrency slot; cancel the generation if it is still running; report it (on_done)."""
@@ -77,6 +120,7 @@ class Generation:
             return
         self._closed = True
         self._state.gate.release()
+        self._state.generations.discard(self)
         if self.stream.result is not None:
             self._done(self.stream.result)
             return

@@ -3,9 +3,12 @@ POST /generate, POST /generate_stream, POST / (the client's route: either, by `s
 GET /info, GET /health.
 
 Parameters follow TGI: sampling is on when do_sample is true or any of temperature != 1, top_k, top_p < 1 is
-sent; otherwise decoding is greedy. Unset stages are off (top_k 0, top_p 1, no penalties), as in TGI, not
-parley's chat defaults. finish_reason: "eos_token" (end of turn), "stop_sequence" (a stop string: it is never
-in the output, unlike TGI's), "length". `truncate` keeps the last N prompt tokens, as asked.
+sent; otherwise decoding is greedy. Unset stages take the server's sampling defaults, which are TGI's (top_k
+0, top_p 1, no penalties, temperature 1 when sampling) unless `parley serve --top-k ...` set others: the same
+defaults as the OpenAI routes, so a greedy request gives the same tokens on both. finish_reason: "eos_token"
+(end of turn), "stop_sequence" (a stop string: it is never in the output, unlike TGI's), "length". `truncate`
+keeps the last N prompt tokens, as asked. TGI has no "cancelled": a reply the server ended (shutdown past its
+grace period) ends with TGI's error event (or a 503 JSON error), never a broken connection.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from parley.errors import InvalidRequest
 from parley.sampling import MAX_STOP_STRINGS, SamplingParams
 from parley.scheduler.request import Chunk, Result
 from parley.server import params as P
-from parley.server.errors import NotSupported, error_body
+from parley.server.bounds import BoundedRoute, off_loop
+from parley.server.errors import NotSupported, ShuttingDown, error_body, parley_error_response
 from parley.server.prompts import fit_tokens
 from parley.server.responses import failure, finished, parley_ext
 from parley.server.schemas import TGIParameters, TGIRequest
 from parley.server.state import ServerState, State
 from parley.server.streaming import Generation, SSEResponse, sse
 
-router = APIRouter(tags=["TGI"])
+router = APIRouter(tags=["TGI"], route_class=BoundedRoute)
 
 
 def _unsupported(name: str, why: str) -> NotSupported:
@@ -51,14 +55,12 @@ def tgi_sampling(state: ServerState, p: TGIParameters) -> SamplingParams:
     warpers = ((p.temperature is not None and p.temperature != 1.0) or bool(p.top_k)
                or (p.top_p is not None and p.top_p < 1.0))
     sample = (p.do_sample or warpers) and p.temperature != 0
-    changes = {
-        "temperature": (1.0 if p.temperature is None else p.temperature) if sample else 0.0,
-        "top_k": p.top_k if p.top_k is not None else 0,
-        "top_p": p.top_p if p.top_p is not None else 1.0,
-        "min_p": 0.0,
-        "repeat_penalty": p.repetition_penalty if p.repetition_penalty is not None else 1.0,
-        "presence_penalty": 0.0,
-        "frequency_penalty": p.frequency_penalty if p.frequency_penalty is not None else 0.0,
+    changes = {   # None: the server's default (state.settings.sampling)
+        "temperature": p.temperature if sample else 0.0,
+        "top_k": p.top_k,
+        "top_p": p.top_p,
+        "repeat_penalty": p.repetition_penalty,
+        "frequency_penalty": p.frequency_penalty,
         "seed": p.seed,
         "stop": p.stop or None,
         "max_tokens": p.max_new_tokens,
@@ -69,8 +71,16 @@ def tgi_sampling(state: ServerState, p: TGIParameters) -> SamplingParams:
     if p.stop and len(p.stop) > MAX_STOP_STRINGS:
         raise InvalidRequest(f"parameters.stop takes at most {MAX_STOP_STRINGS} strings, got {len(p.stop)}",
                              param="parameters.stop")
-    return P.build(SamplingParams(), changes, names, settings=state.settings,
+    return P.build(state.settings.sampling, changes, names, settings=state.settings,
                    context_size=state.parley.context_size)
+
+
+def tgi_failure(gen: Generation, r: Result | None):
+    """The error a TGI reply ends with instead of its last token: a failure, or a reply the server ended."""
+    err = failure(r)
+    if err is None and r.finish_reason == "cancelled":
+        err = ShuttingDown(f"the generation was ended by the server: {gen.note or 'cancelled'}")
+    return err
 
 
 def tgi_finish(r: Result) -> str:
@@ -129,7 +139,7 @@ def _token(tid: int, text: str, special: bool = False) -> dict:
 
 
 async def _generate(state: ServerState, request: Request, body: TGIRequest) -> dict | object:
-    prep = _Prepared(state, body, stream=False)
+    prep = await off_loop(_Prepared, state, body, stream=False)
     gen = Generation(state, prep.prompt.tokens, prep.params)
     tokens: list[dict] = []   # one per generated token; a chunk's text goes on its first token
 
@@ -142,6 +152,9 @@ async def _generate(state: ServerState, request: Request, body: TGIRequest) -> d
     result = await finished(gen, request, on_chunk)
     if isinstance(result, Response):
         return result
+    err = tgi_failure(gen, result)
+    if err is not None:
+        return parley_error_response(err, request.url.path)
     # tokens generated but never shown: the ones that spelled the stop string
     for tid in result.token_ids[len(tokens):]:
         tokens.append(_token(tid, ""))
@@ -167,7 +180,7 @@ async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
         return sse(out)
 
     try:
-        async for c in gen.stream:
+        async for c in gen.chunks():
             if not c.text:
                 continue
             if c.token_ids:
@@ -176,7 +189,7 @@ async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
                 yield event(held)
             held = _token(last_id, c.text)
         r = gen.stream.result
-        err = failure(r)
+        err = tgi_failure(gen, r)
         if err is not None:
             if held is not None:
                 yield event(held)
@@ -199,8 +212,8 @@ async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
         gen.close()
 
 
-def _stream(state: ServerState, body: TGIRequest) -> SSEResponse:
-    prep = _Prepared(state, body, stream=True)
+async def _stream(state: ServerState, body: TGIRequest) -> SSEResponse:
+    prep = await off_loop(_Prepared, state, body, stream=True)
     gen = Generation(state, prep.prompt.tokens, prep.params)
     return SSEResponse(_stream_events(state, prep, gen), gen.close)
 
@@ -212,13 +225,13 @@ async def generate(body: TGIRequest, request: Request, state: State):
 
 @router.post("/generate_stream", summary="Generate, streamed as server-sent events (TGI)")
 async def generate_stream(body: TGIRequest, state: State):
-    return _stream(state, body)
+    return await _stream(state, body)
 
 
 @router.post("/", summary="TGI compatibility route: /generate_stream if stream, else [/generate]")
 async def compat(body: TGIRequest, request: Request, state: State):
     if body.stream:
-        return _stream(state, body)
+        return await _stream(state, body)
     out = await _generate(state, request, body)
     return [out] if isinstance(out, dict) else out
 

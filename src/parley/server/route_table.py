@@ -1,0 +1,38 @@
+"""The app's routes as one flat table (path template, compiled path, methods), for the middlewares that must
+know a request's route before FastAPI routes it: the /metrics route label (for a 401, 413 or 421 that never
+reaches a route too) and HEAD on GET routes. FastAPI (0.165) nests each included router in `app.router.routes`,
+so the table reads the routers themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    path: str                  # the template: /v1/conversations/{conversation_id}
+    regex: re.Pattern
+    methods: frozenset[str]
+
+
+class RouteTable:
+    def __init__(self, routes):
+        self.entries = [RouteEntry(r.path, r.path_regex, frozenset(r.methods or ()))
+                        for r in routes if hasattr(r, "path") and hasattr(r, "path_regex")]
+
+    @classmethod
+    def of(cls, app, routers) -> RouteTable:
+        return cls([*app.router.routes, *(r for router in routers for r in router.routes)])
+
+    @property
+    def paths(self) -> set[str]:
+        return {e.path for e in self.entries}
+
+    def template(self, path: str) -> str | None:
+        """The template of the first route whose path matches (whatever its methods)."""
+        return next((e.path for e in self.entries if e.regex.match(path)), None)
+
+    def has(self, path: str, method: str) -> bool:
+        return any(method in e.methods and e.regex.match(path) for e in self.entries)
