@@ -24,7 +24,7 @@ def det():
     """The embedded model in deterministic mode (batch-invariant), no disk tier: for exact-equality tests."""
     import parley
 
-    p = parley.load(deterministic=True, cache_dir=False, kv_size=8192)
+    p = parley.load(deterministic=True, disk_cache_mb=0, kv_size=8192)
     yield p
     p.close(save=False)
 
@@ -34,7 +34,7 @@ def fast():
     """The embedded model in the default (fast) mode, no disk tier."""
     import parley
 
-    p = parley.load(cache_dir=False, kv_size=8192)
+    p = parley.load(disk_cache_mb=0, kv_size=8192)
     yield p
     p.close(save=False)
 

@@ -25,7 +25,7 @@ def test_each_turn_prefills_only_new_tokens(det):
     chat = det.chat(system="You are a geography teacher.", temperature=0, max_tokens=24)
     chat.ask(Q[0])
     for q in Q[1:]:
-        before = chat.conversation._prev.tokens
+        before = chat.held_tokens()
         chat.ask(q)
         r = chat.last.result
         # everything the previous turn left in the cache is reused; only the new turn's tokens are read
@@ -41,8 +41,8 @@ def test_cached_reply_equals_fresh_prefill(det, tmp_path):
         chat.ask(q)
     warm = chat.last.result
     assert warm.cached_tokens > warm.prompt_tokens // 2
-    turn_tokens = chat.conversation._prev.tokens[: warm.prompt_tokens]
-    cold = parley.load(deterministic=True, cache_dir=False, kv_size=4096)
+    turn_tokens = chat.held_tokens()[: warm.prompt_tokens]
+    cold = parley.load(deterministic=True, disk_cache_mb=0, kv_size=4096)
     try:
         fresh = cold.scheduler.generate(list(turn_tokens), chat.params)
     finally:
@@ -85,21 +85,31 @@ def test_overflow_error_says_by_how_much(det):
         chat.ask("word " * (det.context_size + 10))
 
 
-def test_overflow_truncate_keeps_system_and_says_so(det):
-    small = parley.load(deterministic=True, cache_dir=False, kv_size=512, context_size=256)
+def test_overflow_truncate_keeps_system_and_drops_turns_in_blocks(det):
+    """Past the context, old turns leave in blocks (about half the history's budget at a time), not one per
+    turn: the turns between two drops keep starting at the same message, so their prompts hit the cache."""
+    small = parley.load(deterministic=True, disk_cache_mb=0, kv_size=512, ctx_size=256)
     try:
         chat = small.chat(system="You are Bob.", overflow="truncate", temperature=0, max_tokens=16)
-        drops = []
-        for i in range(12):
+        turns = []
+        for i in range(14):
             chat.ask(f"Tell me something about the number {i}.")
-            drops.append((chat.last.dropped, chat.last.note, chat.last.result.prompt_tokens))
-        assert any(d for d, _, _ in drops), drops
-        for d, note, n in drops:
+            r = chat.last.result
+            turns.append((chat.last.dropped, chat.last.note, r.prompt_tokens, r.cached_tokens))
+        drops = [d for d, _, _, _ in turns]
+        assert any(drops), turns
+        assert drops == sorted(drops)  # the window never moves back
+        assert len(set(drops)) < len(drops) - 3, drops  # blocks: most turns keep the previous turn's window
+        for (d, note, n, cached), (d0, *_rest) in zip(turns[1:], turns, strict=False):
             assert n + 16 <= 256
             if d:
-                assert f"{d} oldest messages were dropped" in note
+                assert f"{d} earlier messages are outside the window" in note
+            if d == d0:  # same window as the turn before: its KV was reused
+                assert cached > n // 2, turns
         assert chat.messages[0] == {"role": "system", "content": "You are Bob."}
-        assert chat.messages[1]["role"] == "user"
+        store = small.conversations.store
+        kept_from = store.branch(chat.conversation.leaf_id)[drops[-1]]
+        assert kept_from.role == "user"  # the window starts at a user message
     finally:
         small.close(save=False)
 
@@ -165,16 +175,19 @@ def test_next_turn_header_is_read_ahead(det):
     import time
 
     chat = det.chat(temperature=0, max_tokens=8)
+    before = det.stats().totals.prompt_tokens
     chat.ask("Hi")
-    prev = chat.conversation._prev.tokens
-    prefix = chat.conversation.next_prefix()
-    assert len(prefix) > len(prev) and tuple(prefix[: len(prev)]) == prev
-    assert det.engine.eos_id in prefix[len(prev):]  # <|im_end|> closes the reply, then the user header
-    deadline = time.time() + 30
-    while (s := det.scheduler.stats())["running"] + s["waiting"] and time.time() < deadline:
+    prev = chat.held_tokens()
+    deadline = time.time() + 30  # the read-ahead is submitted right after the reply is recorded; wait for it
+    while time.time() < deadline:
+        s = det.stats()
+        if s.totals.prompt_tokens >= before + 2 * len(prev) and not s.running + s.waiting:
+            break
         time.sleep(0.02)
     chat.ask("Bye")
-    assert chat.last.result.cached_tokens >= len(prefix)
+    r = chat.last.result
+    header = det.tokenize("<|im_end|>\n<|im_start|>user\n")
+    assert r.cached_tokens >= len(prev) + len(header) - 1  # prompt + reply + the header read ahead
 
 
 def test_ignore_eos_runs_to_max_tokens(det):

@@ -12,8 +12,8 @@ PARLEY = [sys.executable, "-m", "parley.cli.main"]
 FAST = ["--temperature", "0", "--disk-cache-mb", "0", "--kv-size", "2048"]
 
 
-def run(*args, stdin=None, timeout=180):
-    return subprocess.run([*PARLEY, *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+def run(*args, stdin=None, timeout=180, env=None):
+    return subprocess.run([*PARLEY, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_one_shot_answer_and_stats():
@@ -38,14 +38,62 @@ def test_stop_flag_is_never_printed():
     assert stop not in cut.stdout and first.stdout.startswith(cut.stdout.rstrip("\n"))
 
 
-def test_interactive_commands():
-    script = "/help\nHi there.\n/stats\n/retry\n/system You are a pirate.\nWho are you?\n/clear\n/bogus\n/quit\n"
-    out = run("chat", "-n", "8", *FAST, stdin=script)
+def test_interactive_commands(tmp_path):
+    script = ("/help\nHi there.\n/stats\n/retry\n/system\n/system You are a pirate.\n/system\nWho are you?\n"
+              "/branches\n/title Pirate talk\n/title\n/new\n/bogus\n/quit\n")
+    out = run("chat", "-n", "8", *FAST, stdin=script, env=home(tmp_path))
     assert out.returncode == 0, out.stderr
     err = out.stderr
     assert "/retry" in err and "prompt tokens" in err
-    assert "system prompt set" in err and "conversation cleared" in err
+    assert "(no system prompt" in err and "system prompt: You are a pirate." in err
+    assert err.count("assistant:") == 2  # /branches: the first reply and the retried one
+    assert "title: Pirate talk" in err and "new conversation" in err
     assert "unknown command /bogus" in err
+    assert "cache:" not in err and "position 0" not in err  # no internals on a fresh conversation
+
+
+def home(tmp_path) -> dict:
+    return {**os.environ, "PARLEY_HOME": str(tmp_path)}
+
+
+def test_resume_continues_the_stored_conversation(tmp_path):
+    """A chat is kept in the store: --resume picks the latest up again, with its history (and KV)."""
+    env = home(tmp_path)
+    first = run("chat", "-n", "8", *FAST, stdin="My name is Ada.\n/quit\n", env=env)
+    assert first.returncode == 0, first.stderr
+    again = run("chat", "--resume", "-n", "8", "--stats", *FAST, stdin="/title\nWhat is my name?\n/quit\n",
+                env=env)
+    assert again.returncode == 0, again.stderr
+    assert "resumed: My name is Ada., 2 messages" in again.stderr
+    assert "title: My name is Ada." in again.stderr
+    listed = run("conversations", "list", env=env)
+    assert listed.returncode == 0 and "My name is Ada." in listed.stdout and "4 messages" in listed.stdout
+    none = run("chat", "--resume", "conv_nope", *FAST, stdin="/quit\n", env=env)
+    assert none.returncode == 2 and "conv_nope" in none.stderr and "Traceback" not in none.stderr
+
+
+def test_multi_line_block_is_one_message_and_back_branches(tmp_path):
+    env = home(tmp_path)
+    script = 'Hello.\n"""\nLine one\nline two\nline three\n"""\n/back\nSomething else.\n/branches\n/quit\n'
+    out = run("chat", "-n", "6", *FAST, stdin=script, env=env)
+    assert out.returncode == 0, out.stderr
+    show = run("conversations", "show", "--tree", latest(env), env=env)
+    assert "Line one\nline two\nline three" in show.stdout  # one message of three lines, not three turns
+    assert show.stdout.count("user:") == 3  # Hello, the block, and the branch after /back
+    assert "back 2 messages" in out.stderr and out.stderr.count("* ") == 1
+
+
+def latest(env) -> str:
+    out = run("conversations", "list", "--json", env=env)
+    import json
+    return json.loads(out.stdout)[0]["id"]
+
+
+def test_input_history_is_kept_between_runs(tmp_path):
+    env = home(tmp_path)
+    run("chat", "-n", "4", *FAST, stdin="Remember this line.\n/quit\n", env=env)
+    history = tmp_path / "chat_history"
+    assert history.is_file() and "Remember this line." in history.read_text()
 
 
 def test_ctrl_c_stops_the_reply_not_the_program():
@@ -108,3 +156,29 @@ def test_model_from_environment(tmp_path):
     env = {**os.environ, "PARLEY_MODEL": str(tmp_path / "env-model.gguf")}
     out = subprocess.run([*PARLEY, "-p", "hi"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 2 and "env-model.gguf" in out.stderr
+
+
+def test_ctrl_c_while_the_model_loads_is_one_line():
+    """Ctrl-C during start-up (imports, the model load, the KV allocation) ends the program with one line, never
+    "Exception ignored on calling ctypes callback function ... KeyboardInterrupt" and a program that carries
+    on. Pressed at several moments, so some land inside llama.cpp's load."""
+    stopped = 0
+    for delay in (0.2, 0.35, 0.5, 0.65, 0.8):
+        proc = subprocess.Popen([*PARLEY, "chat", *FAST], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(delay)
+            os.kill(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(input="", timeout=60)  # loaded first? end of input quits
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "Exception ignored" not in err and "Traceback" not in err, err
+        if proc.returncode == 130:
+            assert err.strip() == "parley: interrupted", err
+            stopped += 1
+        elif proc.returncode == -signal.SIGINT:  # pressed before Python had even started: it just ends
+            assert err.strip() == "", err
+        else:  # it had loaded: Ctrl-C at the prompt only says how to leave
+            assert proc.returncode == 0 and "(/quit or Ctrl-D to leave)" in err, (proc.returncode, err)
+    assert stopped, "no press landed during start-up"

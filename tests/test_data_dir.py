@@ -79,7 +79,7 @@ def first_turn(path: Path, eng) -> tuple[list[int], Path]:
     """Run turn 1 of a conversation with a data directory and exit (saving its KV); return turn 2's prompt and
     the model's KV folder."""
     first = eng.tokenize(chatml("Where are we sailing today, captain?", "You are a ship's log. " * 6))
-    p = parley.load(cache_dir=path, kv_size=1024, ram_cache_mb=0)
+    p = parley.load(home=str(path), kv_size=1024, ram_cache_mb=0)
     try:
         reply = p.scheduler.generate(first, G)
     finally:
@@ -105,12 +105,12 @@ def test_junk_in_the_kv_folder_neither_crashes_nor_hangs_the_start(home, engine,
         os.mknod(folder / "null.kv", stat.S_IFCHR | 0o666, os.makedev(1, 3))
         junk.append("null.kv")
     with deadline(120), caplog.at_level(logging.WARNING):
-        p = parley.load(cache_dir=home, kv_size=1024, ram_cache_mb=0)
+        p = parley.load(home=str(home), kv_size=1024, ram_cache_mb=0)
     try:
         warned = [r.getMessage() for r in caplog.records if "not regular files" in r.getMessage()]
         assert len(warned) == 1 and all(name in warned[0] for name in junk)
         st = p.scheduler.stats()
-        assert st["disk_states"] == 1 and st["corrupt_cache_files"] == 0
+        assert st.disk_states == 1 and st.corrupt_cache_files == 0
         assert p.scheduler.generate(second, G).cache_source == "disk"
     finally:
         p.close()
@@ -126,10 +126,12 @@ def test_a_corrupt_file_on_a_read_only_home_carries_on_read_only(home, engine, c
     (folder / "broken.kv").write_bytes(b"PARLEYKV but not really")
     before = {f.name: f.stat().st_mtime_ns for f in [*folder.iterdir(), *home.iterdir()]}
     with unwritable(home, home / "kv", folder), caplog.at_level(logging.WARNING):
-        p = parley.load(cache_dir=home, kv_size=1024, ram_cache_mb=0)
+        # store=False: the KV tiers are under test here (a read-only conversation store is a clear error:
+        # tests/test_store.py)
+        p = parley.load(home=str(home), kv_size=1024, ram_cache_mb=0, store=False)
         try:
             st = p.scheduler.stats()
-            assert st["disk_states"] == 1 and st["corrupt_cache_files"] == 1
+            assert st.disk_states == 1 and st.corrupt_cache_files == 1
             res = p.scheduler.generate(second, G)
             assert res.cache_source == "disk" and res.finish_reason in ("stop", "length")
         finally:
@@ -150,7 +152,7 @@ def test_an_unusable_home_is_one_line_naming_the_path_and_the_fix(tmp_path, monk
     assert len(err) == 1 and err[0].startswith("parley: error:")
     assert str(blocker) in err[0] and "PARLEY_HOME" in err[0] and "--disk-cache-mb 0" in err[0]
     with pytest.raises(DataDirError) as caught:
-        parley.load(cache_dir=blocker / "below", kv_size=256)
+        parley.load(home=str(blocker / "below"), kv_size=256)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no chained traceback
 
 
@@ -161,7 +163,7 @@ def test_a_home_that_cannot_be_created_is_one_line(home, engine):
     parent.mkdir()
     parent.chmod(0o755)
     with unwritable(parent), pytest.raises(DataDirError, match="cannot create the data directory") as caught:
-        parley.load(cache_dir=parent / "parley", kv_size=256)
+        parley.load(home=str(parent / "parley"), kv_size=256)
     message = str(caught.value)
     assert str(parent / "parley") in message and "PARLEY_HOME" in message and "\n" not in message
     assert check_data_dir(parent / "parley") is True  # as ourselves it is fine: created, writable

@@ -248,13 +248,13 @@ def test_gpu_layers_reach_the_model_params_and_a_cpu_build_says_so(caplog):
 
     import parley
     from parley.cli.main import build_parser
-    from parley.cli.options import parley_kwargs
+    from parley.cli.options import load_settings
 
     args = build_parser().parse_args(["chat", "--gpu-layers", "7", "--kv-size", "256"])
-    kwargs = {**parley_kwargs(args), "cache_dir": False}
+    settings = load_settings(args).replace(disk_cache_mb=0)
     gpu = bool(llc.llama_supports_gpu_offload())
     with caplog.at_level(logging.WARNING, logger="parley.engine"):
-        p = parley.load(**kwargs)
+        p = parley.load(settings=settings)
     try:
         assert p.engine.model_params.n_gpu_layers == 7
         if gpu:  # a GPU build: the layers went there

@@ -25,7 +25,7 @@ def test_three_long_chats_in_a_row_are_all_served():
     got kv_budget_exceeded with nothing running, because the idle first conversation shares the template's
     default system prompt with them and the fork source was protected from eviction. Here: 1024 cells and
     ~600-token prompts (each fits alone, no two fit together)."""
-    p = parley.load(kv_size=1024, cache_dir=False)
+    p = parley.load(kv_size=1024, disk_cache_mb=0)
     try:
         replies = []
         for topic in ("rivers", "mountains", "deserts"):
@@ -36,7 +36,7 @@ def test_three_long_chats_in_a_row_are_all_served():
         assert all(r.prompt_tokens > 600 for r in replies)
         assert replies[1].cached_tokens > 0 and replies[2].cached_tokens > 0  # the system prompt was forked
         st = p.scheduler.stats()
-        assert st["cache_evictions"] >= 2 and st["kv_cells_used"] <= st["kv_cells_budget"]
+        assert st.cache.evictions >= 2 and st.kv_cells_used <= st.kv_cells_budget
     finally:
         p.close(save=False)
 
@@ -45,7 +45,7 @@ def test_streams_sharing_a_system_prompt_are_all_served():
     """The probe: 16 concurrent streams sharing a 300-token system prompt at --kv-size 1024, 5 got
     kv_budget_exceeded. Each needs more than half the cells, so they run one after another; each forks the
     shared prompt from the previous (idle) one, which must then give way. Here: 6 streams, 512 cells."""
-    p = parley.load(kv_size=512, cache_dir=False)
+    p = parley.load(kv_size=512, disk_cache_mb=0)
     try:
         eng = p.engine
         system = essay(eng, "lighthouses", 240)
@@ -61,13 +61,13 @@ def test_streams_sharing_a_system_prompt_are_all_served():
 def test_a_saved_state_that_does_not_fit_gives_way_to_computing_from_scratch():
     """A conversation saved to RAM covers a prompt's first 300 tokens, but restoring it takes all of its 620
     cells at once: beside a pinned 500-token prefix that does not fit, computing the prompt does."""
-    p = parley.load(kv_size=1024, cache_dir=False, ram_cache_mb=256)
+    p = parley.load(kv_size=1024, disk_cache_mb=0, ram_cache_mb=256)
     try:
         eng, sched = p.engine, p.scheduler
         document = eng.tokenize(chatml(essay(eng, "harbours", 600)))
         assert sched.generate(document, SamplingParams(temperature=0, max_tokens=8)).finish_reason in SERVED
         sched.drop_cached(save=True)
-        assert sched.stats()["ram_states"] == 1
+        assert sched.stats().ram_states == 1
         sched.pin(eng.tokenize(essay(eng, "a pinned persona", 500)))
         prompt = document[:300] + eng.tokenize("<|im_end|>\n<|im_start|>assistant\n")
         res = sched.generate(prompt, SamplingParams(temperature=0, max_tokens=16))
@@ -82,7 +82,7 @@ def test_a_full_kv_cache_fails_only_the_request_that_cannot_fit():
     request. Cells held behind the scheduler's back (a sequence it does not know of) make llama.cpp refuse a
     batch the ledger allows: the request still reading its prompt is requeued while the other one runs, then
     fails alone with kv_full; the one already generating finishes; the scheduler goes on."""
-    p = parley.load(kv_size=512, cache_dir=False, ram_cache_mb=0)
+    p = parley.load(kv_size=512, disk_cache_mb=0, ram_cache_mb=0)
     try:
         eng, sched = p.engine, p.scheduler
         hog = sched.call(lambda: sched.cache.free_seqs.pop(0))  # a sequence id the scheduler will never use
@@ -96,7 +96,7 @@ def test_a_full_kv_cache_fails_only_the_request_that_cannot_fit():
         assert a.finish_reason in SERVED and a.generated_tokens > 0, a.error
         assert b.finish_reason == "error" and b.error_code == "kv_full" and "no free KV cells" in b.error
         st = sched.stats()
-        assert st["kv_full"] >= 2 and st["requeued"] >= 1 and st["running"] == 0
+        assert st.totals.kv_full >= 2 and st.totals.requeued >= 1 and st.running == 0
         sched.call(lambda: (eng.kv_remove(hog), sched.cache.free_seqs.append(hog)))
         assert sched.generate(big, SamplingParams(temperature=0, max_tokens=8)).finish_reason in SERVED
     finally:

@@ -24,7 +24,7 @@ def conversation(p) -> tuple[list[int], list[int]]:
 
 
 def reference(second: list[int]) -> list[int]:
-    cold = parley.load(deterministic=True, cache_dir=False, kv_size=2048)
+    cold = parley.load(deterministic=True, disk_cache_mb=0, kv_size=2048)
     try:
         return cold.scheduler.generate(second, G).token_ids
     finally:
@@ -36,12 +36,12 @@ def evict_everything(p) -> None:
 
 
 def test_evicted_to_ram_then_disk_continues_exactly(tmp_path):
-    p = parley.load(deterministic=True, cache_dir=tmp_path, kv_size=2048, ram_cache_mb=0, disk_cache_mb=256)
+    p = parley.load(deterministic=True, home=str(tmp_path), kv_size=2048, ram_cache_mb=0, disk_cache_mb=256)
     try:
         first, second = conversation(p)
         evict_everything(p)  # RAM budget 0: straight to disk
         st = p.scheduler.stats()
-        assert st["live_sequences"] == 0 and st["disk_states"] == 1
+        assert st.live_sequences == 0 and st.disk_states == 1
         res = p.scheduler.generate(second, G)
         assert res.cache_source == "disk"
         assert res.cached_tokens >= len(first)  # the whole first turn came back, not recomputed
@@ -51,15 +51,15 @@ def test_evicted_to_ram_then_disk_continues_exactly(tmp_path):
 
 
 def test_ram_tier_restores(tmp_path):
-    p = parley.load(deterministic=True, cache_dir=False, kv_size=2048, ram_cache_mb=256)
+    p = parley.load(deterministic=True, disk_cache_mb=0, kv_size=2048, ram_cache_mb=256)
     try:
         first, second = conversation(p)
         evict_everything(p)
-        assert p.scheduler.stats()["ram_states"] == 1
+        assert p.scheduler.stats().ram_states == 1
         res = p.scheduler.generate(second, G)
         assert res.cache_source == "ram" and res.cached_tokens >= len(first)
         assert res.token_ids == reference(second)
-        assert p.scheduler.stats()["ram_states"] == 0  # live again: the RAM copy was released
+        assert p.scheduler.stats().ram_states == 0  # live again: the RAM copy was released
     finally:
         p.close(save=False)
 
@@ -67,14 +67,14 @@ def test_ram_tier_restores(tmp_path):
 def test_idle_conversations_leave_the_context_while_others_decode():
     """Past --kv-idle-cells idle cells, a decoding step moves idle conversations to RAM (every decode scans every
     cell in use); a returning one is restored from RAM and continues exactly."""
-    p = parley.load(deterministic=True, cache_dir=False, kv_size=2048, ram_cache_mb=256, idle_kv_cells=32)
+    p = parley.load(deterministic=True, disk_cache_mb=0, kv_size=2048, ram_cache_mb=256, kv_idle_cells=32)
     try:
         first, second = conversation(p)
         st = p.scheduler.stats()
-        assert st["live_sequences"] == 1 and st["cache_idle_trims"] == 0  # nothing decoding: nothing moved
+        assert st.live_sequences == 1 and st.cache.idle_trims == 0  # nothing decoding: nothing moved
         p.scheduler.generate(p.tokenize(chatml("Count to three.")), G)  # decodes while the first one idles
         st = p.scheduler.stats()
-        assert st["cache_idle_trims"] >= 1 and st["ram_states"] >= 1
+        assert st.cache.idle_trims >= 1 and st.ram_states >= 1
         res = p.scheduler.generate(second, G)
         assert res.cache_source == "ram" and res.cached_tokens >= len(first)
         assert res.token_ids == reference(second)
@@ -83,11 +83,11 @@ def test_idle_conversations_leave_the_context_while_others_decode():
 
 
 def test_no_store_means_idle_conversations_stay():
-    p = parley.load(cache_dir=False, kv_size=2048, ram_cache_mb=0, idle_kv_cells=0)
+    p = parley.load(disk_cache_mb=0, kv_size=2048, ram_cache_mb=0, kv_idle_cells=0)
     try:
         first, second = conversation(p)
         p.scheduler.generate(p.tokenize(chatml("Count to three.")), G)
-        assert p.scheduler.stats()["cache_idle_trims"] == 0  # nowhere to keep them: not thrown away
+        assert p.scheduler.stats().cache.idle_trims == 0  # nowhere to keep them: not thrown away
         assert p.scheduler.generate(second, G).cache_source == "live"
     finally:
         p.close(save=False)
@@ -97,11 +97,11 @@ RESTART = textwrap.dedent("""
     import json, sys
     import parley
     from parley.sampling import SamplingParams
-    p = parley.load(deterministic=True, cache_dir=sys.argv[1], kv_size=2048)
+    p = parley.load(deterministic=True, home=str(sys.argv[1]), kv_size=2048)
     tokens = json.loads(sys.argv[2])
     r = p.scheduler.generate(tokens, SamplingParams(temperature=0, max_tokens=16))
     print(json.dumps({"source": r.cache_source, "cached": r.cached_tokens, "ids": r.token_ids,
-                      "note": r.cache_note, "corrupt": p.scheduler.stats()["corrupt_cache_files"]}))
+                      "note": r.cache_note, "corrupt": p.scheduler.stats().corrupt_cache_files}))
     p.close()
 """)
 
@@ -147,7 +147,7 @@ def test_a_state_llama_cpp_refuses_is_reported_as_refused(tmp_path, det):
     from parley.scheduler.kv_store import model_fingerprint, read_state_file, write_state_file
 
     first = det.tokenize(chatml("Where are we sailing?", SYSTEM))
-    p = parley.load(deterministic=True, cache_dir=tmp_path, kv_size=2048, ram_cache_mb=0)
+    p = parley.load(deterministic=True, home=str(tmp_path), kv_size=2048, ram_cache_mb=0)
     try:
         r1 = p.scheduler.generate(first, G)
     finally:
@@ -157,12 +157,12 @@ def test_a_state_llama_cpp_refuses_is_reported_as_refused(tmp_path, det):
     model_hash = model_fingerprint(det.engine.model_path, tmp_path)
     tokens, payload = read_state_file(path, model_hash)
     write_state_file(path, model_hash, tokens, payload[: len(payload) // 2])
-    p = parley.load(deterministic=True, cache_dir=tmp_path, kv_size=2048, ram_cache_mb=0)
+    p = parley.load(deterministic=True, home=str(tmp_path), kv_size=2048, ram_cache_mb=0)
     try:
         res = p.scheduler.generate(second, G)
         assert res.cache_source == "none" and "refused" in res.cache_note and "free KV cells" not in res.cache_note
         st = p.scheduler.stats()
-        assert st["cache_restore_failures"] == 1 and st["disk_states"] == 0
+        assert st.cache.restore_failures == 1 and st.disk_states == 0
     finally:
         p.close(save=False)
     assert res.token_ids == reference(second)

@@ -37,7 +37,7 @@ def test_batching_overlaps_requests(det):
     results = [s.wait() for s in [sched.stream(p, SamplingParams(temperature=0, max_tokens=16)) for p in prompts]]
     after = sched.stats()
     generated = sum(r.generated_tokens for r in results)
-    calls = after["decode_calls"] - before["decode_calls"]
+    calls = after.totals.decode_calls - before.totals.decode_calls
     assert calls < generated  # several requests shared each decode call
 
 
@@ -54,7 +54,7 @@ def test_cancel_mid_stream_frees_the_sequence(det):
     assert res.finish_reason == "cancelled"
     assert res.generated_tokens < 50  # stopped within a step or two, not at max_tokens
     stats = sched.stats()
-    assert stats["running"] == 0
+    assert stats.running == 0
     owners = sched.call(lambda: [s.owner for s in sched.cache.slots.values()])
     assert all(o is None for o in owners)
 
@@ -66,14 +66,14 @@ def test_leaving_a_stream_cancels(det):
     for _ in stream:
         break  # the consumer walks away (a closed connection, Ctrl-C)
     deadline = time.time() + 10
-    while sched.stats()["running"] and time.time() < deadline:
+    while sched.stats().running and time.time() < deadline:
         time.sleep(0.05)
-    assert sched.stats()["running"] == 0
+    assert sched.stats().running == 0
 
 
 def test_budgets_are_never_exceeded(tmp_path):
     """A small KV budget, RAM tier and disk tier under 12 conversations: every budget holds at every step."""
-    p = parley.load(deterministic=False, kv_size=640, ram_cache_mb=4, disk_cache_mb=12, cache_dir=tmp_path)
+    p = parley.load(deterministic=False, kv_size=640, ram_cache_mb=4, disk_cache_mb=12, home=str(tmp_path))
     try:
         sched = p.scheduler
         seen = []
@@ -93,12 +93,12 @@ def test_budgets_are_never_exceeded(tmp_path):
         stop.set()
         w.join()
         seen.append(sched.stats())
-        assert seen and all(s["kv_cells_used"] <= s["kv_cells_budget"] for s in seen)
-        assert all(s["ram_bytes"] <= 4 << 20 for s in seen)
-        assert all(s["disk_bytes"] <= 12 << 20 for s in seen)
+        assert seen and all(s.kv_cells_used <= s.kv_cells_budget for s in seen)
+        assert all(s.ram_bytes <= 4 << 20 for s in seen)
+        assert all(s.disk_bytes <= 12 << 20 for s in seen)
         final = seen[-1]
-        assert final["cache_evictions"] > 0 and final["cache_saved_states"] > 0
-        assert final["cache_hits_ram"] + final["cache_hits_disk"] > 0
+        assert final.cache.evictions > 0 and final.cache.saved_states > 0
+        assert final.cache.hits_ram + final.cache.hits_disk > 0
         on_disk = sum(f.stat().st_size for f in tmp_path.glob("kv/*/*.kv"))
         assert on_disk <= 12 << 20
     finally:
@@ -107,7 +107,7 @@ def test_budgets_are_never_exceeded(tmp_path):
 
 def test_request_larger_than_kv_budget_fails_clearly(tmp_path):
     """With most cells pinned, a request that cannot fit gets an error naming the budget; nothing hangs."""
-    p = parley.load(kv_size=512, cache_dir=False)
+    p = parley.load(kv_size=512, disk_cache_mb=0)
     try:
         eng, sched = p.engine, p.scheduler
         sched.pin(eng.tokenize("You are a pinned persona. " * 60)[:400])
@@ -120,7 +120,7 @@ def test_request_larger_than_kv_budget_fails_clearly(tmp_path):
 
 
 def test_pinned_prefix_survives_pressure(tmp_path):
-    p = parley.load(kv_size=700, ram_cache_mb=64, cache_dir=False)
+    p = parley.load(kv_size=700, ram_cache_mb=64, disk_cache_mb=0)
     try:
         eng, sched = p.engine, p.scheduler
         persona = "You are Captain Nemo. " + "You love the sea and its creatures. " * 25
@@ -131,7 +131,7 @@ def test_pinned_prefix_survives_pressure(tmp_path):
             sched.generate(eng.tokenize(chatml(f"Question {i}: what is {i} plus {i}? " * 6)),
                            SamplingParams(temperature=0, max_tokens=16))
         assert sched.call(lambda: handle.seq in sched.cache.slots and sched.cache.slots[handle.seq] is handle)
-        assert sched.stats()["cache_evictions"] > 0
+        assert sched.stats().cache.evictions > 0
         res = sched.generate(prefix + eng.tokenize("<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"),
                              SamplingParams(temperature=0, max_tokens=8))
         assert res.cached_tokens >= len(prefix) and res.cache_source == "live"
@@ -176,7 +176,7 @@ def test_deterministic_request_joining_seven_running_streams_matches_its_lone_ru
     (the one whose logits give the first token) took the KV-split attention path over 512+ cells, whose two
     per-thread partial sums depend on where the sequence's cells fall (its forked header sits low, its own cells
     high): its logits, and then its tokens, drifted from the lone run. Same with 120 left (63 + 63 + 1)."""
-    p = parley.load(deterministic=True, cache_dir=False, kv_size=1024, threads=2)  # 2 threads: 2 partial sums
+    p = parley.load(deterministic=True, disk_cache_mb=0, kv_size=1024, threads=2)  # 2 threads: 2 partial sums
     try:
         eng, sched = p.engine, p.scheduler
         rows, sizes = record_logits(eng)
@@ -191,7 +191,7 @@ def test_deterministic_request_joining_seven_running_streams_matches_its_lone_ru
             sched.drop_cached(save=False)
             running = [sched.stream(s, SamplingParams(temperature=0, max_tokens=100, ignore_eos=True))
                        for s in stories]
-            while sched.stats()["kv_cells_used"] < 260 - left:  # enough cells that the lone query's view is 512+
+            while sched.stats().kv_cells_used < 260 - left:  # enough cells that the lone query's view is 512+
                 time.sleep(0.01)
             sizes.clear()
             joined = sched.stream(prompt, GREEDY)

@@ -80,7 +80,7 @@ def keyed_server(parley):
 def small_server(parley):
     """Tight limits: small bodies, short prompts, few tokens, few concurrent requests and conversations."""
     s = LiveServer(parley, ServerSettings(max_body_bytes=4096, max_prompt_tokens=64, max_tokens_cap=4,
-                                          max_concurrent=2, max_conversations=3))
+                                          max_concurrent=2))
     yield s
     s.stop()
 

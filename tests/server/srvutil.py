@@ -74,7 +74,7 @@ def wait_idle(parley, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         s = stats(parley)
-        if s["running"] == 0 and s["waiting"] == 0:
+        if s.running == 0 and s.waiting == 0:
             return s
         if time.monotonic() > deadline:
             raise AssertionError(f"the scheduler is still busy: {s}")

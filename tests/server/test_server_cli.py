@@ -26,7 +26,7 @@ def test_help_lists_the_settings():
     out = subprocess.run([*parley_command(), "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for flag in ("--host", "--port", "--api-key", "--max-body-bytes", "--max-prompt-tokens", "--max-tokens-cap",
-                 "--max-concurrent", "--max-conversations", "--model", "--kv-size", "--allowed-host",
+                 "--max-concurrent", "--docs-root", "--model", "--kv-size", "--allowed-host",
                  "--shutdown-grace", "--max-messages", "--header-timeout", "--body-timeout", "--max-connections",
                  "--keep-alive", "--temperature", "--top-p", "--top-k", "--min-p", "--repeat-penalty"):
         assert flag in out.stdout, flag

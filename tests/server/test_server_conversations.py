@@ -1,5 +1,6 @@
-"""Conversations over HTTP: the server keeps the history and its KV cache (the second turn reuses the first
-turn's tokens), replies stream like chat completions, retry, busy conversations, limits, overflow."""
+"""Conversations over HTTP, kept in the store: the history and its KV cache stay on the server (the second turn
+reuses the first turn's tokens), replies stream like chat completions, branches (retry, edit, continue from any
+message), export / import, search, paging, busy conversations, limits, overflow."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ def create(client, **body) -> dict:
     return r.json()
 
 
+def send(client, cid: str, content: str, **body) -> dict:
+    r = client.post(f"/v1/conversations/{cid}/messages", json={"content": content, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def stream_reply(client, url: str, body: dict) -> tuple[str, list[dict]]:
     chunks = []
     with client.stream("POST", url, json={**body, "stream": True}) as response:
@@ -37,12 +44,14 @@ def test_lifecycle_and_kv_reuse(client, parley):
     system = f"You are a terse assistant. {fresh_prefix()}"
     conv = create(client, system=system, temperature=0, max_tokens=8, title="t")
     cid = conv["id"]
-    assert conv["system"] == system and conv["messages"][0]["role"] == "system"
+    assert conv["system"] == system and conv["messages"] == [] and conv["title"] == "t"
     assert conv["defaults"]["temperature"] == 0 and conv["defaults"]["max_tokens"] == 8
     assert conv["defaults"]["stop"] == []
 
-    r1 = client.post(f"/v1/conversations/{cid}/messages", json={"content": "Name a colour."}).json()
-    assert r1["object"] == "chat.completion" and r1["parley"]["conversation_id"] == cid
+    r1 = send(client, cid, "Name a colour.")
+    ext = r1["parley"]
+    assert r1["object"] == "chat.completion" and ext["conversation_id"] == cid
+    assert ext["message_id"].startswith("msg_") and ext["user_message_id"].startswith("msg_")
     assert r1["usage"]["completion_tokens"] <= 8
     text2, chunks = stream_reply(client, f"/v1/conversations/{cid}/messages", {"content": "Another one."})
     final = chunks[-1]
@@ -50,22 +59,17 @@ def test_lifecycle_and_kv_reuse(client, parley):
     # the second turn's prompt starts with the first turn's prompt and reply: all of it came from the cache
     prompt1 = r1["usage"]["prompt_tokens"] + r1["usage"]["completion_tokens"]
     assert final["parley"]["cached_tokens"] >= prompt1 - 1
-    assert final["parley"]["cache_note"] == ""
+    assert final["parley"]["cache_note"] == "" and "note" not in final["parley"]
 
     view = client.get(f"/v1/conversations/{cid}").json()
-    assert [m["role"] for m in view["messages"]] == ["system", "user", "assistant", "user", "assistant"]
-    assert view["messages"][2]["content"] == r1["choices"][0]["message"]["content"]
-    assert view["messages"][4]["content"] == text2
-    assert view["last_reply"]["usage"]["completion_tokens"] >= 1
+    assert [m["role"] for m in view["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert view["messages"][1]["content"] == r1["choices"][0]["message"]["content"]
+    assert view["messages"][3]["content"] == text2 and view["messages"][3]["id"] == view["leaf_id"]
+    assert view["messages"][3]["stats"]["generated_tokens"] >= 1 and not view["messages"][3]["partial"]
+    assert view["title"] == "t" and view["message_count"] == 4
 
     listed = client.get("/v1/conversations").json()["data"]
     assert cid in [c["id"] for c in listed] and "messages" not in listed[0]
-
-    retried = client.post(f"/v1/conversations/{cid}/retry", json={}).json()
-    assert retried["parley"]["cached_tokens"] >= retried["usage"]["prompt_tokens"] - 1
-    view = client.get(f"/v1/conversations/{cid}").json()
-    assert len(view["messages"]) == 5  # the last reply was replaced, not added
-    assert view["messages"][4]["content"] == retried["choices"][0]["message"]["content"]
 
     assert client.delete(f"/v1/conversations/{cid}").json() == {"id": cid, "object": "conversation.deleted",
                                                                   "deleted": True}
@@ -73,24 +77,106 @@ def test_lifecycle_and_kv_reuse(client, parley):
     assert_error(client.post(f"/v1/conversations/{cid}/messages", json={"content": "hi"}), 404)
 
 
+def test_branches_retry_edit_continue_export_import(client):
+    """Retry twice and edit: siblings, every one kept; continue from the first reply; the exported tree
+    imports as an identical tree (new ids)."""
+    cid = create(client, system=f"Be brief. {fresh_prefix()}", temperature=0.9, seed=3, max_tokens=6)["id"]
+    first = send(client, cid, "Invent a name for a cat.")
+    user_id, reply1 = first["parley"]["user_message_id"], first["parley"]["message_id"]
+    r2 = client.post(f"/v1/conversations/{cid}/retry", json={"seed": 4}).json()
+    r3 = client.post(f"/v1/conversations/{cid}/retry", json={"message_id": reply1, "seed": 5}).json()
+    for r in (r2, r3):
+        assert r["parley"]["user_message_id"] == user_id  # siblings under the same user message
+        assert r["parley"]["cached_tokens"] >= r["usage"]["prompt_tokens"] - 1  # the prompt's KV is reused
+    tree = client.get(f"/v1/conversations/{cid}", params={"tree": True}).json()["messages"]
+    replies = [m for m in tree if m["parent_id"] == user_id]
+    assert [m["id"] for m in replies] == [reply1, r2["parley"]["message_id"], r3["parley"]["message_id"]]
+    # continue from the first reply: a new branch; the leaf follows it
+    cont = send(client, cid, "Now a dog.", parent_id=reply1)
+    view = client.get(f"/v1/conversations/{cid}").json()
+    assert [m["id"] for m in view["messages"]][:2] == [user_id, reply1]
+    assert view["leaf_id"] == cont["parley"]["message_id"]
+    assert cont["parley"]["cached_tokens"] >= first["usage"]["prompt_tokens"]  # the shared prefix's KV
+    edited = client.post(f"/v1/conversations/{cid}/edit", json={"message_id": user_id,
+                                                                "content": "Invent a name for a fish."}).json()
+    tree = client.get(f"/v1/conversations/{cid}", params={"tree": True}).json()["messages"]
+    roots = [m for m in tree if m["parent_id"] is None]
+    assert [m["content"] for m in roots] == ["Invent a name for a cat.", "Invent a name for a fish."]
+    assert edited["parley"]["user_message_id"] == roots[1]["id"]
+    # switch back to a branch by its leaf
+    back = client.patch(f"/v1/conversations/{cid}", json={"leaf_id": r2["parley"]["message_id"]}).json()
+    assert [m["id"] for m in back["messages"]] == [user_id, r2["parley"]["message_id"]]
+
+    exported = client.get(f"/v1/conversations/{cid}/export").json()
+    assert exported["format"] == "parley.conversation" and len(exported["messages"]) == len(tree)
+    imported = client.post("/v1/conversations/import", json=exported).json()
+    assert imported["id"] != cid
+    new_tree = client.get(f"/v1/conversations/{imported['id']}", params={"tree": True}).json()["messages"]
+
+    def shape(msgs):
+        by_id = {m["id"]: m for m in msgs}
+        return sorted((m["role"], m["content"], by_id[m["parent_id"]]["content"] if m["parent_id"] else None)
+                      for m in msgs)
+    assert shape(new_tree) == shape(tree)
+    assert [m["content"] for m in imported["messages"]] == [m["content"] for m in back["messages"]]
+
+    forked = client.post(f"/v1/conversations/{cid}/fork", json={"at": reply1}).json()
+    assert [m["content"] for m in forked["messages"]] == ["Invent a name for a cat.",
+                                                          first["choices"][0]["message"]["content"]]
+
+
+def test_search_and_paging(client):
+    word = f"zebracorn{fresh_prefix().split()[1].strip(':').replace('-', '')}"
+    ids = [create(client, temperature=0, max_tokens=2)["id"] for _ in range(3)]
+    send(client, ids[1], f"Tell me about the {word} please.")
+    hits = client.get("/v1/conversations", params={"q": word}).json()["data"]
+    assert [h["conversation_id"] for h in hits] == [ids[1]] and f"[{word}]" in hits[0]["snippet"]
+    page = client.get("/v1/conversations", params={"limit": 2}).json()
+    assert len(page["data"]) == 2 and page["has_more"]
+    nxt = client.get("/v1/conversations", params={"limit": 2, "before": page["next_before"]}).json()
+    assert not {c["id"] for c in page["data"]} & {c["id"] for c in nxt["data"]}
+
+
 def test_overrides_and_stop(client):
     cid = create(client, temperature=0, max_tokens=16)["id"]
-    r = client.post(f"/v1/conversations/{cid}/messages", json={"content": "Count from one to ten in words.",
-                                                                "max_tokens": 3}).json()
+    r = send(client, cid, "Count from one to ten in words.", max_tokens=3)
     assert r["usage"]["completion_tokens"] <= 3
     r = client.post(f"/v1/conversations/{cid}/retry", json={"stop": ["o"], "max_tokens": 16}).json()
     assert "o" not in r["choices"][0]["message"]["content"]
+    view = client.get(f"/v1/conversations/{cid}").json()
+    assert "o" not in view["messages"][-1]["content"]  # stored as streamed: the stop string never appears
+
+
+def test_patch(client):
+    cid = create(client, temperature=0)["id"]
+    out = client.patch(f"/v1/conversations/{cid}", json={"title": "Renamed", "system": "Be kind.",
+                                                         "defaults": {"max_tokens": 5}}).json()
+    assert (out["title"], out["system"], out["defaults"]["max_tokens"], out["defaults"]["temperature"]) == \
+        ("Renamed", "Be kind.", 5, 0)
+    assert_error(client.patch(f"/v1/conversations/{cid}", json={"title": "x" * 100_000}), 400, "title")
+    assert client.get(f"/v1/conversations/{cid}").json()["title"] == "Renamed"  # nothing written
+    assert_error(client.patch(f"/v1/conversations/{cid}", json={"leaf_id": "msg_nope"}), 404, "msg_nope")
 
 
 def test_bad_requests(client):
     assert_error(client.post("/v1/conversations", json={"persona": "pirate"}), 400, "unknown persona 'pirate'")
-    assert_error(client.post("/v1/conversations", json={"skill": "translate"}), 400, "unknown skill")
     assert_error(client.post("/v1/conversations", json={"overflow": "rotate"}), 400, "overflow")
     assert_error(client.post("/v1/conversations", json={"temperature": 9}), 400, "temperature")
     cid = create(client)["id"]
+    other = create(client)["id"]
     assert_error(client.post(f"/v1/conversations/{cid}/messages", json={"content": "  "}), 400, "empty")
     assert_error(client.post(f"/v1/conversations/{cid}/messages", json={}), 400, "content is required")
     assert_error(client.post(f"/v1/conversations/{cid}/retry", json={}), 400, "no user message")
+    reply = send(client, other, "hi", max_tokens=2)["parley"]["message_id"]
+    assert_error(client.post(f"/v1/conversations/{cid}/messages", json={"content": "x", "parent_id": reply}),
+                 400, "another conversation")
+    assert_error(client.post(f"/v1/conversations/{cid}/messages", json={"content": "x", "parent_id": "msg_x"}),
+                 404, "msg_x")
+    assert_error(client.post(f"/v1/conversations/{cid}/messages",
+                             json={"content": "x", "skill": "juggle"}), 400, "unknown skill 'juggle'; known:")
+    assert_error(client.post("/v1/conversations/import", json={"format": "x"}), 400, "format")
+    assert_error(client.post("/v1/conversations", json={"title": "t" * 100_000}), 400, "title")
+    assert client.get(f"/v1/conversations/{cid}").json()["message_count"] == 0  # nothing was written
 
 
 def test_one_reply_at_a_time(client, server):
@@ -105,11 +191,25 @@ def test_one_reply_at_a_time(client, server):
         assert client.get(f"/v1/conversations/{cid}").json()["generating"] is True
 
 
+def test_skill_wraps_only_the_new_message(client):
+    cid = create(client, temperature=0, max_tokens=8)["id"]
+    first = send(client, cid, "Good morning.", skill="translate", skill_params={"to": "German"})
+    second = send(client, cid, "And good night.")
+    # the first turn's prompt and reply are reused as they were: the wrapper did not change the history
+    assert second["parley"]["cached_tokens"] >= first["usage"]["prompt_tokens"] + \
+        first["usage"]["completion_tokens"] - 1
+    view = client.get(f"/v1/conversations/{cid}").json()
+    user = view["messages"][0]
+    assert user["content"] == "Good morning." and user["meta"]["skill"] == "translate"
+    assert user["meta"]["skill_params"] == {"to": "German"}
+    err = assert_error(client.post(f"/v1/conversations/{cid}/messages",
+                                   json={"content": "x", "skill": "translate"}), 400, "to")
+    assert err["param"] == "skill_params"
+
+
 def test_overflow_policies(small_server, parley):
-    """small_server: max_prompt_tokens=64, max_conversations=3."""
+    """small_server: max_prompt_tokens=64."""
     with httpx.Client(base_url=small_server.url, timeout=60) as client:
-        for c in client.get("/v1/conversations").json()["data"]:
-            client.delete(f"/v1/conversations/{c['id']}")
         strict = create(client, system="Be brief.", overflow="error", temperature=0)["id"]
         rolling = create(client, system="Be brief.", temperature=0)["id"]
         line = "Here is a fairly long message about nothing in particular."
@@ -117,9 +217,9 @@ def test_overflow_policies(small_server, parley):
             r = client.post(f"/v1/conversations/{rolling}/messages", json={"content": line})
             assert r.status_code == 200, r.text
         ext = r.json()["parley"]
-        assert ext["dropped_messages"] > 0 and "dropped" in ext["note"]
+        assert ext["dropped_messages"] > 0 and "outside the window" in ext["note"]
         view = client.get(f"/v1/conversations/{rolling}").json()
-        assert view["messages"][0] == {"role": "system", "content": "Be brief."}  # the system prompt stays
+        assert view["system"] == "Be brief." and len(view["messages"]) == 6  # stored whole; the prompt windows
         for _ in range(6):
             r = client.post(f"/v1/conversations/{strict}/messages", json={"content": line})
             if r.status_code != 200:
@@ -128,6 +228,3 @@ def test_overflow_policies(small_server, parley):
         assert r.json()["error"]["code"] == "context_length_exceeded"
         r = client.post(f"/v1/conversations/{strict}/messages", json={"content": line, "truncate": True})
         assert r.status_code == 200 and r.json()["parley"]["dropped_messages"] > 0
-        create(client)
-        err = assert_error(client.post("/v1/conversations", json={}), 400, "at most 3 conversations")
-        assert "max_conversations" in err["message"]

@@ -22,6 +22,9 @@ OPERATIONS = [
     ("GET", "/v1/models/{model_id}"), ("GET", "/v1/conversations"), ("POST", "/v1/conversations"),
     ("GET", "/v1/conversations/{conversation_id}"), ("DELETE", "/v1/conversations/{conversation_id}"),
     ("POST", "/v1/conversations/{conversation_id}/messages"), ("POST", "/v1/conversations/{conversation_id}/retry"),
+    ("PATCH", "/v1/conversations/{conversation_id}"), ("POST", "/v1/conversations/{conversation_id}/edit"),
+    ("GET", "/v1/conversations/{conversation_id}/export"), ("POST", "/v1/conversations/{conversation_id}/fork"),
+    ("POST", "/v1/conversations/import"),
     ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/"), ("GET", "/info"), ("GET", "/health"),
     ("GET", "/metrics"), ("GET", "/"),
 ]
@@ -30,7 +33,7 @@ EXAMPLES = 25
 
 @pytest.fixture(scope="module")
 def fuzz_server(parley):
-    s = LiveServer(parley, ServerSettings(max_tokens_cap=4, max_prompt_tokens=256, max_conversations=100_000))
+    s = LiveServer(parley, ServerSettings(max_tokens_cap=4, max_prompt_tokens=256))
     yield s
     s.stop()
 

@@ -69,7 +69,7 @@ def test_metrics_gauges_and_histograms(server, parley):
                  'parley_kv_bytes{tier="disk"}', 'parley_kv_states{tier="disk"}', 'parley_cache_hits_total{tier="live"}',
                  "parley_cache_misses_total", "parley_http_requests_generating", "parley_conversations"]:
         assert name in s, name
-    assert s["parley_kv_cells_budget"] == parley.scheduler.stats()["kv_cells_budget"]
+    assert s["parley_kv_cells_budget"] == parley.scheduler.stats().kv_cells_budget
     assert s['parley_kv_bytes{tier="live"}'] == s["parley_kv_cells_used"] * 2 * 30 * 3 * 64 * 2
     assert s['parley_http_requests_total{route="unmatched",method="GET",status="404"}'] >= 1
     for hist in ("parley_time_to_first_token_seconds", "parley_time_per_output_token_seconds",

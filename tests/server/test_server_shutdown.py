@@ -112,7 +112,7 @@ def test_sigterm_lets_replies_end_properly(tmp_path):
         assert s.events[-1] == "[DONE]", s.events[-3:]
         closing = json.loads(s.events[-2])
         assert closing["choices"][0]["finish_reason"] == "cancelled", closing
-        assert "shut down" in closing["parley"]["note"] and "shutdown_grace_s" in closing["parley"]["note"]
+        assert "shut down" in closing["parley"]["note"] and "shutdown_grace" in closing["parley"]["note"]
     assert waiter.error is None, repr(waiter.error)
     r = waiter.response
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json"), r.text

@@ -1,5 +1,5 @@
 """Slow clients cannot hold connections: raw sockets that drip their headers or body one byte at a time, or send
-nothing, are closed after header_timeout_s / body_timeout_s (408 when a request had begun), even forty at once
+nothing, are closed after header_timeout / body_timeout (408 when a request had begun), even forty at once
 while the server keeps answering; a connection past max_connections gets 503 and is closed."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 @pytest.fixture(scope="module")
 def slow_guard(parley):
     """Short timeouts (1 s), room for many connections."""
-    s = LiveServer(parley, ServerSettings(header_timeout_s=1, body_timeout_s=1))
+    s = LiveServer(parley, ServerSettings(header_timeout=1, body_timeout=1))
     yield s
     s.stop()
 
@@ -37,7 +37,7 @@ def test_dripped_headers_are_cut_off(slow_guard):
         got = drip_until_closed(sock, b"X-Slow: yes\r\n")
     assert got is not None, "a client dripping its headers was never disconnected"
     status, err = error_of(got)
-    assert status == 408 and "header_timeout_s" in err["message"] and "--header-timeout" in err["message"]
+    assert status == 408 and "header_timeout" in err["message"] and "--header-timeout" in err["message"]
 
 
 def test_a_silent_connection_is_closed(slow_guard):
@@ -68,7 +68,7 @@ def test_dripped_body_gets_408(slow_guard):
     assert got is not None, "a client dripping its body was never disconnected"
     status, err = error_of(got)
     assert status == 408 and err["code"] == "body_timeout"
-    assert "body_timeout_s" in err["message"] and "--body-timeout" in err["message"]
+    assert "body_timeout" in err["message"] and "--body-timeout" in err["message"]
 
 
 def test_forty_drippers_are_all_closed_while_the_server_answers(slow_guard):
@@ -98,7 +98,7 @@ def test_forty_drippers_are_all_closed_while_the_server_answers(slow_guard):
 
 
 def test_connections_past_the_cap_get_503(parley):
-    s = LiveServer(parley, ServerSettings(max_connections=4, header_timeout_s=60))
+    s = LiveServer(parley, ServerSettings(max_connections=4, header_timeout=60))
     idle = [connect(s.url) for _ in range(4)]
     try:
         with connect(s.url) as extra:
@@ -127,7 +127,7 @@ def test_connections_past_the_cap_get_503(parley):
 
 
 def test_timeouts_must_be_positive():
-    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+    for name in ("header_timeout", "body_timeout", "keep_alive"):
         with pytest.raises(InvalidRequest, match=name):
             ServerSettings(**{name: 0})
     with pytest.raises(InvalidRequest, match="max_connections"):

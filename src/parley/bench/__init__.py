@@ -22,6 +22,7 @@ import os
 import traceback
 
 from parley.bench.common import BenchContext, OtherLoad, ScenarioResult, loadavg, now
+from parley.engine.llamacpp import default_threads
 
 SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart", "threads", "idle", "batch", "soak")
 NOISY_CORES = 0.25   # other processes' average use above which a scenario's timings get a warning
@@ -41,6 +42,18 @@ def noise_note(busy: float | None, threads: int, when: str) -> str | None:
                 "speed when a core is taken. Rerun on a quiet machine, with --threads 1, or with "
                 "OMP_WAIT_POLICY=passive.")
     return text + " than on a quiet machine."
+
+
+def resolve_model(model: str | None):
+    """The GGUF file a run measures (the embedded model when None); errors name the path."""
+    from parley.engine.model_path import resolve_model_path
+    return resolve_model_path(model)
+
+
+def model_info(path) -> dict:
+    from parley.engine.gguf import read_metadata
+    from parley.engine.model_path import model_display_name
+    return {"path": str(path), "name": model_display_name(path, read_metadata(path)), "bytes": path.stat().st_size}
 
 
 def scenario_module(name: str):
@@ -74,4 +87,5 @@ def run_scenario(name: str, ctx: BenchContext) -> ScenarioResult:
     return res
 
 
-__all__ = ["SCENARIOS", "BenchContext", "ScenarioResult", "run_scenario", "scenario_module"]
+__all__ = ["SCENARIOS", "BenchContext", "ScenarioResult", "default_threads", "model_info", "resolve_model",
+           "run_scenario", "scenario_module"]

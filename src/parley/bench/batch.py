@@ -123,7 +123,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
         t.join()
         if failed:
             raise failed[0]
-    parley = Parley(ctx.model, threads=ctx.threads, kv_size=4096, cache_dir=False, ram_cache_mb=0)
+    parley = Parley(ctx.model, threads=ctx.threads, kv_size=4096, disk_cache_mb=0, ram_cache_mb=0)
     try:
         tok = parley.engine.tokenize
         prompts = [story_tokens(ctx.seed + i, 32, lambda s: tok(s, add_bos=False)) for i in range(N)]

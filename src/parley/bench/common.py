@@ -201,7 +201,7 @@ class NaiveRunner:
     def __init__(self, ctx: BenchContext, kv_size: int):
         from parley.api import Parley
 
-        self.parley = Parley(ctx.model, threads=ctx.threads, kv_size=kv_size, cache_dir=False, ram_cache_mb=0)
+        self.parley = Parley(ctx.model, threads=ctx.threads, kv_size=kv_size, disk_cache_mb=0, ram_cache_mb=0)
 
     def run(self, tokens: Sequence[int], params: SamplingParams) -> Timed:
         sched = self.parley.scheduler

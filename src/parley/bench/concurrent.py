@@ -59,8 +59,11 @@ class InProcessTarget:
         from parley.bench.common import greedy
 
         t0 = now() if t0 is None else t0
-        tokens = self.parley.builder.build(messages(i)).tokens
-        stream = self.parley.scheduler.astream(tokens, greedy(max_tokens, self.parley.template.stops))
+        import asyncio
+
+        tokens = self.parley.chat_prompt(messages(i), max_tokens=max_tokens).tokens
+        stream = self.parley.generate(tokens, greedy(max_tokens, self.parley.chat_stops),
+                                      loop=asyncio.get_running_loop())
         first = None
         parts = []
         async for chunk in stream:
@@ -163,7 +166,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
 
             res.notes.append(f"`parley serve` did not start, so parley was measured in-process: {e}")
             fallback = Parley(ctx.model, threads=ctx.threads, kv_size=N_CTX, max_running=sz.clients,
-                              cache_dir=False)
+                              disk_cache_mb=0)
             targets["parley"] = InProcessTarget(fallback)
         if llama_srv is not None:
             llama_srv.wait_ready()

@@ -104,7 +104,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
     res = ScenarioResult("decode", WHAT, config={
         "prompt_tokens": sz.prompt, "generated_tokens": sz.gen, "repetitions": sz.reps, "n_ctx": n_ctx,
         "n_batch": 512, "threads": ctx.threads, "flash_attn": True, "sampling": "greedy, no penalties"})
-    parley = Parley(ctx.model, threads=ctx.threads, kv_size=n_ctx, cache_dir=False, ram_cache_mb=0,
+    parley = Parley(ctx.model, threads=ctx.threads, kv_size=n_ctx, disk_cache_mb=0, ram_cache_mb=0,
                     deterministic=ctx.deterministic)
     llama = make_llama(ctx, n_ctx)
     try:

@@ -18,7 +18,6 @@ live in the context when kept, restored from RAM when moved). Ratios are medians
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -34,7 +33,7 @@ from parley.bench.common import (
     timed_parley,
 )
 from parley.bench.content import story_tokens
-from parley.scheduler.scheduler import SchedulerConfig
+from parley.settings import Settings
 
 WHAT = "decode tok/s while idle conversations fill the context: every idle cell kept vs moved to RAM past the cap"
 
@@ -51,7 +50,7 @@ class Sizes:
 FULL = Sizes(conversations=24, conv_tokens=500, prompt=64, gen=128, reps=5)
 QUICK = Sizes(conversations=16, conv_tokens=500, prompt=64, gen=64, reps=3)
 
-CAP = SchedulerConfig().idle_kv_cells
+CAP = Settings().kv_idle_cells
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
@@ -61,8 +60,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
     res = ScenarioResult("idle", WHAT, config={
         "conversations": sz.conversations, "tokens_per_conversation": sz.conv_tokens, "prompt_tokens": sz.prompt,
         "generated_tokens": sz.gen, "repetitions": sz.reps, "idle_kv_cells": CAP, "threads": ctx.threads})
-    parley = Parley(ctx.model, threads=ctx.threads, kv_size=16384, cache_dir=False, ram_cache_mb=1024,
-                    idle_kv_cells=-1)
+    parley = Parley(ctx.model, threads=ctx.threads, kv_size=16384, disk_cache_mb=0, ram_cache_mb=1024,
+                    kv_idle_cells=-1)
     sched = parley.scheduler
     cache = sched.cache
     tok = parley.engine.tokenize
@@ -78,7 +77,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
 
     def set_cap(cap: int) -> None:
         def apply():
-            sched.config = dataclasses.replace(sched.config, idle_kv_cells=cap)
+            sched.settings = sched.settings.replace(kv_idle_cells=cap)
         sched.call(apply)
 
     def enter(state: str) -> None:

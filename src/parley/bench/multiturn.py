@@ -78,7 +78,7 @@ def one_conversation(ctx: BenchContext, sz: Sizes, rep: int, naive: NaiveRunner)
         chat = p.chat(system=system, temperature=0, max_tokens=sz.max_tokens, repeat_penalty=1.0)
         turns = []
         for k, text in enumerate(user_turns(seed, sz.turns)):
-            tokens = chat.conversation.prepare(text).tokens
+            tokens = chat.prompt_for(text)
             out: dict[str, Timed] = {}
             sides = ["parley", "naive", "llama"]
             if k == 0 and ctx.quick:  # turn 1 is a full prefill for every side: quick runs skip its naive twin

@@ -3,7 +3,7 @@
 Each repetition uses a fresh shared PARLEY_HOME (a temporary directory) and two processes in turn:
     write  a Parley (default tiers) holds a chat: the ~1,500-token persona and `turns - 1` turns; then it closes
            with save=True, which writes the conversation's KV to $PARLEY_HOME/kv
-    read   a new process with the same PARLEY_HOME rebuilds the chat from its messages (Conversation.messages)
+    read   a new process with the same PARLEY_HOME resumes the stored conversation (Parley.chat(resume=id))
            and sends the next user turn (parley), and sends the very same prompt tokens to a second parley
            with no tiers and no cached sequence (naive re-prefill). Both engines are warmed up first with an
            unrelated prompt; the order of the two alternates between repetitions.
@@ -62,7 +62,7 @@ def _write(spec: dict) -> dict:
         users = user_turns(spec["seed"], spec["turns"])
         for text in users[:-1]:
             chat.ask(text)
-        next_tokens = chat.conversation.prepare(users[-1]).tokens
+        next_tokens = chat.prompt_for(users[-1])
         t0 = now()
         p.close(save=True)
         closed = True
@@ -72,7 +72,7 @@ def _write(spec: dict) -> dict:
             p.close(save=False)
     kv = Path(os.environ["PARLEY_HOME"]) / "kv"
     files = [f.stat().st_size for f in kv.rglob("*.kv")]
-    return {"system": system, "messages": chat.conversation.messages, "next_user": users[-1],
+    return {"conversation_id": chat.id, "next_user": users[-1],
             "next_tokens": next_tokens, "save_s": save_s, "kv_files": len(files), "kv_bytes": sum(files)}
 
 
@@ -88,9 +88,8 @@ def _read(spec: dict, written: dict) -> dict:
     try:
         warm_up_parley(p)
         warm_up_parley(naive.parley)
-        chat = p.chat(system=written["system"], temperature=0, max_tokens=spec["max_tokens"], repeat_penalty=1.0)
-        chat.conversation.messages = list(written["messages"])
-        tokens = chat.conversation.prepare(written["next_user"]).tokens
+        chat = p.chat(resume=written["conversation_id"])  # from the store, as `parley chat --resume` does
+        tokens = chat.prompt_for(written["next_user"])
         out = {}
         for side in (("parley", "naive") if spec["parley_first"] else ("naive", "parley")):
             settle()

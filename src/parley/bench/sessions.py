@@ -65,7 +65,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
     from parley.api import Parley
 
     sz = QUICK if ctx.quick else FULL
-    probe = Parley(ctx.model, threads=1, kv_size=256, cache_dir=False, ram_cache_mb=0)
+    probe = Parley(ctx.model, threads=1, kv_size=256, disk_cache_mb=0, ram_cache_mb=0)
     try:
         personas = [persona(ctx.seed + 200 + c, sz.persona, probe.engine.tokenize) for c in range(sz.conversations)]
         longest_persona = max(len(probe.engine.tokenize(p)) for p in personas)
@@ -98,7 +98,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
             k = done[c]
             done[c] += 1
             chat, text = chats[c], users[c][k]
-            tokens = chat.conversation.prepare(text).tokens
+            tokens = chat.prompt_for(text)
             out: dict[str, Timed] = {}
             sides = ["parley", "llama"] + (["naive"] if k > 0 else [])
             for side in rotate(sides, i):

@@ -56,7 +56,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
         res.notes.append("one usable core: there is nothing for the governor to choose")
         return res
     settings = {"auto": 0, "all cores": cores, "1 thread": 1}
-    parley = Parley(ctx.model, threads=0, kv_size=1024, cache_dir=False, ram_cache_mb=0)
+    parley = Parley(ctx.model, threads=0, kv_size=1024, disk_cache_mb=0, ram_cache_mb=0)
     sched = parley.scheduler
     runs: dict[tuple[str, str], list[Timed]] = {}
     switches: dict[str, int] = {}

@@ -50,10 +50,19 @@ class PromptBuilder:
         self._bos_text = bos_text
         self._add_bos = add_bos
 
+    # what a second builder over the same vocabulary needs (a persona's transcript format)
+    tokenize = property(lambda self: self._tokenize)
+    bos_text = property(lambda self: self._bos_text)
+    add_bos = property(lambda self: self._add_bos)
+
     def tokenize_prompt(self, text: str) -> list[int]:
         """Tokens for a whole raw prompt (control tokens parsed): BOS added when the model wants one and the text
         lacks it."""
         return self._tokenize(text, add_bos=self._wants_bos(text), special=True)
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """Tokens of plain text (control-token spellings stay text; no BOS): for counting message sizes."""
+        return self._tokenize(text, add_bos=False, special=False)
 
     def build(self, messages: list[dict], prev: Prefix | None = None) -> Built:
         text = self.template.render(messages, add_generation_prompt=True)

@@ -16,10 +16,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from parley.bench import SCENARIOS, BenchContext, noise_note, run_scenario
+from parley.bench import (
+    SCENARIOS,
+    BenchContext,
+    default_threads,
+    model_info,
+    noise_note,
+    resolve_model,
+    run_scenario,
+)
 from parley.bench.common import loadavg, other_load_now
 from parley.bench.report import document, dumps, machine_info, markdown, table
-from parley.engine.llamacpp import default_threads
 
 
 def add_parser(sub) -> None:
@@ -66,13 +73,10 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from parley.engine.gguf import read_metadata
-    from parley.engine.model_path import model_display_name, resolve_model_path
-
     if args.threads < 1:
         print("parley: error: --threads must be at least 1 (the benchmark needs a fixed count)", file=sys.stderr)
         return 2
-    model = resolve_model_path(args.model)
+    model = resolve_model(args.model)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     home = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     saved_home = os.environ.get("PARLEY_HOME")
@@ -94,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(home, ignore_errors=True)
     machine = {**machine_info(args.threads), "other_processes_cores_at_start": busy}
     if args.json:
-        model_info = {"path": str(model), "name": model_display_name(model, read_metadata(model)),
-                      "bytes": model.stat().st_size}
-        print(dumps(document(results, command=command_line(args), machine=machine, model=model_info,
+        about = model_info(model)
+        print(dumps(document(results, command=command_line(args), machine=machine, model=about,
                              quick=args.quick, load_before=before, load_after=loadavg())))
     else:
         print(f"$ {command_line(args)}")

@@ -9,17 +9,18 @@ import sys
 from parley import __version__
 from parley.errors import ParleyError
 
-COMMANDS = ("chat", "serve", "bench")
+COMMANDS = ("chat", "serve", "bench", "conversations", "conv")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from parley.cli import bench, chat, serve
+    from parley.cli import bench, chat, conversations, serve
 
     p = argparse.ArgumentParser(prog="parley", description="Talk with language models on your own machine.")
     p.add_argument("--version", action="version", version=f"parley {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     chat.add_parser(sub)
     serve.add_parser(sub)
+    conversations.add_parser(sub)
     bench.add_parser(sub)
     return p
 
@@ -29,13 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["chat", *argv]
     logging.basicConfig(level=logging.WARNING, format="parley: %(levelname)s: %(message)s")
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args) or 0
     except ParleyError as e:
         print(f"parley: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("parley: interrupted", file=sys.stderr)
         return 130
 
 

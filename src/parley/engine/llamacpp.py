@@ -14,6 +14,7 @@ them there, none on a CPU-only build); `device` says which ("cpu" or "gpu (N of 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 import secrets
@@ -27,10 +28,12 @@ import numpy as np
 
 from parley.engine import logs
 from parley.engine.gguf import read_metadata
+from parley.engine.interrupt import deferred_sigint
 from parley.engine.model_path import model_display_name, resolve_model_path
 from parley.engine.threads import ThreadGovernor
 from parley.errors import InvalidRequest, ModelError, ParleyError
 from parley.sampling import SamplingParams
+from parley.settings import Settings
 
 _backend_ready = False
 log = logging.getLogger("parley.engine")
@@ -44,22 +47,34 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_DEFAULTS = Settings()
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """How to build the llama.cpp context. n_ctx is the KV budget in tokens, shared by all sequences."""
+    """How to build the llama.cpp context, in llama.cpp's own terms (n_ctx is the KV budget in tokens, shared by
+    all sequences). Parley builds it from its Settings (`from_settings`); the defaults here are those of
+    Settings, so a number has one home."""
 
     model_path: Path | str | None = None
-    n_ctx: int = 16384
-    n_batch: int = 512
+    n_ctx: int = _DEFAULTS.kv_size
+    n_batch: int = _DEFAULTS.batch_tokens
     n_ubatch: int = 0  # 0 = n_batch (deterministic mode: at most 63)
-    n_seq_max: int = 64
-    n_threads: int = 0  # 0 = auto: every core this process may use, fewer while others compete (ThreadGovernor)
+    n_seq_max: int = _DEFAULTS.n_seq_max
+    n_threads: int = _DEFAULTS.threads  # 0 = auto: every core, fewer while others compete (ThreadGovernor)
     flash_attn: bool | None = None  # None = llama.cpp decides (deterministic mode: on)
     # Batch-invariant results: a sequence gets bit-identical logits whatever else shares its batch, however
     # its prompt was chunked, and wherever its cells sit. Costs ~25% of prefill speed (`parley bench decode
     # --deterministic`). See docs/ARCHITECTURE.md, "Determinism".
-    deterministic: bool = False
-    gpu_layers: int | None = None  # model layers on the GPU; None = all when llama.cpp has a GPU backend, else 0
+    deterministic: bool = _DEFAULTS.deterministic
+    gpu_layers: int | None = _DEFAULTS.gpu_layers  # None = all when llama.cpp has a GPU backend, else 0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> EngineConfig:
+        # llama.cpp needs n_batch >= n_seq_max; the scheduler keeps each call to batch_tokens
+        return cls(model_path=s.model, n_ctx=s.kv_size, n_batch=max(s.batch_tokens, s.n_seq_max),
+                   n_seq_max=s.n_seq_max, n_threads=s.threads, deterministic=s.deterministic,
+                   gpu_layers=s.gpu_layers)
 
 
 def gpu_offload(requested: int | None, gpu_available: bool) -> int:
@@ -189,7 +204,14 @@ class LlamaCppEngine:
             log.warning("gpu_layers (--gpu-layers %d) asks for GPU layers, but this llama.cpp build has no GPU "
                         "backend: the model runs on the CPU. For a GPU, rebuild llama-cpp-python with its backend "
                         "(make install LLAMA_CMAKE_ARGS=-DGGML_CUDA=ON)", cfg.gpu_layers)
-        self._model = llc.llama_model_load_from_file(str(path).encode(), self.model_params)
+        with deferred_sigint() as interrupt:
+            progress = llc.llama_progress_callback(lambda _fraction, _data: not interrupt.requested)
+            self.model_params.progress_callback = progress  # Ctrl-C aborts the load (engine/interrupt.py)
+            self._model = llc.llama_model_load_from_file(str(path).encode(), self.model_params)
+            self.model_params.progress_callback = llc.llama_progress_callback(0)
+            if interrupt.requested:
+                self.close()
+                raise KeyboardInterrupt
         if not self._model:
             raise ModelError(f"llama.cpp could not load the model {path} (an unsupported architecture or a damaged file)")
         self._vocab = llc.llama_model_get_vocab(self._model)
@@ -300,6 +322,16 @@ class LlamaCppEngine:
         if p is None:
             p = self._pieces[token] = self._piece(token, special=False)
         return p
+
+    def vocab_fingerprint(self) -> str:
+        """A hash of the vocabulary (every token's bytes, special ones included, and the BOS/EOS ids): two models
+        with the same fingerprint turn the same text into the same token ids."""
+        h = hashlib.sha256()
+        for t in range(self.n_vocab):
+            piece = self._piece(t, special=True)
+            h.update(len(piece).to_bytes(2, "little") + piece)
+        h.update(f"{self.bos_id},{self.eos_id},{self.add_bos}".encode())
+        return h.hexdigest()
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")

@@ -5,7 +5,7 @@ Narrow API, used only by the scheduler thread:
                          (forked zero-copy from a live sequence, or restored from RAM/disk) -> Attach; None
                          only when it cannot fit beside running requests and pinned prefixes
     room()               free cells once every idle sequence is evicted
-    grew(slot)           re-index a sequence after its prompt was read
+    advance(slot, toks)  the engine decoded `toks` into the slot: tokens, cell ledger and index move together
     release(request)     the request is done: its sequence stays as a cache entry (LRU), pinned if asked
     make_room(cells)     evict idle, unpinned sequences (saved to RAM/disk first) until `cells` are free
     trim_idle(cap)       once idle cells exceed `cap`, move idle sequences to RAM/disk, one per call, until none
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from parley.engine.llamacpp import StateRejected
 from parley.scheduler.cells import CellLedger
 from parley.scheduler.kv_store import KVStore, Saved
-from parley.scheduler.prefix_index import PrefixIndex, chain_hashes
+from parley.scheduler.prefix_index import BLOCK, PrefixIndex, chain_hashes
 
 RESTORE_MIN_GAIN = 16   # restore a saved state only when it covers this many more tokens than a live fork
 SAVE_MIN_TOKENS = 32    # shorter sequences are cheaper to recompute than to save
@@ -265,16 +265,22 @@ class PrefixCache:
 
     @staticmethod
     def _miss_note(prompt: list[int], n: int, best) -> str:
-        """Only a cache that held more than it could give is worth a note; new tokens are simply new."""
-        if best is None:
-            return "no cached prefix for this prompt"
+        """Only a cache that held more than it could give is worth a note: a prompt that shares a start with a
+        cached sequence and then departs from it (n > 0). New tokens are simply new."""
+        if best is None or n == 0:
+            return ""
         if n < len(best.tokens) and n < len(prompt) - 1:
             return f"the prompt differs from the cached tokens at position {n} of {len(best.tokens)}"
         return ""
 
-    def grew(self, slot: Slot) -> None:
-        """The slot's tokens were extended (prompt read): index its new full blocks."""
-        self.index.set_tokens(slot, slot.tokens)
+    def advance(self, slot: Slot, tokens, *, index: bool = False) -> None:
+        """The engine just decoded `tokens` into `slot`'s sequence: its token list, the cell ledger and (with
+        `index`, or whenever a block fills up) the prefix index move together."""
+        before = len(slot.tokens)
+        slot.tokens.extend(tokens)
+        self.ledger.extend(slot.seq, len(slot.tokens))
+        if index or len(slot.tokens) // BLOCK > before // BLOCK:
+            self.index.set_tokens(slot, slot.tokens)
 
     # ---- release -----------------------------------------------------------------------------------------
     def release(self, req, *, pin: bool = False) -> Slot:

@@ -95,7 +95,6 @@ class Request:
     output: list[int] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)   # generated ids whose text is not yet sent
     text: list[str] = field(default_factory=list)
-    reserved: int = 0                  # KV cells promised to this request at admission
     cached_tokens: int = 0
     cache_source: str = "none"
     cache_note: str = ""
@@ -107,6 +106,11 @@ class Request:
     pin: bool = False                  # keep the sequence pinned in the prefix cache when done
     internal: bool = False             # parley's own work (read-ahead): not reported to observers
     hashes: list = field(default_factory=list)  # chained block hashes of the prompt (prefix_index)
+
+    @property
+    def outstanding_cells(self) -> int:
+        """KV cells this request may still take: the rest of its prompt and of its max_tokens."""
+        return max(0, len(self.prompt) + self.max_new - self.n_past)
 
     @property
     def remaining_prompt(self) -> int:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,6 +30,9 @@ from parley.scheduler.kv_store import KVStore, model_fingerprint
 from parley.scheduler.prefix_cache import PrefixCache, Slot
 from parley.scheduler.prefix_index import BLOCK, chain_hashes, shared_blocks
 from parley.scheduler.request import Chunk, Request, Result, Status
+from parley.scheduler.stats import SchedulerStats, Totals
+from parley.scheduler.stream import Stream
+from parley.settings import Settings
 from parley.text.detokenize import IncrementalDetokenizer
 from parley.text.stops import StopMatcher
 
@@ -39,33 +42,17 @@ MiB = 1 << 20
 SHARE_MIN_TOKENS = 64  # a waiting request holds back for a running prefill that will compute this much of its prompt
 
 
-@dataclass(frozen=True, slots=True)
-class SchedulerConfig:
-    """Named limits. The KV budget is the engine's n_ctx (cells shared by every sequence)."""
-
-    max_running: int = 8              # sequences decoding at once
-    max_waiting: int = 256            # queued requests before new ones get 429
-    max_batch_tokens: int = 512       # tokens per decode call (<= the engine's n_batch)
-    prefill_chunk: int = 128          # prompt tokens per step while other requests are decoding
-    context_size: int = 0             # max positions per sequence; 0 = min(model's training context, KV budget)
-    idle_kv_cells: int = 2048         # while decoding, idle conversations beyond this many cells go to RAM/disk
-    ram_cache_bytes: int = 1024 * MiB
-    disk_cache_bytes: int = 8192 * MiB
-    cache_dir: Path | None = None     # None: no disk tier
-
-
-def make_store(model_path: Path, cfg: SchedulerConfig) -> KVStore | None:
-    """The RAM/disk tiers the config asks for. The disk tier lives in the data directory, checked first: a file
+def make_store(model_path: Path, settings: Settings, cache_dir: Path | None) -> KVStore | None:
+    """The RAM/disk tiers the settings ask for. The disk tier lives in the data directory, checked first: a file
     in the way or a directory that cannot be created is a DataDirError, one that cannot be written is used
     read-only."""
-    disk = cfg.cache_dir is not None and cfg.disk_cache_bytes > 0
-    if not disk:
-        return KVStore(ram_bytes=cfg.ram_cache_bytes, disk_bytes=0, disk_dir=None, model_hash=None) \
-            if cfg.ram_cache_bytes > 0 else None
-    writable = check_data_dir(cfg.cache_dir)
-    model_hash = model_fingerprint(model_path, cfg.cache_dir, remember=writable)
-    return KVStore(ram_bytes=cfg.ram_cache_bytes, disk_bytes=cfg.disk_cache_bytes,
-                   disk_dir=cfg.cache_dir / "kv" / model_hash[:16], model_hash=model_hash, read_only=not writable)
+    ram, disk_bytes = settings.ram_cache_bytes, settings.disk_cache_bytes
+    if cache_dir is None or disk_bytes <= 0:
+        return KVStore(ram_bytes=ram, disk_bytes=0, disk_dir=None, model_hash=None) if ram > 0 else None
+    writable = check_data_dir(cache_dir)
+    model_hash = model_fingerprint(model_path, cache_dir, remember=writable)
+    return KVStore(ram_bytes=ram, disk_bytes=disk_bytes, disk_dir=cache_dir / "kv" / model_hash[:16],
+                   model_hash=model_hash, read_only=not writable)
 
 
 class Batch(NamedTuple):
@@ -79,90 +66,24 @@ class Batch(NamedTuple):
     chunks: list[tuple[Request, int]]       # prompt read up to this position
 
 
-class Stream:
-    """A request's output for a blocking consumer: iterate for Chunks; `result` is set at the end.
-    Leaving the iteration early (break, exception, Ctrl-C) cancels the request."""
-
-    def __init__(self, scheduler: Scheduler, req: Request, q: queue.SimpleQueue):
-        self.scheduler = scheduler
-        self.request = req
-        self._q = q
-        self.result: Result | None = None
-
-    def __iter__(self) -> Iterator[Chunk]:
-        try:
-            while True:
-                ev = self._q.get()
-                if isinstance(ev, Result):
-                    self.result = ev
-                    return
-                yield ev
-        finally:
-            if self.result is None:
-                self.cancel()
-
-    def cancel(self) -> None:
-        self.scheduler.cancel(self.request)
-
-    def wait(self) -> Result:
-        for _ in self:
-            pass
-        assert self.result is not None
-        return self.result
-
-
-class AsyncStream:
-    """The same for asyncio consumers (the HTTP server): `async for chunk in stream`; `result` at the end."""
-
-    def __init__(self, scheduler: Scheduler, req: Request, q: asyncio.Queue):
-        self.scheduler = scheduler
-        self.request = req
-        self._q = q
-        self.result: Result | None = None
-
-    def __aiter__(self):
-        return self._gen()
-
-    async def _gen(self):
-        try:
-            while True:
-                ev = await self._q.get()
-                if isinstance(ev, Result):
-                    self.result = ev
-                    return
-                yield ev
-        finally:
-            if self.result is None:
-                self.cancel()
-
-    def cancel(self) -> None:
-        self.scheduler.cancel(self.request)
-
-    async def wait(self) -> Result:
-        async for _ in self:
-            pass
-        assert self.result is not None
-        return self.result
-
-
 class Scheduler:
-    def __init__(self, engine, config: SchedulerConfig | None = None):
-        cfg = config or SchedulerConfig()
-        for name in ("max_running", "max_waiting", "max_batch_tokens", "prefill_chunk"):
-            if getattr(cfg, name) < 1:
-                raise InvalidRequest(f"{name} must be at least 1, got {getattr(cfg, name)}", param=name)
+    """`settings` gives the limits (max_running, max_waiting, batch_tokens, prefill_chunk, ctx_size,
+    kv_idle_cells, the RAM/disk budgets); `cache_dir` is where the disk tier lives (None: no disk tier)."""
+
+    def __init__(self, engine, settings: Settings | None = None, *, cache_dir: Path | None = None):
+        s = settings or Settings()
         self.engine = engine
-        self.config = cfg
-        self.context_size = min(cfg.context_size or engine.n_ctx_train or engine.n_ctx, engine.n_ctx)
-        self.max_batch = min(cfg.max_batch_tokens, engine.n_batch)
-        store = make_store(engine.model_path, cfg)
+        self.settings = s
+        self.context_size = min(s.ctx_size or engine.n_ctx_train or engine.n_ctx, engine.n_ctx)
+        self.max_batch = min(s.batch_tokens, engine.n_batch)
+        store = make_store(engine.model_path, s, cache_dir)
         # deterministic mode borrows one cell per decode call for its scratch partner token (engine.decode)
         kv_budget = engine.n_ctx - (1 if getattr(engine, "deterministic", False) else 0)
         self.cache = PrefixCache(engine, kv_budget=kv_budget, store=store)
         self.running: list[Request] = []
         self.waiting: collections.deque[Request] = collections.deque()
         self.observers: list[Callable[[Request, Result], None]] = []
-        self.totals = collections.Counter()
+        self.totals = Totals()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = False
         self._save_on_stop = True
@@ -186,8 +107,9 @@ class Scheduler:
                 f"the prompt is {n} tokens; the context holds {self.context_size} tokens "
                 f"(with at least 1 left to generate): {n - self.context_size + 1} tokens too many",
                 param=param, code="context_length_exceeded")
-        if len(self.waiting) >= self.config.max_waiting:
-            raise Overloaded(f"{len(self.waiting)} requests are already waiting (max_waiting); retry later")
+        if len(self.waiting) >= self.settings.max_waiting:
+            raise Overloaded(f"{len(self.waiting)} requests are already waiting (max_waiting, --max-waiting); "
+                             "retry later")
         req = Request(prompt=prompt, params=params, sink=sink)
         req.max_new = 0 if prefill_only else min(params.max_tokens, room)
         req.pin = pin
@@ -195,25 +117,15 @@ class Scheduler:
         self._inbox.put(("submit", req))
         return req
 
-    def stream(self, prompt: Sequence[int], params: SamplingParams) -> Stream:
-        q: queue.SimpleQueue = queue.SimpleQueue()
-        return Stream(self, self.submit(prompt, params, q.put), q)
-
-    def astream(self, prompt: Sequence[int], params: SamplingParams) -> AsyncStream:
-        """Call from a running event loop."""
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue = asyncio.Queue()
-
-        def sink(ev, _put=q.put_nowait):
-            try:
-                loop.call_soon_threadsafe(_put, ev)
-            except RuntimeError:  # the loop is closed: nobody is listening, the next step cancels
-                if ev.__class__ is Chunk:
-                    holder[0].cancelled = True
-
+    def stream(self, prompt: Sequence[int], params: SamplingParams, *, loop: asyncio.AbstractEventLoop | None = None,
+               param: str = "prompt") -> Stream:
+        """Submit and return the request's Stream: iterate it with `for` (blocking), or with `async for` when
+        `loop` (the running event loop) is given."""
         holder: list[Request] = []
-        holder.append(self.submit(prompt, params, sink))
-        return AsyncStream(self, holder[0], q)
+        stream = Stream(lambda: self.cancel(holder[0]) if holder else None, loop)
+        holder.append(self.submit(prompt, params, stream.put, param=param))
+        stream.request = holder[0]
+        return stream
 
     def generate(self, prompt: Sequence[int], params: SamplingParams) -> Result:
         return self.stream(prompt, params).wait()
@@ -247,10 +159,9 @@ class Scheduler:
 
     def pin(self, tokens: Sequence[int]) -> Slot:
         """Read `tokens` once and keep their KV pinned (never evicted) until unpin(); returns the handle."""
-        q: queue.SimpleQueue = queue.SimpleQueue()
-        req = self.submit(tokens, SamplingParams(max_tokens=1), q.put, pin=True, prefill_only=True)
-        while not isinstance(res := q.get(), Result):
-            pass
+        stream = Stream(lambda: None)
+        req = self.submit(tokens, SamplingParams(max_tokens=1), stream.put, pin=True, prefill_only=True)
+        res = stream.wait()
         if res.finish_reason == "error":
             raise InvalidRequest(f"could not pin the prefix: {res.error}", param="prefix")
         return req.slot
@@ -271,7 +182,7 @@ class Scheduler:
     def unpin(self, slot: Slot) -> None:
         self.call(lambda: self.cache.unpin(slot))
 
-    def stats(self, timeout: float | None = 30.0) -> dict:
+    def stats(self, timeout: float | None = 30.0) -> SchedulerStats:
         """A snapshot for /metrics and the benchmarks (computed on the scheduler thread, between steps)."""
         return self.call(self._stats, timeout)
 
@@ -350,8 +261,8 @@ class Scheduler:
         self._admit()
         if not self.running:
             return
-        if self.config.idle_kv_cells >= 0:
-            self.cache.trim_idle(self.config.idle_kv_cells)
+        if self.settings.kv_idle_cells >= 0:
+            self.cache.trim_idle(self.settings.kv_idle_cells)
         step = self._decode()
         if step is not None:
             self._advance(*step)
@@ -372,7 +283,7 @@ class Scheduler:
             logits.append(True)
         budget = self.max_batch - len(tokens)
         if decoding:
-            budget = min(budget, self.config.prefill_chunk)
+            budget = min(budget, self.settings.prefill_chunk)
         chunks: list[tuple[Request, int]] = []
         for r in self.running:
             if r.status is not Status.PREFILL or budget <= 0:
@@ -397,13 +308,15 @@ class Scheduler:
         everyone; None when no request is left to run."""
         while self.running:
             b = self._batch()
+            if not b.tokens:  # only prompts already wholly cached (a read-ahead of a cached header): nothing to run
+                return b.decoding, b.chunks
             try:
                 self.engine.decode(b.tokens, b.positions, b.seqs, b.logits)
             except KVFull as e:
                 self._kv_full(e)
                 continue
-            self.totals["decode_calls"] += 1
-            self.totals["batch_tokens"] += len(b.tokens)
+            self.totals.decode_calls += 1
+            self.totals.batch_tokens += len(b.tokens)
             return b.decoding, b.chunks
         return None
 
@@ -411,7 +324,7 @@ class Scheduler:
         """One way out of a full KV cache, mildest first: evict an idle sequence; requeue the newest request
         still reading its prompt while others run (it has sent nothing: it resumes from what it read); fail
         the newest request, alone (a reply already streaming cannot be replayed)."""
-        self.totals["kv_full"] += 1
+        self.totals.kv_full += 1
         idle = self.cache.idle_slots()
         if idle:
             self.cache.evict(idle[0])
@@ -435,25 +348,21 @@ class Scheduler:
         if r.sampler is not None:
             r.sampler.close()
         r.sampler = r.detok = r.stops = None
-        self.totals["cached_tokens"] -= r.cached_tokens
-        self.totals["prompt_tokens"] -= len(r.prompt)
-        self.totals["requeued"] += 1
-        r.status, r.slot, r.n_past, r.reserved, r.batch_index = Status.WAITING, None, 0, 0, -1
+        self.totals.cached_tokens -= r.cached_tokens
+        self.totals.prompt_tokens -= len(r.prompt)
+        self.totals.requeued += 1
+        r.status, r.slot, r.n_past, r.batch_index = Status.WAITING, None, 0, -1
         self.waiting.appendleft(r)
 
     def _advance(self, decoding: list[Request], chunks: list[tuple[Request, int]]) -> None:
-        """After a decode: what was read is in the sequences' KV; sample and emit."""
-        ledger = self.cache.ledger
+        """After a decode: what was read is in the sequences' KV (the cache records it, tokens, cells and index
+        together); sample and emit."""
         for r, end in chunks:
-            slot = r.slot
             n = end - r.n_past
-            slot.tokens.extend(r.prompt[r.n_past:end])
+            self.cache.advance(r.slot, r.prompt[r.n_past:end], index=True)  # shareable at once, even mid-prompt
             r.n_past = end
-            ledger.extend(slot.seq, end)
-            r.reserved -= n
             r.prefilled += n
-            self.totals["prefilled_tokens"] += n
-            self.cache.grew(slot)  # what is read is shareable at once, even mid-prompt
+            self.totals.prefilled_tokens += n
             if end == len(r.prompt):
                 if r.max_new == 0:
                     self._finish(r, "stop")
@@ -461,22 +370,20 @@ class Scheduler:
                     r.status = Status.DECODE
                     self._emit(r, self.engine.sample(r.sampler, r.batch_index))
         for r in decoding:
-            r.slot.tokens.append(r.next_token)
+            self.cache.advance(r.slot, (r.next_token,))
             r.n_past += 1
-            ledger.extend(r.slot.seq, r.n_past)
-            r.reserved -= 1
             self._emit(r, self.engine.sample(r.sampler, r.batch_index))
 
     def _admit(self) -> None:
         held: list[Request] = []
-        while self.waiting and len(self.running) < self.config.max_running:
+        while self.waiting and len(self.running) < self.settings.max_running:
             r = self.waiting.popleft()
             if not r.hashes:
                 r.hashes = chain_hashes(r.prompt)
             if self._shares_running_prefill(r):
                 held.append(r)
                 continue
-            outstanding = sum(max(0, x.reserved) for x in self.running)
+            outstanding = sum(x.outstanding_cells for x in self.running)
             try:
                 attached = self.cache.attach(r, protect_cells=outstanding)
             except Exception as e:  # never lose a request: it gets an error record
@@ -494,7 +401,6 @@ class Scheduler:
                     f"{r.max_new} max_tokens) and the KV budget is {self.cache.kv_budget} tokens (--kv-size), of "
                     f"which pinned prefixes hold {pinned}; lower max_tokens or the prompt, or raise --kv-size"))
                 continue
-            r.reserved = len(r.prompt) - r.n_past + r.max_new
             r.admitted = time.perf_counter()
             r.status = Status.PREFILL
             self.running.append(r)
@@ -502,8 +408,8 @@ class Scheduler:
                 r.sampler = self.engine.make_sampler(r.params, r.prompt)
                 r.detok = IncrementalDetokenizer(self.engine.piece)
                 r.stops = StopMatcher(r.params.stop)
-            self.totals["cached_tokens"] += r.cached_tokens
-            self.totals["prompt_tokens"] += len(r.prompt)
+            self.totals.cached_tokens += r.cached_tokens
+            self.totals.prompt_tokens += len(r.prompt)
         self.waiting.extendleft(reversed(held))
 
     def _shares_running_prefill(self, r: Request) -> bool:
@@ -591,8 +497,8 @@ class Scheduler:
             error_code=code,
             max_tokens=r.max_new,
         )
-        self.totals[f"finished_{reason}"] += 1
-        self.totals["generated_tokens"] += n_gen
+        self.totals.finished[reason] = self.totals.finished.get(reason, 0) + 1
+        self.totals.generated_tokens += n_gen
         for obs in () if r.internal else self.observers:
             try:
                 obs(r, res)
@@ -600,22 +506,23 @@ class Scheduler:
                 log.exception("observer failed")
         r.sink(res)
 
-    def _stats(self) -> dict:
+    def _stats(self) -> SchedulerStats:
         c = self.cache
         store = c.store
-        return {
-            "running": len(self.running),
-            "waiting": len(self.waiting),
-            "kv_cells_used": c.cells_used,
-            "kv_cells_idle": c.idle_cells(),
-            "kv_cells_budget": c.kv_budget,
-            "live_sequences": len(c.slots),
-            "pinned_sequences": sum(1 for s in c.slots.values() if s.pins),
-            "ram_bytes": store.ram_used if store else 0,
-            "disk_bytes": store.disk_used if store else 0,
-            "ram_states": store.ram_count if store else 0,
-            "disk_states": store.disk_count if store else 0,
-            "corrupt_cache_files": store.corrupt_files if store else 0,
-            **{f"cache_{k}": v for k, v in vars(c.counters).items()},
-            **dict(self.totals),
-        }
+        return SchedulerStats(
+            running=len(self.running),
+            waiting=len(self.waiting),
+            prefilling=tuple((r.id, r.n_past, len(r.prompt)) for r in self.running if r.status is Status.PREFILL),
+            kv_cells_used=c.cells_used,
+            kv_cells_idle=c.idle_cells(),
+            kv_cells_budget=c.kv_budget,
+            live_sequences=len(c.slots),
+            pinned_sequences=sum(1 for s in c.slots.values() if s.pins),
+            ram_bytes=store.ram_used if store else 0,
+            disk_bytes=store.disk_used if store else 0,
+            ram_states=store.ram_count if store else 0,
+            disk_states=store.disk_count if store else 0,
+            corrupt_cache_files=store.corrupt_files if store else 0,
+            cache=dataclasses.replace(c.counters),
+            totals=self.totals.copy(),
+        )

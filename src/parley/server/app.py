@@ -24,11 +24,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from parley import __version__
+from parley.api import Parley
 from parley.errors import Overloaded
 from parley.sampling import describe
 from parley.server import conversations_api, errors, openai_api, tgi_api
 from parley.server.auth import ApiKeyAuth
-from parley.server.conversation_store import ConversationStore
 from parley.server.head import HeadAsGet
 from parley.server.hosts import HostCheck, HostPolicy
 from parley.server.lifecycle import DrainGate
@@ -59,24 +59,19 @@ INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>parley: {name
 """
 
 
-def create_app(parley, settings: ServerSettings | None = None) -> FastAPI:
+def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
-    metrics = Metrics(parley.name, __version__, parley.engine.kv_bytes_per_cell)
+    metrics = Metrics(parley.name, __version__, parley.info.kv_bytes_per_cell)
     state = ServerState(parley=parley, settings=settings, metrics=metrics,
-                        gate=ConcurrencyGate(settings.max_concurrent),
-                        conversations=ConversationStore(settings.max_conversations))
+                        gate=ConcurrencyGate(settings.max_concurrent))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        observers = parley.scheduler.observers
-        observers.append(metrics.observe)
+        remove = parley.on_finish(metrics.observe)
         try:
             yield
         finally:
-            with contextlib.suppress(ValueError):
-                observers.remove(metrics.observe)
-            for task in list(state.background):
-                task.cancel()
+            remove()
 
     app = FastAPI(title="parley", version=__version__, lifespan=lifespan,
                   description=DESCRIPTION.replace("{sampling}", describe(settings.sampling)))
@@ -95,10 +90,11 @@ def create_app(parley, settings: ServerSettings | None = None) -> FastAPI:
     @app.get("/metrics", tags=["Monitoring"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus(state: State):
         try:
-            stats = await asyncio.wait_for(asyncio.to_thread(state.parley.scheduler.stats), timeout=10)
+            stats = await asyncio.wait_for(asyncio.to_thread(state.parley.stats), timeout=10)
+            conversations = await asyncio.to_thread(state.parley.conversations.store.count_conversations)
         except (TimeoutError, RuntimeError) as e:
             raise Overloaded(f"the scheduler did not answer for its stats: {e or 'timeout'}") from None
-        text = state.metrics.render(stats, in_flight=state.gate.active, conversations=len(state.conversations))
+        text = state.metrics.render(stats, in_flight=state.gate.active, conversations=conversations)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     routes = RouteTable.of(app, routers)
@@ -109,7 +105,7 @@ def create_app(parley, settings: ServerSettings | None = None) -> FastAPI:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
     app.add_middleware(DrainGate, state=state)
     app.add_middleware(HostCheck, policy=HostPolicy.from_settings(settings))
-    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout)
     app.add_middleware(HttpMetrics, metrics=metrics, routes=routes)
     if settings.cors_origins:  # outermost: a browser's preflight carries no API key
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),

@@ -3,7 +3,7 @@
 uvicorn times out only idle keep-alive connections, and only after a first response: a socket that sends its
 request line and headers one byte at a time (or nothing at all) is kept open forever, and its `limit_concurrency`
 is checked only once a whole request has arrived. So `GuardedH11Protocol`:
-  - closes a connection whose request line and headers have not all arrived `header_timeout_s` after it opened
+  - closes a connection whose request line and headers have not all arrived `header_timeout` after it opened
     (or after the first byte of its next request on a kept-alive connection), answering 408 when a request had
     begun;
   - answers 503 and closes a connection opened beyond `max_connections` (idle keep-alive ones count).
@@ -34,7 +34,7 @@ def raw_error(status: int, reason: str, message: str, code: str) -> bytes:
 
 
 class GuardedH11Protocol(H11Protocol):
-    header_timeout_s: float = 10.0
+    header_timeout: float = 10.0
     max_connections: int = 256
 
     def connection_made(self, transport) -> None:
@@ -72,7 +72,7 @@ class GuardedH11Protocol(H11Protocol):
     # ---- the header clock ----------------------------------------------------------------------------------
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def _cancel_header_timer(self) -> None:
         timer = getattr(self, "_header_timer", None)
@@ -87,12 +87,12 @@ class GuardedH11Protocol(H11Protocol):
         if self._got_bytes:
             self.transport.write(raw_error(
                 408, "Request Timeout",
-                f"the request line and headers did not arrive within {self.header_timeout_s:g} s "
-                "(header_timeout_s, `parley serve --header-timeout`)", "header_timeout"))
+                f"the request line and headers did not arrive within {self.header_timeout:g} s "
+                "(header_timeout, `parley serve --header-timeout`)", "header_timeout"))
         self.transport.close()
 
 
 def protocol_for(settings) -> type[GuardedH11Protocol]:
     """The protocol class for uvicorn.Config(http=...), with this server's limits."""
     return type("ParleyH11Protocol", (GuardedH11Protocol,),
-                {"header_timeout_s": settings.header_timeout_s, "max_connections": settings.max_connections})
+                {"header_timeout": settings.header_timeout, "max_connections": settings.max_connections})

@@ -6,7 +6,7 @@
 The stop, step by step:
 1. The first signal starts draining (`ServerState.drain`): the listening socket stays open, but every new
    request gets 503 `shutting_down` in the OpenAI error shape (DrainGate); running replies go on.
-2. When none is left, or `shutdown_grace_s` has passed, the replies still running are cancelled through the
+2. When none is left, or `shutdown_grace` has passed, the replies still running are cancelled through the
    scheduler: each ends with finish_reason "cancelled" and its proper last event (a stream: the closing chunk,
    then `data: [DONE]`; a waiting request: its JSON answer). A second signal ends the grace period at once.
 3. Then uvicorn stops: every reply has been answered, so no task is cancelled mid-write (no CancelledError,
@@ -49,12 +49,12 @@ async def drain(state, poll_s: float = POLL_S) -> None:
     while state.generations and time.monotonic() < state.drain.deadline:
         await asyncio.sleep(poll_s)
     if state.generations:
-        grace = state.settings.shutdown_grace_s
-        log.warning("shutdown: ending %d running replies after the %g s grace period (shutdown_grace_s)",
+        grace = state.settings.shutdown_grace
+        log.warning("shutdown: ending %d running replies after the %g s grace period (shutdown_grace)",
                     len(state.generations), grace)
         for gen in list(state.generations):
             gen.cancel(f"the server shut down; the reply was ended after the {grace:g} s grace period "
-                       "(shutdown_grace_s, `parley serve --shutdown-grace`)")
+                       "(shutdown_grace, `parley serve --shutdown-grace`)")
         end = time.monotonic() + CANCELLED_WAIT_S
         while state.generations and time.monotonic() < end:
             await asyncio.sleep(poll_s)
@@ -89,7 +89,7 @@ class GracefulServer(uvicorn.Server):
         self._captured_signals.append(sig)   # uvicorn raises them again once it has stopped (see cli/serve.py)
         self._signals += 1
         if self._signals == 1:
-            self.state.drain.start(reason_for(sig), self.state.settings.shutdown_grace_s)
+            self.state.drain.start(reason_for(sig), self.state.settings.shutdown_grace)
         elif self._signals == 2:
             self.state.drain.end_grace()
         else:
@@ -110,7 +110,7 @@ class GracefulServer(uvicorn.Server):
 def make_config(app, settings: ServerSettings, **uvicorn_options) -> uvicorn.Config:
     """uvicorn.Config with parley's connection limits (server/connections.py) and keep-alive."""
     options = {"timeout_graceful_shutdown": UVICORN_BACKSTOP_S, **uvicorn_options}
-    return uvicorn.Config(app, http=protocol_for(settings), timeout_keep_alive=settings.keep_alive_s, **options)
+    return uvicorn.Config(app, http=protocol_for(settings), timeout_keep_alive=settings.keep_alive, **options)
 
 
 def make_server(app, settings: ServerSettings, **uvicorn_options) -> GracefulServer:

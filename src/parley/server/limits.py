@@ -1,6 +1,6 @@
 """Request-size, request-time and concurrency limits.
 
-BodyDeadline (ASGI middleware, outside every layer that reads a body) gives the whole body body_timeout_s from
+BodyDeadline (ASGI middleware, outside every layer that reads a body) gives the whole body body_timeout from
 the moment the headers arrived: a client dripping its body one byte at a time gets a 408 naming the setting and
 the connection is closed. Once the body is complete, waiting for the client to leave is not timed.
 
@@ -94,7 +94,7 @@ class BodyDeadline:
             if started:  # an answer is already on its way: nothing more can be said, the connection just ends
                 return
             message = (f"the request body did not arrive within {self.seconds:g} s of the headers "
-                       "(body_timeout_s, `parley serve --body-timeout`)")
+                       "(body_timeout, `parley serve --body-timeout`)")
             body = error_body(message, code="body_timeout", status=408, path=scope["path"])
             await send_json(send, 408, body, close=True)
 

@@ -108,7 +108,8 @@ class Metrics:
             self.http[(route, method, status)] += 1
 
     # ---- output ------------------------------------------------------------------------------------------
-    def render(self, stats: dict, *, in_flight: int, conversations: int) -> str:
+    def render(self, stats, *, in_flight: int, conversations: int) -> str:
+        """The exposition text; `stats` is a parley SchedulerStats snapshot."""
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
@@ -147,41 +148,41 @@ class Metrics:
                  self.per_token)
             hist("parley_queue_seconds", "Time a request waited for a sequence.", self.queued)
         metric("parley_requests_running", "gauge", "Generations decoding or prefilling now.",
-               [({}, s.get("running", 0))])
-        metric("parley_requests_waiting", "gauge", "Generations queued for a sequence.", [({}, s.get("waiting", 0))])
+               [({}, s.running)])
+        metric("parley_requests_waiting", "gauge", "Generations queued for a sequence.", [({}, s.waiting)])
         metric("parley_http_requests_generating", "gauge", "HTTP requests generating now (max_concurrent caps it).",
                [({}, in_flight)])
-        metric("parley_conversations", "gauge", "Conversations held by /v1/conversations.", [({}, conversations)])
+        metric("parley_conversations", "gauge", "Conversations in the store (/v1/conversations).", [({}, conversations)])
         metric("parley_kv_cells_used", "gauge", "KV cache cells (tokens) held by live sequences.",
-               [({}, s.get("kv_cells_used", 0))])
+               [({}, s.kv_cells_used)])
         metric("parley_kv_cells_idle", "gauge", "KV cells held only by idle conversations (--kv-idle-cells caps "
-               "them while anyone decodes).", [({}, s.get("kv_cells_idle", 0))])
+               "them while anyone decodes).", [({}, s.kv_cells_idle)])
         metric("parley_kv_cells_budget", "gauge", "KV cache cells available (--kv-size).",
-               [({}, s.get("kv_cells_budget", 0))])
+               [({}, s.kv_cells_budget)])
         metric("parley_kv_sequences", "gauge", "Live KV sequences, and how many are pinned.",
-               [({"state": "live"}, s.get("live_sequences", 0)), ({"state": "pinned"}, s.get("pinned_sequences", 0))])
-        tiers = [({"tier": "ram"}, s.get("ram_bytes", 0)), ({"tier": "disk"}, s.get("disk_bytes", 0))]
+               [({"state": "live"}, s.live_sequences), ({"state": "pinned"}, s.pinned_sequences)])
+        tiers = [({"tier": "ram"}, s.ram_bytes), ({"tier": "disk"}, s.disk_bytes)]
         if self.kv_cell_bytes:
-            tiers.insert(0, ({"tier": "live"}, s.get("kv_cells_used", 0) * self.kv_cell_bytes))
+            tiers.insert(0, ({"tier": "live"}, s.kv_cells_used * self.kv_cell_bytes))
         metric("parley_kv_bytes", "gauge", "KV cache bytes by tier (live: cells used x bytes per cell, estimated).",
                tiers)
         metric("parley_kv_states", "gauge", "Saved KV states by tier.",
-               [({"tier": "ram"}, s.get("ram_states", 0)), ({"tier": "disk"}, s.get("disk_states", 0))])
+               [({"tier": "ram"}, s.ram_states), ({"tier": "disk"}, s.disk_states)])
         metric("parley_cache_hits_total", "counter", "Prompts that reused a cached prefix, by tier.",
-               [({"tier": t}, s.get(f"cache_hits_{t}", 0)) for t in ("live", "ram", "disk")])
+               [({"tier": t}, getattr(s.cache, f"hits_{t}")) for t in ("live", "ram", "disk")])
         metric("parley_cache_misses_total", "counter", "Prompts with no cached prefix.",
-               [({}, s.get("cache_misses", 0))])
+               [({}, s.cache.misses)])
         metric("parley_cache_evictions_total", "counter", "Sequences evicted from the live KV cache.",
-               [({}, s.get("cache_evictions", 0))])
+               [({}, s.cache.evictions)])
         metric("parley_cache_idle_trims_total", "counter",
                "Idle conversations moved out of the context to RAM/disk so decoding scans fewer cells.",
-               [({}, s.get("cache_idle_trims", 0))])
+               [({}, s.cache.idle_trims)])
         metric("parley_cache_saved_states_total", "counter", "KV states saved to RAM or disk.",
-               [({}, s.get("cache_saved_states", 0))])
+               [({}, s.cache.saved_states)])
         metric("parley_cache_restore_failures_total", "counter", "Saved KV states that could not be restored.",
-               [({}, s.get("cache_restore_failures", 0))])
+               [({}, s.cache.restore_failures)])
         metric("parley_cache_corrupt_files", "gauge", "Disk cache files that failed their checks.",
-               [({}, s.get("corrupt_cache_files", 0))])
+               [({}, s.corrupt_cache_files)])
         return "\n".join(lines) + "\n"
 
 

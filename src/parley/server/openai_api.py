@@ -80,7 +80,7 @@ def sampling(state: ServerState, body, *, max_tokens: int | None, max_tokens_nam
                                          llama_compat.n_predict(body, state.settings.tokens_cap(ctx)))
     changes, names = P.openai_changes(body, max_tokens_name=max_tokens_name, max_tokens=max_tokens)
     llama_compat.apply(body, changes, names, context_size=ctx)
-    stops = state.parley.template.stops if chat else ()
+    stops = state.parley.chat_stops if chat else ()
     return P.build(state.settings.sampling, changes, names, settings=state.settings, context_size=ctx,
                    template_stops=stops)
 
@@ -98,8 +98,10 @@ def with_note(prompt: Prompt, note: str) -> Prompt:
     return prompt
 
 
-def generation(state: ServerState, prompt: Prompt, params: SamplingParams, body) -> Generation:
-    return Generation(state, prompt.tokens, params, time_limit_s=llama_compat.time_limit_s(body))
+async def generation(state: ServerState, prompt: Prompt, params: SamplingParams, body, param: str) -> Generation:
+    parley = state.parley
+    return await Generation.start(state, lambda loop: parley.generate(prompt.tokens, params, loop=loop, param=param),
+                                  time_limit_s=llama_compat.time_limit_s(body))
 
 
 @router.post("/v1/chat/completions", summary="Chat completion (OpenAI; llama-server's own fields accepted)")
@@ -108,7 +110,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     name, max_tokens = P.pick("max_tokens", body.max_tokens, "max_completion_tokens", body.max_completion_tokens)
     params = sampling(state, body, max_tokens=max_tokens, max_tokens_name=name, chat=True)
     prompt = await off_loop(chat_prompt, state, body, params)
-    gen = generation(state, prompt, params, body)
+    gen = await generation(state, prompt, params, body, "messages")
     model = state.parley.name
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
@@ -129,11 +131,11 @@ def completion_prompt(state: ServerState, prompt) -> tuple[list[int], str]:
     if isinstance(prompt, str):
         if not prompt:
             raise InvalidRequest("prompt is empty", param="prompt")
-        return state.parley.builder.tokenize_prompt(prompt), prompt
+        return state.parley.tokenize(prompt), prompt
     if not prompt:
         raise InvalidRequest("prompt is empty", param="prompt")
-    state.parley.engine.check_tokens(prompt, "prompt")
-    return list(prompt), state.parley.engine.detokenize(prompt)
+    state.parley.check_tokens(prompt, "prompt")
+    return list(prompt), state.parley.detokenize(prompt)
 
 
 def check_completion(body: CompletionRequest) -> None:
@@ -172,7 +174,7 @@ async def completions(body: CompletionRequest, request: Request, state: State):
     check_completion(body)
     params = sampling(state, body, max_tokens=body.max_tokens, max_tokens_name="max_tokens", chat=False)
     prompt, text = await off_loop(text_prompt, state, body)
-    gen = generation(state, prompt, params, body)
+    gen = await generation(state, prompt, params, body, "prompt")
     model = state.parley.name
     echo = text if body.echo else ""
     if body.stream:

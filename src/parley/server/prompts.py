@@ -4,18 +4,9 @@ stay), and the caller reports how many in the response."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from parley.api import Prompt, PromptTooLong, validate_messages
 from parley.errors import LimitExceeded
 from parley.server.settings import ServerSettings
-from parley.text.template import validate_messages
-
-
-@dataclass
-class Prompt:
-    tokens: list[int]
-    dropped: int = 0        # messages left out to fit the context
-    note: str = ""          # said in the response when something was dropped
 
 
 def chat_messages(messages) -> list[dict]:
@@ -37,49 +28,16 @@ def too_long(n: int, limit: int, context_size: int, *, param: str, hint: str = "
 
 
 def fit_chat(parley, messages: list[dict], *, max_tokens: int, settings: ServerSettings, truncate: bool) -> Prompt:
+    """The chat prompt, windowed by the facade (chat/window.py), with the server's limit named in errors."""
     ctx = parley.context_size
     limit = settings.prompt_limit(ctx)
-    built = parley.builder.build(messages)
-    n = len(built.tokens)
-    if not truncate:
-        if n > limit:
-            raise too_long(n, limit, ctx, param="messages",
-                           hint=' (send "truncate": true to drop the oldest messages)')
-        return Prompt(built.tokens)
-    # keep room for a useful reply, as parley's Conversation does
-    budget = min(limit, ctx - min(max_tokens, max(1, ctx // 4)))
-    if n <= budget:
-        return Prompt(built.tokens)
-    pinned = 0
-    while pinned < len(messages) - 1 and messages[pinned]["role"] == "system":
-        pinned += 1
-    head, rest = messages[:pinned], messages[pinned:]
-    cuts = drop_points(rest)
-    # the smallest cut whose prompt fits: fewer messages never render to more tokens, so bisect (a few builds,
-    # not one per message: thousands of messages would take minutes)
-    lo, hi, fitted = 0, len(cuts) - 1, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        built = parley.builder.build(head + rest[cuts[mid]:])
-        n = len(built.tokens)
-        if n <= budget:
-            fitted, hi = (cuts[mid], built), mid - 1
-        else:
-            lo = mid + 1
-    if fitted is None:  # n: the last message alone (the last cut tried) or the whole prompt (no cut possible)
-        raise LimitExceeded(
-            f"the system prompt and the last message alone are {n} tokens; with room for the reply the "
-            f"prompt may be {budget} tokens: {n - budget} too many even after dropping every older message",
-            param="messages", code="context_length_exceeded")
-    dropped, built = fitted
-    return Prompt(built.tokens, dropped, f"{dropped} oldest messages were dropped to fit the context")
-
-
-def drop_points(rest: list[dict]) -> list[int]:
-    """How many of the oldest messages may be dropped, ascending: the kept window starts at a user message, or
-    is the last message alone."""
-    cuts = [d for d in range(1, len(rest) - 1) if rest[d]["role"] == "user"]
-    return [*cuts, len(rest) - 1] if len(rest) > 1 else []
+    try:
+        return parley.chat_prompt(messages, max_tokens=max_tokens, truncate=truncate, prompt_limit=limit)
+    except PromptTooLong as e:
+        if truncate:
+            raise
+        raise too_long(e.tokens, limit, ctx, param="messages",
+                       hint=' (send "truncate": true to drop the oldest messages)') from None
 
 
 def fit_tokens(parley, tokens: list[int], *, settings: ServerSettings, param: str) -> Prompt:

@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator, Callable
 from starlette.responses import Response
 
 from parley import __version__
+from parley.api import Prompt, Result
 from parley.errors import LimitExceeded, ParleyError
-from parley.scheduler.request import Result
 from parley.server.errors import error_body, parley_error_response
-from parley.server.prompts import Prompt
 from parley.server.streaming import Generation, client_gone, sse
 
 FINGERPRINT = f"parley-{__version__}"

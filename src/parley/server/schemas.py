@@ -213,23 +213,58 @@ class TGIRequest(Strict):
 # ---- conversations --------------------------------------------------------------------------------------
 class ConversationCreate(SamplingFields):
     system: Text | None = Field(None, description="The system prompt, kept first and never dropped.")
-    persona: Text | None = Field(None, description="A persona by name (none exist yet).")
-    skill: Text | None = Field(None, description="A skill by name (none exist yet).")
+    persona: Text | None = Field(None, description="A persona by name (GET /v1/personas lists them): its "
+                                                   "narrative is pinned first and the model speaks as it.")
+    user_name: Text | None = Field(None, description="Who the user is in a persona's scene ({{user}}).")
     overflow: Literal["error", "truncate"] = Field(
-        "truncate", description="When the history outgrows the context: drop the oldest turns and say so "
-                                "(truncate), or answer 400 (error).")
-    title: Text | None = None
+        "truncate", description="When the history outgrows the context: drop the oldest turns in blocks and say "
+                                "so (truncate), or answer 400 (error).")
+    max_messages: int | None = Field(None, description="Keep at most this many earlier messages in the prompt "
+                                                       "(cut in blocks of half as many; 0: no cap).")
+    title: Text | None = Field(None, description="Default: the first user message's first line.")
     metadata: dict[str, Text] | None = None
+
+
+class ConversationPatch(Strict):
+    title: Text | None = None
+    system: Text | None = None
+    overflow: Literal["error", "truncate"] | None = None
+    max_messages: int | None = None
+    metadata: dict[str, Text] | None = None
+    leaf_id: Text | None = Field(None, description="Switch the current branch to the one ending at this message.")
+    defaults: SamplingFields | None = Field(None, description="Sampling defaults to change (the others stay).")
 
 
 class ConversationMessage(SamplingFields):
     content: Text
+    ignore_eos: bool | None = Field(None, description="Do not end at the end-of-turn token (max_tokens or a stop "
+                                                      "string ends the reply).")
+    parent_id: Text | None = Field(None, description="Continue from this message instead of the current leaf "
+                                                     "(a new branch).")
+    skill: Text | None = Field(None, description="Wrap this message in a skill's recipe (GET /v1/skills).")
+    skill_params: dict[str, Text] | None = Field(None, description="The skill's parameters, e.g. {\"to\": "
+                                                                   "\"German\"}.")
+    speaker: Text | None = Field(None, description="In a persona's group scene: who answers.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     truncate: bool | None = Field(None, description="Override the conversation's overflow policy for this turn.")
 
 
 class ConversationRetry(SamplingFields):
+    message_id: Text | None = Field(None, description="The user message to answer again (or a reply: answer "
+                                                      "its user message again). Default: the current leaf's.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     truncate: bool | None = None
+
+
+class ConversationEdit(SamplingFields):
+    message_id: Text = Field(description="The user message to say differently (a sibling under its parent).")
+    content: Text
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    truncate: bool | None = None
+
+
+class ConversationFork(Strict):
+    at: Text = Field(description="The message the new conversation ends at.")

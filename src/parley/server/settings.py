@@ -1,5 +1,9 @@
-"""ServerSettings: the HTTP server's named limits. Every limit a request can hit is named in its error message,
-so a user reading a 4xx knows which setting (or `parley serve` flag) to change."""
+"""ServerSettings: the HTTP server's settings and named limits, one name each (the field), one home (here).
+
+`parley serve`'s flags are generated from these fields (parley.settings.add_flags), so a field, its flag and
+its help never drift apart. Every limit a request can hit is named in its error message, so a user reading a
+4xx knows which setting (or flag) to change.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import dataclass, field
 
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
+from parley.settings import check, setting
 
 MiB = 1 << 20
 _HOST = re.compile(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+")
@@ -16,75 +21,67 @@ _HOST = re.compile(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+")
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    # Bearer token every route but /health requires (None: no authentication; then bind to localhost only).
-    api_key: str | None = None
-    # Largest request body. 2 MiB holds the longest prompt a 128k-token context can take even when every
-    # character is JSON-escaped non-ASCII (~6 bytes each); anything bigger is refused before it is parsed.
-    max_body_bytes: int = 2 * MiB
-    # Most messages in one chat request, counted before the body is validated or rendered: a body of tens of
-    # thousands of tiny messages is refused at once instead of costing seconds of template rendering.
-    max_messages: int = 4096
-    # Largest prompt in tokens (0: the model's context size minus one token for the reply).
-    max_prompt_tokens: int = 0
-    # Largest max_tokens / max_new_tokens a request may ask for (0: the context size). Requests that send none
-    # get min(parley's default, this cap).
-    max_tokens_cap: int = 0
-    # HTTP requests generating at once (streaming or not); the next one gets 429. The scheduler decodes
-    # --max-running of them at a time and queues the rest.
-    max_concurrent: int = 64
-    # Conversations kept by /v1/conversations (in memory until the store lands); creating one more is a 429.
-    max_conversations: int = 1024
-    # Web origins (scheme://host:port) whose pages may call this server from a browser (CORS); "*" allows any.
-    # Default none: a page on another site cannot read the answers, and cannot even send a JSON body.
-    cors_origins: tuple[str, ...] = ()
-    # The address the server listens on (`--host`): requests must name it, or localhost, in their Host header
-    # (a web page that rebinds its own DNS name to 127.0.0.1 sends its own name and is refused).
-    host: str = "127.0.0.1"
-    # More Host names requests may carry (a reverse proxy's, a LAN name); "*" accepts any Host.
-    allowed_hosts: tuple[str, ...] = ()
+    host: str = setting("127.0.0.1", "--host", metavar="ADDRESS",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface). "
+                             "Requests must name it, or localhost, in their Host header")
+    port: int = setting(8000, "--port", least=0, help="port (default 8000; 0 = any free port)")
+    api_key: str | None = setting(None, "--api-key", metavar="KEY", env="PARLEY_API_KEY",
+                                  help="require 'Authorization: Bearer KEY' on every route but /health (default: "
+                                       "$PARLEY_API_KEY; none: bind to localhost only)")
+    cors_origins: tuple[str, ...] = setting((), "--cors-origin", metavar="ORIGIN",
+                                            help="let web pages from ORIGIN (e.g. http://localhost:5173, or *) call "
+                                                 "the API from a browser (repeatable; default: none)")
+    allowed_hosts: tuple[str, ...] = setting(
+        (), "--allowed-host", metavar="NAME",
+        help="also answer requests whose Host header is NAME (a proxy's or LAN name; repeatable; * = any). "
+             "Without it only localhost and the --host address are answered (0.0.0.0: also any IP address and "
+             "this machine's name), so a web page cannot reach the server by rebinding its own DNS name")
+    log_level: str = setting("warning", "--log-level", choices=("critical", "error", "warning", "info", "debug"),
+                             help="uvicorn's log level (default warning; info logs every request)")
+    shutdown_grace: float = setting(10.0, "--shutdown-grace", metavar="SECONDS", least=0,
+                                    help="after SIGTERM or Ctrl-C, how long running replies may take to finish "
+                                         "before they end with finish_reason 'cancelled' (new requests get 503 "
+                                         "meanwhile; default 10)")
+    max_body_bytes: int = setting(2 * MiB, "--max-body-bytes", metavar="BYTES", least=1,
+                                  help="largest request body, refused before it is parsed (default 2 MiB: the "
+                                       "longest prompt a 128k context takes, every character JSON-escaped)")
+    max_messages: int = setting(4096, "--max-messages", metavar="N", least=1,
+                                help="most messages in one chat request, refused before they are validated or "
+                                     "rendered (default 4096)")
+    max_prompt_tokens: int = setting(0, "--max-prompt-tokens", metavar="TOKENS", least=0,
+                                     help="largest prompt in tokens (default 0: the context size)")
+    max_tokens_cap: int = setting(0, "--max-tokens-cap", metavar="TOKENS", least=0,
+                                  help="largest max_tokens a request may ask for (default 0: the context size)")
+    max_concurrent: int = setting(64, "--max-concurrent", metavar="N", least=1,
+                                  help="HTTP requests generating at once; more get 429 (default 64; the "
+                                       "scheduler decodes --max-running of them at a time and queues the rest)")
+    header_timeout: float = setting(10.0, "--header-timeout", metavar="SECONDS", least=0.001,
+                                    help="time a client has to send its request line and headers (default 10)")
+    body_timeout: float = setting(30.0, "--body-timeout", metavar="SECONDS", least=0.001,
+                                  help="time a client has to send its request body, from its headers; then 408 "
+                                       "(default 30)")
+    max_connections: int = setting(256, "--max-connections", metavar="N", least=1,
+                                   help="open connections, idle ones included; one more gets 503 (default 256)")
+    keep_alive: float = setting(5.0, "--keep-alive", metavar="SECONDS", least=0.001,
+                                help="how long an idle connection stays open between requests (default 5)")
+    docs_root: str | None = setting(None, "--docs-root", metavar="DIR",
+                                    help="POST /v1/documents may load server-side files under DIR (default: "
+                                         "none, uploads only)")
     # Sampling defaults of every HTTP request (its own fields win): SamplingParams() switches every stage off
     # with temperature 1 and top_p 1, as OpenAI and TGI define them (`parley serve --temperature ...`).
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    # Seconds running replies may take to finish after SIGTERM or Ctrl-C (new requests get 503 meanwhile);
-    # then they end with finish_reason "cancelled" and the server exits.
-    shutdown_grace_s: float = 10.0
-    # Seconds a client may take to send its request line and headers (from its first byte, or from the
-    # connection opening); then the connection is closed.
-    header_timeout_s: float = 10.0
-    # Seconds a client may take to send a request body once its headers arrived; then 408 and the connection
-    # is closed. Together with header_timeout_s: a client sending one byte at a time cannot hold a connection.
-    body_timeout_s: float = 30.0
-    # Open connections, idle keep-alive ones included; one more is answered 503 and closed.
-    max_connections: int = 256
-    # Seconds an idle keep-alive connection stays open between requests.
-    keep_alive_s: float = 5.0
 
     def __post_init__(self) -> None:
+        check(self)
         for origin in self.cors_origins:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
-                raise InvalidRequest(f"cors_origins: {origin!r} is not an origin like http://localhost:5173 (scheme "
-                                     "and host, no path) or *", param="cors_origins")
+                raise InvalidRequest(f"cors_origins (--cors-origin): {origin!r} is not an origin like "
+                                     "http://localhost:5173 (scheme and host, no path) or *", param="cors_origins")
         for host in self.allowed_hosts:
             if host != "*" and not _HOST.fullmatch(host):
-                raise InvalidRequest(f"allowed_hosts: {host!r} is not a host name or address like "
-                                     "my-box.lan or 192.168.1.20 (no scheme, port or path), or *",
+                raise InvalidRequest(f"allowed_hosts (--allowed-host): {host!r} is not a host name or address "
+                                     "like my-box.lan or 192.168.1.20 (no scheme, port or path), or *",
                                      param="allowed_hosts")
-        for name in ("max_body_bytes", "max_messages", "max_concurrent", "max_conversations", "max_connections"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidRequest(f"{name} must be a positive integer, got {value!r}", param=name)
-        for name in ("max_prompt_tokens", "max_tokens_cap"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise InvalidRequest(f"{name} must be 0 (no extra cap) or a positive integer, got {value!r}",
-                                     param=name)
-        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise InvalidRequest(f"{name} must be a positive number of seconds, got {value!r}", param=name)
-        if not isinstance(self.shutdown_grace_s, (int, float)) or not self.shutdown_grace_s >= 0:
-            raise InvalidRequest(f"shutdown_grace_s must be 0 or more seconds, got {self.shutdown_grace_s!r}",
-                                 param="shutdown_grace_s")
         if not isinstance(self.sampling, SamplingParams):
             raise InvalidRequest("sampling must be a parley.sampling.SamplingParams", param="sampling")
         if self.api_key is not None and not self.api_key.strip():

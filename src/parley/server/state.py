@@ -3,14 +3,13 @@ generations running now, and whether the server is draining for a shutdown)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from parley.server.conversation_store import ConversationStore
+from parley.api import Parley
 from parley.server.limits import ConcurrencyGate
 from parley.server.metrics import Metrics
 from parley.server.settings import ServerSettings
@@ -39,13 +38,11 @@ class Drain:
 
 @dataclass
 class ServerState:
-    parley: object                      # parley.api.Parley (not imported: tests may pass a stand-in)
+    parley: Parley                      # the one door: handlers call it and nothing below it
     settings: ServerSettings
     metrics: Metrics
     gate: ConcurrencyGate
-    conversations: ConversationStore
     started: float = field(default_factory=time.time)
-    background: set[asyncio.Task] = field(default_factory=set)   # cleanup tasks of cancelled generations
     generations: set[Any] = field(default_factory=set)           # streaming.Generation objects not yet closed
     drain: Drain = field(default_factory=Drain)
 

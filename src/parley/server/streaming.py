@@ -1,8 +1,9 @@
 """One HTTP generation from submission to cleanup, streamed (SSE) or waited for, cancelled when the client leaves.
 
-Handlers submit to the scheduler (which owns the model on its own thread) and only read the AsyncStream:
-    gen = Generation(state, tokens, params)      # 429 past max_concurrent, 503 while draining; 400s from the
-                                                 # scheduler, synchronously
+Handlers hand a `begin(loop)` to Generation.start(), which runs it in a worker thread (building a prompt and
+writing a conversation's rows must not stall the event loop) and keeps the Stream it returns:
+    gen = await Generation.start(state, lambda loop: parley.generate(tokens, params, loop=loop))
+                                                 # 429 past max_concurrent, 503 while draining, 4xx from begin()
     result = await gen.result(request)           # not streaming: None if the client disconnected (cancelled)
     return SSEResponse(events(gen), gen.close)   # streaming: `async for chunk in gen.chunks()`, then gen.close()
 A disconnect is noticed at once (a task waits for the ASGI `http.disconnect` message) and cancels the request
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 from starlette.responses import Response, StreamingResponse
 
-from parley.scheduler.request import Chunk, Result
+from parley.api import Chunk, Result
 from parley.server.errors import ShuttingDown
 
 log = logging.getLogger("parley.server")
@@ -43,26 +44,31 @@ async def wait_disconnect(receive) -> None:
 
 
 class Generation:
-    def __init__(self, state, tokens: list[int], params, on_done: Callable[[Result | None], None] | None = None,
-                 *, time_limit_s: float | None = None):
+    def __init__(self, state, stream, *, time_limit_s: float | None = None):
         self._state = state
-        self._on_done = on_done
         self._closed = False
+        self.stream = stream              # parley.api.Stream (or a Reply: the same reading interface)
         self.client_gone = False
         self.note = ""                  # why the server ended it early ("" when it did not)
         self.time_limit_s = time_limit_s
         self.limit_hit = False
         self._first_at: float | None = None
         self._newline = False
+        state.generations.add(self)
+
+    @classmethod
+    async def start(cls, state, begin: Callable, *, time_limit_s: float | None = None) -> Generation:
+        """Take a concurrency slot, run `begin(loop)` off the event loop, and follow the Stream it returns."""
         if state.drain.active:
             raise ShuttingDown(state.drain.reason)
         state.gate.acquire()
         try:
-            self.stream = state.parley.scheduler.astream(tokens, params)
+            loop = asyncio.get_running_loop()
+            stream = await asyncio.to_thread(begin, loop)
         except BaseException:
             state.gate.release()
             raise
-        state.generations.add(self)
+        return cls(state, stream, time_limit_s=time_limit_s)
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """The reply's chunks as they come (the time limit is checked on each)."""
@@ -115,33 +121,14 @@ class Generation:
             self.stream.cancel()
 
     def close(self) -> None:
-        """Release the concurrency slot; cancel the generation if it is still running; report it (on_done)."""
+        """Release the concurrency slot; cancel the generation if it is still running."""
         if self._closed:
             return
         self._closed = True
         self._state.gate.release()
         self._state.generations.discard(self)
-        if self.stream.result is not None:
-            self._done(self.stream.result)
-            return
-        self.stream.cancel()
-        task = asyncio.get_running_loop().create_task(self._finish())
-        self._state.background.add(task)
-        task.add_done_callback(self._state.background.discard)
-
-    async def _finish(self) -> None:
-        try:
-            result = await asyncio.wait_for(self.stream.wait(), timeout=60)
-        except Exception:  # the scheduler stopped: nothing more will come
-            result = None
-        self._done(result)
-
-    def _done(self, result: Result | None) -> None:
-        if self._on_done is not None:
-            try:
-                self._on_done(result)
-            except Exception:
-                log.exception("finishing a generation failed")
+        if self.stream.result is None:
+            self.stream.cancel()
 
 
 def client_gone() -> Response:

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from parley import __version__
+from parley.api import Chunk, Result
 from parley.errors import InvalidRequest
 from parley.sampling import MAX_STOP_STRINGS, SamplingParams
-from parley.scheduler.request import Chunk, Result
 from parley.server import params as P
 from parley.server.bounds import BoundedRoute, off_loop
 from parley.server.errors import NotSupported, ShuttingDown, error_body, parley_error_response
@@ -99,7 +99,7 @@ class _Prepared:
         self.params = tgi_sampling(state, p)
         if not body.inputs:
             raise InvalidRequest("inputs is empty", param="inputs")
-        tokens = state.parley.builder.tokenize_prompt(body.inputs)
+        tokens = state.parley.tokenize(body.inputs)
         self.truncated = 0
         if p.truncate is not None:
             if p.truncate < 1:
@@ -125,9 +125,8 @@ class _Prepared:
             "best_of_sequences": None,
         }
         if self.p.decoder_input_details:
-            engine = state.parley.engine
-            out["prefill"] = [{"id": t, "text": engine.piece(t).decode("utf-8", "replace") or
-                               engine.special_text(t), "logprob": None} for t in self.prompt.tokens]
+            text = state.parley.token_text
+            out["prefill"] = [{"id": t, "text": text(t), "logprob": None} for t in self.prompt.tokens]
         return out
 
     def ext(self, r: Result) -> dict:
@@ -140,7 +139,7 @@ def _token(tid: int, text: str, special: bool = False) -> dict:
 
 async def _generate(state: ServerState, request: Request, body: TGIRequest) -> dict | object:
     prep = await off_loop(_Prepared, state, body, stream=False)
-    gen = Generation(state, prep.prompt.tokens, prep.params)
+    gen = await _start(state, prep)
     tokens: list[dict] = []   # one per generated token; a chunk's text goes on its first token
 
     def on_chunk(c: Chunk) -> None:
@@ -166,10 +165,10 @@ async def _generate(state: ServerState, request: Request, body: TGIRequest) -> d
 
 
 async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
-    engine = state.parley.engine
+    eos_id = state.parley.eos_id
     held: dict | None = None
     index = 0
-    last_id = engine.eos_id
+    last_id = eos_id
 
     def event(token: dict, final: dict | None = None) -> str:
         nonlocal index
@@ -203,7 +202,7 @@ async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
         if tgi_finish(r) == "eos_token":
             if held is not None:
                 yield event(held)
-            yield event(_token(engine.eos_id, "", special=True), final)
+            yield event(_token(eos_id, "", special=True), final)
         elif held is not None:
             yield event(held, final)
         else:
@@ -212,9 +211,15 @@ async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
         gen.close()
 
 
+async def _start(state: ServerState, prep: _Prepared) -> Generation:
+    parley = state.parley
+    return await Generation.start(
+        state, lambda loop: parley.generate(prep.prompt.tokens, prep.params, loop=loop, param="inputs"))
+
+
 async def _stream(state: ServerState, body: TGIRequest) -> SSEResponse:
     prep = await off_loop(_Prepared, state, body, stream=True)
-    gen = Generation(state, prep.prompt.tokens, prep.params)
+    gen = await _start(state, prep)
     return SSEResponse(_stream_events(state, prep, gen), gen.close)
 
 
@@ -255,15 +260,15 @@ async def info(state: State):
         "max_input_length": limit,
         "max_total_tokens": ctx,
         "max_new_tokens": s.tokens_cap(ctx),
-        "max_batch_total_tokens": parley.engine.n_ctx,
-        "max_batch_size": parley.scheduler.config.max_running,
+        "max_batch_total_tokens": parley.info.kv_size,
+        "max_batch_size": parley.info.max_running,
         "max_client_batch_size": 1,
         "validation_workers": 1,
         "router": "parley",
         "version": __version__,
         "sha": None,
         "docker_label": None,
-        "chat_template": parley.template.name,
+        "chat_template": parley.info.chat_format,
     }
 
 

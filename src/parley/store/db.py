@@ -237,6 +237,9 @@ class Store:
             (*args, limit))
         return [_conversation(r[:-1], r[-1]) for r in rows]
 
+    def count_conversations(self) -> int:
+        return self._read("SELECT COUNT(*) FROM conversations")[0][0]
+
     def update_conversation(self, conversation_id: str, **fields: Any) -> Conversation:
         unknown = set(fields) - _CONV_FIELDS
         if unknown:
@@ -398,11 +401,23 @@ class Store:
                 return current
             current = kids[-1].id
 
-    def mark_interrupted(self) -> int:
-        """At start-up: replies a previous process left mid-generation are marked partial and cancelled."""
+    def unfinished_replies(self) -> list[Message]:
+        """Replies still being written (or left so by a process that died mid-reply)."""
+        rows = self._read(f"SELECT {_MSG_COLS} FROM messages WHERE role = 'assistant' AND finish_reason IS NULL")
+        return [_message(r) for r in rows]
+
+    def mark_interrupted(self, message_ids: Sequence[str] | None = None) -> int:
+        """Replies cut short by a process that died are marked partial and cancelled (all unfinished ones when
+        `message_ids` is None)."""
         with self._write("marking interrupted replies") as db:
-            return db.execute("UPDATE messages SET finish_reason = 'cancelled', partial = 1 "
-                              "WHERE role = 'assistant' AND finish_reason IS NULL").rowcount
+            if message_ids is None:
+                return db.execute("UPDATE messages SET finish_reason = 'cancelled', partial = 1 "
+                                  "WHERE role = 'assistant' AND finish_reason IS NULL").rowcount
+            n = 0
+            for mid in message_ids:
+                n += db.execute("UPDATE messages SET finish_reason = 'cancelled', partial = 1 "
+                                "WHERE id = ? AND finish_reason IS NULL", (mid,)).rowcount
+            return n
 
     # ---- search ------------------------------------------------------------------------------------------
     def search(self, text: str, *, limit: int = 20, owner: str | None = None) -> list[SearchHit]:
@@ -432,4 +447,4 @@ def auto_title(text: str, limit: int = 60) -> str:
 
 def _short(value: str, limit: int = 64) -> str:
     """An id as shown in an error: quoted, and cut when a client sent something huge."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"

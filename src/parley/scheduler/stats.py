@@ -1,0 +1,50 @@
+"""What the scheduler reports: a snapshot taken between steps (Scheduler.stats()) and its running totals.
+
+Plain dataclasses with named fields (a renamed field is an error at once, never a silent 0); `as_dict()` for
+JSON (benchmarks, logs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Totals:
+    """Counters since start (the scheduler thread adds to them)."""
+
+    decode_calls: int = 0
+    batch_tokens: int = 0          # tokens over every decode call
+    prompt_tokens: int = 0         # of admitted requests
+    cached_tokens: int = 0         # prompt tokens whose KV was reused
+    prefilled_tokens: int = 0      # prompt tokens computed
+    generated_tokens: int = 0
+    kv_full: int = 0               # decode calls llama.cpp refused for want of free cells
+    requeued: int = 0              # requests put back in the queue to make room
+    finished: dict[str, int] = field(default_factory=dict)   # finish reason -> requests
+
+    def copy(self) -> Totals:
+        return dataclasses.replace(self, finished=dict(self.finished))
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    running: int
+    waiting: int
+    prefilling: tuple[tuple[int, int, int], ...]   # (request id, prompt tokens read, prompt tokens) per request
+    kv_cells_used: int
+    kv_cells_idle: int             # held only by idle conversations
+    kv_cells_budget: int
+    live_sequences: int
+    pinned_sequences: int
+    ram_bytes: int
+    disk_bytes: int
+    ram_states: int
+    disk_states: int
+    corrupt_cache_files: int
+    cache: object                  # prefix_cache.CacheCounters: hits by tier, misses, evictions, ...
+    totals: Totals
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)

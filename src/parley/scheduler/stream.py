@@ -1,0 +1,110 @@
+"""Stream: one request's output, read by a blocking consumer (`for chunk in stream`) or an asyncio one
+(`async for chunk in stream`), from the same object.
+
+The scheduler thread calls `put()` (the request's sink) with Chunks and, last, the Result. Consumers get the
+chunks in order; `result` is set when the Result arrives. Leaving an iteration before the end (break, an
+exception, Ctrl-C, a client that went away) cancels the request; its KV so far stays cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
+
+from parley.scheduler.request import Chunk, Result
+
+
+class Stream:
+    def __init__(self, cancel: Callable[[], None], loop: asyncio.AbstractEventLoop | None = None):
+        self._cancel = cancel
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop = loop
+        self._wake = asyncio.Event() if loop is not None else None
+        self.result: Result | None = None
+        self.request = None     # the scheduler's Request, once submitted
+
+    def progress(self) -> tuple[int, int]:
+        """(prompt tokens read so far, prompt tokens): what a page shows while a long prompt is read. Read from
+        another thread without a lock: two ints, at worst a step old."""
+        r = self.request
+        if r is None:
+            return 0, 0
+        return min(r.n_past, len(r.prompt)), len(r.prompt)
+
+    # ---- producer side (any thread) ----------------------------------------------------------------------
+    def put(self, event: Chunk | Result) -> None:
+        self._q.put(event)
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                self._cancel()
+
+    # ---- consumer side -----------------------------------------------------------------------------------
+    def _take(self, event) -> bool:
+        """True when `event` ends the stream."""
+        if isinstance(event, Result):
+            self.result = event
+            return True
+        return False
+
+    def __iter__(self) -> Iterator[Chunk]:
+        if self.result is not None:
+            return
+        try:
+            while True:
+                event = self._q.get()
+                if self._take(event):
+                    return
+                yield event
+        finally:
+            if self.result is None:
+                self.cancel()
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._agen()
+
+    async def _agen(self) -> AsyncIterator[Chunk]:
+        if self._wake is None:
+            raise RuntimeError("this stream was made without an event loop: iterate it with a plain for")
+        if self.result is not None:
+            return
+        try:
+            while True:
+                try:
+                    event = self._q.get_nowait()
+                except queue.Empty:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    continue
+                if self._take(event):
+                    return
+                yield event
+        finally:
+            if self.result is None:
+                self.cancel()
+
+    def cancel(self) -> None:
+        """Stop the request within one scheduler step (from any thread, or a signal handler)."""
+        if self.result is None:
+            self._cancel()
+
+    def wait(self) -> Result:
+        """Block until the Result (reading and dropping the chunks)."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    async def finished(self) -> Result:
+        async for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    def text(self) -> Iterator[str]:
+        """The reply's text, chunk by chunk (blocking)."""
+        for chunk in self:
+            if chunk.text:
+                yield chunk.text
