@@ -133,3 +133,17 @@ def test_timeouts_must_be_positive():
     with pytest.raises(InvalidRequest, match="max_connections"):
         ServerSettings(max_connections=0)
 
+
+
+def test_accepted_connections_have_nodelay(slow_guard):
+    """h11 writes a response's head and body separately: without TCP_NODELAY every kept-alive request after the
+    first waits for the client's delayed ACK (40 ms on Linux). Read off the server's own accepted sockets."""
+    import socket
+
+    with httpx.Client(base_url=slow_guard.url) as client:
+        assert client.get("/health").status_code == 200
+        conns = [c for c in slow_guard.server.server_state.connections if c.transport is not None]
+        assert conns
+        socks = [c.transport.get_extra_info("socket") for c in conns]
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in socks)
+        assert client.get("/health").status_code == 200
