@@ -14,7 +14,7 @@ LLAMA_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS ?= $(shell sh scripts/llama-cmake-args)
 ARGS ?=
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench clean chromium
 
 run: install
 	$(VENV)/bin/parley $(if $(ARGS),$(ARGS),serve)
@@ -38,10 +38,18 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.llama
 
 $(VENV)/.test-deps: $(VENV)/.installed
 	$(PIP) install -e ".[test]"
+	# the TGI client pins huggingface-hub<1.0, which gradio rules out; it talks HTTP with aiohttp and pydantic only
+	$(PIP) install --no-deps "text-generation==0.7.0"
 	touch $@
 
-test: $(VENV)/.test-deps
+test: $(VENV)/.test-deps chromium
 	$(PY) -m pytest -q
+
+# tests/web drive Debian's chromium headless through Playwright (no browser download); without it they skip
+chromium:
+	@test -x /usr/bin/chromium || apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq chromium; } || \
+		echo "warning: could not install chromium (apt-get, as root): the web page tests will be skipped"
 
 lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check src tests bench

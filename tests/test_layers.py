@@ -9,7 +9,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src" / "parley"
 EDGES = ("cli", "server", "web")
 LEAVES = {"parley", "parley.api", "parley.errors", "parley.sampling", "parley.settings"}
-ALSO = {"cli": {"parley.server", "parley.bench"}, "server": set(), "web": set()}  # an edge may start another
+ALSO = {"cli": {"parley.server", "parley.bench"}, "server": {"parley.web"}, "web": set()}  # an edge may start another
 
 
 def imports(path: Path) -> set[str]:

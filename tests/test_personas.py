@@ -391,6 +391,37 @@ def test_user_files_of_every_kind_and_overriding_a_bundled_one(tmp_path):
     assert ps.get("tutor").name == "Quill" and ps.is_bundled("tutor")
 
 
+def test_import_card_keeps_a_png_whole_and_export_keeps_its_image(tmp_path):
+    ps = Personas(tmp_path)
+    data = png(text_chunk("chara", v2_card()))
+    name, p = ps.import_card(data, "upload.png")
+    assert (tmp_path / f"{name}.png").read_bytes() == data and ps.get(name) == p
+    out = ps.export_card(name, "v3", png=True)
+    assert load_card(out) == p and [c for c in read_chunks(out) if c[0] in (b"IHDR", b"gAMA", b"IDAT")] == \
+        [c for c in read_chunks(data) if c[0] in (b"IHDR", b"gAMA", b"IDAT")]
+    assert json.loads(ps.export_card(name, "v2")) == card_json(p, "v2")
+    with pytest.raises(InvalidRequest, match="exists"):
+        ps.import_card(data, "upload.png")
+    flat, q = ps.import_card(json.dumps({"name": "Tutor"}).encode(), overwrite=True)   # JSON: a TOML file
+    assert (tmp_path / "tutor.toml").is_file() and ps.origin(flat) == "user, replaces bundled"
+    assert ps.origin(name) == "user" and ps.origin("lighthouse") == "bundled"
+    with pytest.raises(InvalidRequest, match="unpaired UTF-16 surrogate"):
+        ps.import_card(b'{"name": "Eve \\ud800"}')
+
+
+def test_view_and_listing_are_plain_data_and_skip_broken_files(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    ps = Personas(tmp_path)
+    views, warnings = ps.listing()
+    assert [v["name"] for v in views] == ["lighthouse", "night-train", "tutor"]
+    assert len(warnings) == 1 and "persona 'bad' skipped" in warnings[0] and "bad.json holds invalid JSON" in warnings[0]
+    lh = ps.view("lighthouse")
+    json.dumps(lh)
+    assert lh["characters"] == ["Maren", "Tobias", "Ines"] and lh["origin"] == "bundled"
+    assert lh["narrative"] == ps.get("lighthouse").narrative() and "{{" not in lh["narrative"]
+    assert set(ps.view("tutor", full=False)) < set(lh)
+
+
 def test_broken_user_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(InvalidRequest, match=r"bad\.json holds invalid JSON"):
@@ -426,7 +457,7 @@ def test_invalid_json_inside_the_chunk():
     ({"spec": "chara_card_v3", "spec_version": "4.0", "data": {"name": "A"}}, "spec_version '4.0' is not supported"),
     ({"spec": "chara_card_v2", "data": "A"}, "data must be an object"),
     ({"spec": "chara_card_v2", "data": {"name": "A", "tags": "a,b"}}, "x.json: data.tags must be a list of strings"),
-    ({"spec": "chara_card_v2", "data": {"name": "A", "description": 5}}, "data.description must be a string, got int"),
+    ({"spec": "chara_card_v2", "data": {"name": "A", "description": 5}}, "data.description must be a string, got a number"),
     ({"spec": "chara_card_v3", "data": {"name": "A", "assets": [1]}}, "data.assets must be a list of objects"),
     ({"spec": "chara_card_v2", "data": {"name": "A", "extensions": {"parley": {"format": "novel"}}}},
      "x.json: persona format must be one of template, transcript"),

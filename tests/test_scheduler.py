@@ -125,7 +125,7 @@ def test_pinned_prefix_survives_pressure(tmp_path):
         eng, sched = p.engine, p.scheduler
         persona = "You are Captain Nemo. " + "You love the sea and its creatures. " * 25
         prefix = eng.tokenize(f"<|im_start|>system\n{persona}<|im_end|>\n")
-        handle = sched.pin(prefix)
+        handle, _ = sched.pin(prefix)
         assert handle.pins == 1 and handle.tokens == prefix
         for i in range(10):  # other conversations push every unpinned sequence out
             sched.generate(eng.tokenize(chatml(f"Question {i}: what is {i} plus {i}? " * 6)),

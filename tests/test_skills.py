@@ -192,6 +192,15 @@ def test_user_dir_with_good_and_broken_files(tmp_path):
     assert all(any(f"{n}.toml" in w for w in warnings) for n in ("broken", "typo", "empty"))
     loaded, problems = skills.load_all()
     assert sorted(s.name for s in loaded) == sorted(BUNDLED + ["haiku"]) and problems == warnings
+    views, problems = skills.listing()                        # the same as plain data (HTTP, --json)
+    assert [v["name"] for v in views] == sorted(BUNDLED + ["haiku"]) and problems == warnings
+    origins = {v["name"]: v["origin"] for v in views}
+    assert (origins["haiku"], origins["translate"], origins["summarize"]) == ("user", "user, replaces bundled",
+                                                                              "bundled")
+    assert Skills(None).view("summarize")["params"] == {"sentences": {
+        "default": "2", "required": False, "description": Skills(None).get("summarize").params["sentences"].description}}
+    with pytest.raises(InvalidRequest, match="unknown skill 'nope'; known: broken, chat"):
+        skills.origin("nope")
 
 
 def test_missing_user_dir_is_just_the_bundled_skills(tmp_path):

@@ -13,6 +13,7 @@ What a loaded Parley offers:
     generate(prompt, params, loop=None)          raw completion -> Stream (iterate with for, or async for)
     chat_prompt(messages, ...)                   a stateless chat request's prompt, windowed to fit -> Prompt
     conversations                                stored conversations and their turns (chat.session.Sessions)
+    documents                                    files loaded once into model memory, asked many questions
     personas, skills                             registries of bundled and the user's personas and skills
     stats(), on_finish(callback)                 what the scheduler is doing; a hook per finished request
     close()                                      stop, record what is running, save the KV cache to disk
@@ -27,7 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from parley.chat.documents import Answer, DocumentInfo, Documents, Source
 from parley.chat.personas import Persona, Personas
+from parley.chat.personas import load_card as load_card  # the web page: a character card uploaded as bytes
 from parley.chat.personas import read_file as read_persona_file
 from parley.chat.prompt import PromptBuilder
 from parley.chat.session import Model, Reply, Sessions, fork_rows
@@ -45,8 +48,10 @@ from parley.settings import Settings
 from parley.store import Store, exchange
 from parley.text.template import resolve_template, validate_messages
 
-__all__ = ["Chat", "Chunk", "Library", "ModelInfo", "Parley", "Persona", "Prompt", "PromptTooLong", "Reply", "Result",
-           "Stream", "load", "parse_params", "read_persona_file", "validate_messages"]
+__all__ = ["Answer", "Chat", "Chunk", "DocumentInfo", "Library", "ModelInfo", "Parley", "Persona", "Prompt",
+           "Registries", "registries",
+           "PromptTooLong", "Reply", "Result", "Source", "Stream", "load", "parse_params", "read_persona_file",
+           "validate_messages"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +116,11 @@ class Parley:
             key = hashlib.sha256((engine.vocab_fingerprint() + self.template.source).encode()).hexdigest()[:16]
             self.personas = Personas(s.data_dir / "personas")
             self.skills = Skills(s.data_dir / "skills")
-            self.conversations = Sessions(
-                Model(self.builder, self.scheduler, self.scheduler.context_size, key, self.template.stops,
-                      label=f"{engine.name}:{key}"), self.store, personas=self.personas, skills=self.skills)
+            model = Model(self.builder, self.scheduler, self.scheduler.context_size, key, self.template.stops,
+                          label=f"{engine.name}:{key}", kv_cells=self.scheduler.cache.kv_budget)
+            self.documents = Documents(model, self.store, s.document_limits)
+            self.conversations = Sessions(model, self.store, personas=self.personas, skills=self.skills,
+                                          documents=self.documents)
         except BaseException:
             self._close_parts(save=False)
             raise
@@ -135,6 +142,16 @@ class Parley:
     @property
     def eos_id(self) -> int:
         return self.engine.eos_id
+
+    @property
+    def end_of_turn_ids(self) -> frozenset[int]:
+        """Every token id that ends a turn (EOS, EOT, <|im_end|>, ...)."""
+        return self.engine.eog_ids
+
+    def forget_idle(self, *, save: bool = False) -> int:
+        """Drop every idle, unpinned sequence from the KV cache (saved first when `save`); pinned documents stay.
+        Returns how many were dropped (benchmarks use it for a cold cache)."""
+        return self.scheduler.drop_cached(save=save)
 
     # ---- text and tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -194,7 +211,7 @@ class Parley:
     # ---- conversations -----------------------------------------------------------------------------------
     def chat(self, system: str | None = None, *, resume: bool | str = False, title: str | None = None,
              overflow: str = "truncate", max_messages: int = 0, persona=None, user_name: str | None = None,
-             **sampling) -> Chat:
+             document_ids: list[str] | None = None, **sampling) -> Chat:
         """A conversation to talk to: a new one (its sampling defaults: the chat preset, parley.sampling.
         CHAT_PRESET, with `sampling` over it; `persona`: a registry name or a Persona), or `resume`: True for
         the most recently used one, or an id."""
@@ -209,7 +226,8 @@ class Parley:
             return Chat(self, str(resume))
         params = CHAT_PRESET.replace(**sampling) if sampling else CHAT_PRESET
         conv = convs.create(system=system, title=title, defaults=params, overflow=overflow,
-                            max_messages=max_messages, persona=persona, user_name=user_name)
+                            max_messages=max_messages, persona=persona, user_name=user_name,
+                            document_ids=document_ids)
         return Chat(self, conv.id)
 
     # ---- monitoring --------------------------------------------------------------------------------------
@@ -399,6 +417,19 @@ class Library:
 
     def close(self) -> None:
         self.store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Registries:
+    personas: Personas     # bundled + $PARLEY_HOME/personas: list, view, import_card, export_card, delete
+    skills: Skills         # bundled + $PARLEY_HOME/skills: list, view, get(name).apply(text, params)
+
+
+def registries(home: str | os.PathLike | None = None) -> Registries:
+    """The personas and skills registries without loading a model (what `parley personas` / `parley skills`
+    use); a loaded Parley has the same as `.personas` and `.skills`."""
+    s = Settings.from_env(**({"home": str(home)} if home else {}))
+    return Registries(Personas(s.data_dir / "personas"), Skills(s.data_dir / "skills"))
 
 
 def load(model: str | os.PathLike | None = None, **options) -> Parley:

@@ -79,6 +79,11 @@ class Settings:
     home: str | None = setting(None, "--home", metavar="DIR", env="PARLEY_HOME",
                                help="data directory: conversations (parley.db), KV cache, personas, skills "
                                     "(default: $PARLEY_HOME, else ~/.local/share/parley)")
+    docs_max_mb: int = setting(200, "--docs-max-mb", metavar="MB", least=1,
+                               help="largest document parley loads, all its files together (default 200; one "
+                                    "file at most 50)")
+    docs_max_files: int = setting(5000, "--docs-max-files", metavar="N", least=1,
+                                  help="most files read from one directory or archive (default 5000)")
     max_waiting: int = setting(256, "--max-waiting", metavar="N", least=1,
                                help="requests queued for a sequence before new ones are refused (429; default 256)")
     store: bool = setting(True, hidden=True,
@@ -100,6 +105,13 @@ class Settings:
     def data_dir(self) -> Path:
         from parley.paths import data_dir
         return Path(self.home).expanduser() if self.home else data_dir()
+
+    @property
+    def document_limits(self):
+        from parley.documents import DocumentLimits
+        total = self.docs_max_mb * MiB
+        return DocumentLimits(max_file_bytes=min(50 * MiB, total), max_total_bytes=total,
+                              max_files=self.docs_max_files)
 
     @property
     def ram_cache_bytes(self) -> int:
@@ -179,3 +191,28 @@ def from_args(args: argparse.Namespace, cls=None, **changes: Any):
     env = {f.name: os.environ[f.metadata["env"]] for f in dataclasses.fields(cls)
            if f.metadata.get("env") and os.environ.get(f.metadata["env"])}
     return cls(**{**env, **given, **changes})
+
+
+# ---- documentation -----------------------------------------------------------------------------------------
+def markdown_table() -> str:
+    """The README's settings table, generated from the settings dataclasses and the sampling presets
+    (tests/test_readme.py keeps the README equal to it, so the two never drift)."""
+    from parley.sampling import CHAT_PRESET, NEUTRAL, describe
+    from parley.server.settings import ServerSettings
+
+    rows = ["| flag | what |", "| --- | --- |"]
+    for cls, where in ((Settings, ""), (ServerSettings, " (serve)")):
+        for f in dataclasses.fields(cls):
+            md = f.metadata
+            if md.get("hidden") or not md.get("flags"):
+                continue
+            meta = md.get("metavar")
+            flag = ", ".join(md["flags"]) + (f" {meta}" if meta and f.type != "bool" else "")
+            env = f" (env `{md['env']}`)" if md.get("env") else ""
+            text = md["help"].replace("%%", "%").replace("|", "/")
+            rows.append(f"| `{flag}`{where} | {text}{env} |")
+    rows.append("| `--temperature`, `--top-p`, `--top-k`, `--min-p`, `--repeat-penalty`, `--presence-penalty`, "
+                f"`--frequency-penalty` | sampling defaults: for `parley chat` the {describe(CHAT_PRESET)}; for "
+                f"`parley serve` the base of every HTTP request that leaves a field out, the {describe(NEUTRAL)}, "
+                "so a greedy request gives the same tokens on every route |")
+    return "\n".join(rows)

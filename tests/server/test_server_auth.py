@@ -34,6 +34,18 @@ ROUTES = [
     ("GET", "/v1/conversations/conv_x/export", None),
     ("PATCH", "/v1/conversations/conv_x", {"title": "t"}),
     ("POST", "/v1/conversations/import", {}),
+    ("POST", "/v1/documents", {"path": "x"}),
+    ("GET", "/v1/documents", None),
+    ("GET", "/v1/documents/doc_x", None),
+    ("DELETE", "/v1/documents/doc_x", None),
+    ("POST", "/v1/documents/doc_x/ask", {"question": "hi"}),
+    ("GET", "/v1/personas", None),
+    ("POST", "/v1/personas", {"name": "x"}),
+    ("GET", "/v1/personas/persona_x", None),
+    ("DELETE", "/v1/personas/persona_x", None),
+    ("GET", "/v1/personas/persona_x/card", None),
+    ("GET", "/v1/skills", None),
+    ("GET", "/v1/skills/skill_x", None),
     ("GET", "/openapi.json", None),
     ("GET", "/docs", None),
     ("GET", "/no/such/route", None),
@@ -43,8 +55,10 @@ ROUTES = [
 def test_every_route_in_the_app_is_listed(keyed_server):
     paths = keyed_server.app.state.parley_routes.paths   # included routers too (app.routes nests them)
     assert {"/v1/chat/completions", "/generate", "/v1/conversations/{conversation_id}/retry"} <= paths
-    listed = {p for _, p, _ in ROUTES} | {"/health", "/docs/oauth2-redirect", "/redoc"}
-    normalized = {p.replace("conv_x", "{conversation_id}").replace("/v1/models/x", "/v1/models/{model_id:path}")
+    listed = {p for _, p, _ in ROUTES} | {"/health", "/docs/oauth2-redirect", "/docs/static", "/login", "/logout"}
+    normalized = {p.replace("conv_x", "{conversation_id}").replace("doc_x", "{document_id}")
+                  .replace("persona_x", "{name}").replace("skill_x", "{name}")
+                  .replace("/v1/models/x", "/v1/models/{model_id:path}")
                   for p in listed}
     assert paths <= normalized, paths - normalized
 
@@ -101,3 +115,24 @@ def test_cors_only_for_the_origins_allowed(keyed_server, server):
 def test_cors_origin_must_be_an_origin():
     with pytest.raises(InvalidRequest, match="cors_origins"):
         ServerSettings(cors_origins=("localhost:5173/app",))
+
+
+def test_the_login_cookie_opens_the_page_and_the_docs_not_the_api(keyed_server):
+    url = keyed_server.url
+    r = httpx.get(url + "/", headers={"accept": "text/html"})      # a browser opening the page: to the login page
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert httpx.get(url + "/login").status_code == 200
+    r = httpx.post(url + "/login", data={"key": "wrong-key"})
+    assert r.status_code == 401 and "not this server" in r.text and "set-cookie" not in r.headers
+    r = httpx.post(url + "/login", data={"key": API_KEY})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    token = r.cookies["parley_key"]
+    flags = r.headers["set-cookie"].lower()
+    assert API_KEY not in token and "httponly" in flags and "samesite=strict" in flags
+    for path in ("/", "/config", "/docs", "/openapi.json", "/docs/static/swagger-ui.css"):
+        assert httpx.get(url + path, cookies={"parley_key": token}).status_code == 200, path
+    for path in ("/v1/models", "/metrics", "/info", "/v1/conversations"):
+        assert_error(httpx.get(url + path, cookies={"parley_key": token}), 401, "API key")
+    assert httpx.get(url + "/config", cookies={"parley_key": token[:-1] + "0"}).status_code == 401
+    r = httpx.get(url + "/logout", cookies={"parley_key": token})
+    assert r.status_code == 303 and 'parley_key=""' in r.headers["set-cookie"]

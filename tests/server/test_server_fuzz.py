@@ -25,9 +25,14 @@ OPERATIONS = [
     ("PATCH", "/v1/conversations/{conversation_id}"), ("POST", "/v1/conversations/{conversation_id}/edit"),
     ("GET", "/v1/conversations/{conversation_id}/export"), ("POST", "/v1/conversations/{conversation_id}/fork"),
     ("POST", "/v1/conversations/import"),
+    ("POST", "/v1/documents"), ("GET", "/v1/documents"), ("GET", "/v1/documents/{document_id}"),
+    ("DELETE", "/v1/documents/{document_id}"), ("POST", "/v1/documents/{document_id}/ask"),
+    ("GET", "/v1/personas"), ("POST", "/v1/personas"), ("GET", "/v1/personas/{name}"),
+    ("DELETE", "/v1/personas/{name}"), ("GET", "/v1/personas/{name}/card"), ("GET", "/v1/skills"),
+    ("GET", "/v1/skills/{name}"),
     ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/"), ("GET", "/info"), ("GET", "/health"),
-    ("GET", "/metrics"), ("GET", "/"),
-]
+    ("GET", "/metrics"),
+]  # GET / is the web chat page (parley.web): a mount, in no OpenAPI operation
 EXAMPLES = 25
 
 

@@ -6,6 +6,11 @@ Scenarios (each a module with run(ctx) -> ScenarioResult, and FULL / QUICK sizes
     sessions    16 conversations in random order, KV room for 4: TTFT of a returning conversation
     concurrent  8 HTTP clients at once: aggregate tok/s and p50/p95 TTFT vs one stream and llama_cpp.server
     restart     the same conversation after a process restart (disk KV cache) vs re-prefill
+    roleplay    a 40-turn transcript persona chat, 10-message window: tokens prefilled and TTFT vs the model card's
+                recipe re-prefilled and sent to Llama's prompt cache
+    resume      16 stored conversations resumed in a new process (KV from disk) vs re-prefill; the store per turn
+    docqa       questions about a 6,000-token document, before and after a restart (KV from disk) vs re-prefill and
+                Llama's prompt cache; side by side vs one after another; the document's KV held once
     threads     decode tok/s of the default thread setting vs fixed counts, quiet and with a core taken
     idle        decode tok/s while idle conversations fill the context, with and without the idle-cell cap
     batch       what llama.cpp gains from 8 sequences in one batch (the ceiling of concurrent), also on Q8_0/Q4_0
@@ -24,7 +29,8 @@ import traceback
 from parley.bench.common import BenchContext, OtherLoad, ScenarioResult, loadavg, now
 from parley.engine.llamacpp import default_threads
 
-SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart", "threads", "idle", "batch", "soak")
+SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart",
+             "roleplay", "resume", "docqa", "threads", "idle", "batch", "soak")
 NOISY_CORES = 0.25   # other processes' average use above which a scenario's timings get a warning
 
 

@@ -7,11 +7,15 @@ first): the first token belongs to the prompt's time.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
+import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -313,3 +317,37 @@ class ScenarioResult:
             "rows": [r.as_dict() for r in self.rows], "data": self.data, "notes": self.notes,
             "seconds": round(self.seconds, 1), "error": self.error,
         }
+
+
+# ---- worker processes (restart-style scenarios) ----------------------------------------------------------------
+WORKER_LOG_PREFIX = "bench: "     # a worker's stderr lines with this prefix are progress, passed on to ctx.log
+
+
+def run_worker(ctx: BenchContext, module: str, phase: str, spec_path: Path, out_path: Path, home: Path,
+               timeout_s: float) -> dict:
+    """Run `python -m module phase spec out` with PARLEY_HOME=home and return the JSON it wrote (plus its wall
+    time, "process_s"). Its progress lines are passed on, the rest of its stderr kept for an error; a worker
+    still running after `timeout_s` is killed."""
+    env = {**os.environ, "PARLEY_HOME": str(home)}
+    t0 = now()
+    tail: deque[str] = deque(maxlen=40)
+    with subprocess.Popen([sys.executable, "-m", module, phase, str(spec_path), str(out_path)],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        timer = threading.Timer(timeout_s, proc.kill)  # a hung worker ends; its stderr then closes
+        timer.start()
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if line.startswith(WORKER_LOG_PREFIX):
+                    ctx.log(line[len(WORKER_LOG_PREFIX):].rstrip("\n"))
+                else:
+                    tail.append(line)
+            rc = proc.wait()
+        finally:
+            timer.cancel()
+    if rc != 0:
+        why = f"killed after {timeout_s} s" if rc == -9 else f"exit status {rc}"
+        raise RuntimeError(f"the {phase} process failed ({why}): {''.join(tail)[-1500:]}")
+    result = json.loads(out_path.read_text())
+    result["process_s"] = now() - t0
+    return result

@@ -104,7 +104,8 @@ def check(kind: str, value: Any, where: str) -> Any:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", type(None): "null", bool: "a boolean"}.get(
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null", bool: "a boolean",
+            int: "a number", float: "a number"}.get(
         type(value), type(value).__name__)
 
 
@@ -114,11 +115,16 @@ def read_card(data: bytes, filename: str = "") -> dict[str, Any]:
     """A card file (JSON or PNG) -> Persona keyword arguments."""
     label = filename or "the character card"
     check_size(len(data), label)
-    if data.startswith(PNG_SIGNATURE) or filename.lower().endswith(".png"):
+    if is_png(data, filename):
         obj = _parse_json(card_text_from_png(data, label), f"{label}: the card chunk")
     else:
         obj = _parse_json(data, label)
     return card_fields(obj, label)
+
+
+def is_png(data: bytes, filename: str = "") -> bool:
+    """Whether a card file is read as a PNG: its signature, or a .png name (a broken PNG then says so)."""
+    return data.startswith(PNG_SIGNATURE) or filename.lower().endswith(".png")
 
 
 def check_size(n: int, label: str) -> None:

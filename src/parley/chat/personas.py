@@ -13,7 +13,10 @@ Contract:
   then `characters`; the user speaks as `user_name`.
 - Files: character cards (`load_card`, `card_json`, `card_png`; formats in `parley.chat.cards`) and the TOML
   persona file below (`load_toml`, `persona_toml`). `Personas` lists bundled personas (src/parley/data/personas)
-  and the user's files ($PARLEY_HOME/personas: *.toml, *.json, *.png), saves and deletes the user's.
+  and the user's files ($PARLEY_HOME/personas: *.toml, *.json, *.png), saves and deletes the user's, imports a
+  card file (`import_card`: a PNG card is kept as it is, image and all; a JSON card becomes a TOML file, or a V3
+  JSON card when TOML cannot hold it exactly), exports one (`export_card`: JSON, or PNG keeping an imported
+  image) and describes them for listings (`listing`, `view`: plain dicts, JSON-ready).
 - Every error is an `InvalidRequest` / `LimitExceeded` with one line naming the file and the field.
 
 The TOML persona file: every key is a `Persona` field of the same name and all are optional but `name`.
@@ -423,12 +426,6 @@ class Personas:
         """Write `persona` into the user dir as <name>.toml, or as a V3 JSON card when TOML cannot hold it
         exactly (a null in its extensions, say). Returns the path. An existing user persona of that name is an
         error unless `overwrite`, which also removes its other files (x.png beside the new x.toml)."""
-        root = self._writable_dir()
-        stem = file_name(persona.name)
-        existing = [root / f"{stem}{s}" for s in USER_SUFFIXES if (root / f"{stem}{s}").exists()]
-        if existing and not overwrite:
-            raise InvalidRequest(f"a user persona {stem!r} exists ({existing[0]}); delete it first or save with "
-                                 f"overwrite", param="name")
         try:
             text, suffix = persona_toml(persona), ".toml"
             exact = load_toml(text) == persona
@@ -436,14 +433,93 @@ class Personas:
             exact = False
         if not exact:
             text, suffix = json.dumps(card_json(persona, "v3"), ensure_ascii=False, indent=2) + "\n", ".json"
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidRequest(f"persona {persona.name!r} holds an unpaired UTF-16 surrogate "
+                                 f"(U+{ord(e.object[e.start]):04X}) and cannot be saved; fix the card's text",
+                                 param="persona") from None
+        return self._write(persona, suffix, data, overwrite)
+
+    def _write(self, persona: Persona, suffix: str, data: bytes, overwrite: bool) -> Path:
+        """Write the user file <stem><suffix> for `persona` and remove its other files (save's rules)."""
+        root = self._writable_dir()
+        stem = file_name(persona.name)
+        existing = [root / f"{stem}{s}" for s in USER_SUFFIXES if (root / f"{stem}{s}").exists()]
+        if existing and not overwrite:
+            raise InvalidRequest(f"a user persona {stem!r} exists ({existing[0]}); delete it first or save with "
+                                 f"overwrite", param="name")
         target = root / f"{stem}{suffix}"
         if target.resolve().parent != root.resolve():
             raise InvalidRequest(f"persona name {persona.name!r} makes a path outside {root}", param="name")
-        _write_atomic(target, text)
+        _write_atomic(target, data)
         for old in existing:
             if old != target:
                 old.unlink()
         return target
+
+    def import_card(self, data: bytes, filename: str = "", *, overwrite: bool = False) -> tuple[str, Persona]:
+        """A character card file (JSON or PNG; `filename` names it in errors) saved as a user persona. Returns
+        its name here (the file's stem: what `get` and a conversation's persona take) and the persona. A PNG
+        card is kept byte for byte (its image, and every chunk of it); a JSON card is saved as `save` does."""
+        persona = load_card(data, filename)
+        if cards.is_png(data, filename):
+            path = self._write(persona, ".png", data, overwrite)
+        else:
+            path = self.save(persona, overwrite=overwrite)
+        return path.stem, persona
+
+    def import_file(self, path: Path, *, overwrite: bool = False) -> tuple[str, Persona]:
+        """import_card() of a file (its size checked before it is read)."""
+        return self.import_card(_read_bytes(Path(path)), str(path), overwrite=overwrite)
+
+    def export_card(self, name: str, spec: str = "v2", *, png: bool = False) -> bytes:
+        """Persona `name` as a card file: JSON (UTF-8, indented) or, with `png`, a PNG card; a persona imported
+        from a PNG keeps its image."""
+        persona = self.get(name)
+        if not png:
+            return (json.dumps(card_json(persona, spec), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        source = self.path(name)
+        image = _read_bytes(source) if source.suffix.lower() == ".png" else None
+        return card_png(persona, spec, image)
+
+    def origin(self, name: str) -> str:
+        """"bundled", "user", or "user, replaces bundled" (a user file named like a bundled persona)."""
+        if self.is_bundled(name):
+            return "bundled"
+        return "user, replaces bundled" if (self.bundled_dir / f"{name}.toml").is_file() else "user"
+
+    def view(self, name: str, *, full: bool = True) -> dict[str, Any]:
+        """Persona `name` for a listing (`full=False`) or a page: JSON-ready. `narrative` is the pinned text as
+        the prompt holds it; `creator_notes` are shown for the reader and never in a prompt."""
+        p = self.get(name)
+        greetings = p.greetings(group=bool(p.characters))
+        out: dict[str, Any] = {
+            "name": name, "character": p.name, "characters": p.speakers(), "user_name": p.user_name,
+            "format": p.format, "greeting": greetings[0] if greetings else None,
+            "bundled": self.is_bundled(name), "origin": self.origin(name), "tags": list(p.tags),
+        }
+        if full:
+            out.update({
+                "greetings": greetings, "narrative": p.narrative(),
+                "group": [{"name": c.name, "description": c.description} for c in p.characters],
+                **{f: getattr(p, f) for f in ("description", "personality", "scenario", "first_message",
+                                               "example_dialogue", "system_prompt", "post_history_instructions",
+                                               "creator_notes", "creator", "character_version")},
+                "alternate_greetings": list(p.alternate_greetings),
+                "group_only_greetings": list(p.group_only_greetings), "extensions": p.extensions,
+            })
+        return out
+
+    def listing(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """view(full=False) of every persona that loads, and one warning line for each file that does not."""
+        views, problems = [], []
+        for name in self.names():
+            try:
+                views.append(self.view(name, full=False))
+            except InvalidRequest as e:
+                problems.append(f"warning: persona {name!r} skipped: {e.message}")
+        return views, problems
 
     def delete(self, name: str) -> Path:
         """Remove a user persona's file(s); a bundled persona it replaced comes back. Returns the path removed."""
@@ -463,13 +539,7 @@ class Personas:
 
 def read_file(path: Path) -> Persona:
     """A persona file: *.toml (the persona format) or a card (*.json, *.png)."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            cards.check_size(size, str(path))
-        data = path.read_bytes()
-    except OSError as e:
-        raise InvalidRequest(f"cannot read persona file {path}: {e.strerror}", param="persona") from None
+    data = _read_bytes(path)
     if path.suffix.lower() != ".toml":
         return load_card(data, str(path))
     try:
@@ -478,11 +548,22 @@ def read_file(path: Path) -> Persona:
         raise InvalidRequest(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})", param="persona") from None
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _read_bytes(path: Path) -> bytes:
+    """A persona or card file's bytes, its size checked first (errors name the file)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            cards.check_size(size, str(path))
+        return path.read_bytes()
+    except OSError as e:
+        raise InvalidRequest(f"cannot read persona file {path}: {e.strerror}", param="persona") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,7 +9,8 @@ tokens its KV holds (chat/history.py), render pinned blocks + the window of turn
 (chat/window.py), commit the user message and an empty, partial reply row in one transaction.
 generate: the scheduler streams the reply; every second or so the text so far is saved, so a crash keeps it.
 record: on the chat worker thread (never the scheduler's, never an event loop): the reply row gets its text,
-how it ended, its numbers and its token ids, then the Result reaches the consumer, then the next turn's fixed
+how it ended, its numbers and its token ids, then the Result reaches the consumer (its text as stored and shown:
+without the space a transcript line starts with), then the next turn's fixed
 header is read into the cache while the user types (prefetch).
 
 Branches: retry adds a sibling reply under the same user message, edit a sibling user message under the same
@@ -92,6 +93,7 @@ class Model:
     stops: tuple[str, ...] = ()        # end-of-turn strings the chat format needs as stop strings
     prompt_limit: int = 0              # most prompt tokens (0: the context less one token for the reply)
     label: str = ""                    # stored with each conversation: the model it was last served with
+    kv_cells: int = 0                  # KV cells shared by every sequence (what pinned prefixes may hold)
 
     def count(self, text: str) -> int:
         return len(self.builder.tokenize_text(text))
@@ -215,11 +217,12 @@ def fork_rows(store: Store, conversation_id: str, at: str, *, owner: str | None 
 
 class Sessions:
     def __init__(self, model: Model, store: Store, *, personas: Personas | None = None,
-                 skills: Skills | None = None):
+                 skills: Skills | None = None, documents=None):
         self.model = model
         self.store = store
         self.personas = personas
         self.skills = skills
+        self.documents = documents          # chat.documents.Documents: a conversation's pinned documents
         self._busy: dict[str, _Live | None] = {}
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="parley-chat")
@@ -233,13 +236,19 @@ class Sessions:
     def create(self, *, system: str | None = None, title: str | None = None, defaults: SamplingParams | None = None,
                overflow: str = "truncate", max_messages: int = 0, owner: str | None = None,
                metadata: dict | None = None, persona: str | Persona | None = None,
-               user_name: str | None = None) -> Conversation:
+               user_name: str | None = None, document_ids: list[str] | None = None) -> Conversation:
         """A new conversation. With a persona (a registry name, or a Persona), its narrative is pinned first,
-        the model speaks as its characters and its greeting opens the conversation."""
+        the model speaks as its characters and its greeting opens the conversation. With documents, their text
+        is pinned after the system prompt (or, for long ones, their beginning: each message brings the
+        passages it needs)."""
         check_title(title)
         WindowPolicy(overflow=overflow, max_messages=max_messages)
         params = defaults or SamplingParams()
         settings: dict[str, Any] = {"overflow": overflow, "max_messages": max_messages}
+        if document_ids:
+            if self.documents is None:
+                raise InvalidRequest("documents are not available here", param="document_ids")
+            settings["documents"] = [self.documents.info(d).id for d in dict.fromkeys(document_ids)]
         greeting: list[NewMessage] = []
         if persona is not None:
             p = self._persona(persona)
@@ -406,6 +415,12 @@ class Sessions:
             elif skill_params:
                 raise InvalidRequest("skill_params needs a skill", param="skill_params")
             frame = self._frame(conv, branch, speaker, content)
+            docs = tuple(conv.settings.get("documents") or ())
+            if docs and self.documents is not None:  # long documents: the passages this message needs
+                block, sources = self.documents.excerpts(docs, shown)
+                if block:
+                    shown = block
+                    user_meta["sources"] = [x.as_dict() for x in sources]
             shown = frame.wrap(shown)
             if shown != content:
                 user_meta[H.PROMPT_CONTENT] = shown
@@ -535,6 +550,9 @@ class Sessions:
 
     def _frame_for(self, settings: dict, system: str | None, speaker: str | None) -> Frame:
         m = self.model
+        docs = tuple(settings.get("documents") or ())
+        if docs and self.documents is not None:
+            system = "\n\n".join(t for t in (system, self.documents.pinned_text(docs)) if t)
         stored = settings.get("persona")
         if not stored:
             pinned = [{"role": "system", "content": system}] if system else []
@@ -657,7 +675,7 @@ class Sessions:
         finally:
             with self._lock:
                 self._busy.pop(turn.conversation_id, None)
-            live.stream.put(r)
+            live.stream.put(dataclasses.replace(r, text=turn.frame.clean(r.text)))   # the text as shown
         if r.finish_reason in ("stop", "length"):
             try:
                 self._read_ahead(turn, r)

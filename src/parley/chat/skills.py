@@ -30,7 +30,8 @@ Contract:
   template never uses, a stray brace, or an example that does not apply are errors naming the file.
 - `Skills(user_dir)`: the bundled files (src/parley/data/skills) plus the user's ($PARLEY_HOME/skills/*.toml);
   a user file replaces the bundled skill of the same name, and `describe()` says so. A broken user file is an
-  error naming the file when it is used, and a warning line (not a crash) when listing.
+  error naming the file when it is used, and a warning line (not a crash) when listing. `Skill.as_dict()` and
+  `Skills.view()` / `listing()` give the same as plain, JSON-ready dicts (the HTTP API, `parley skills`).
 """
 
 from __future__ import annotations
@@ -124,6 +125,16 @@ class Skill:
                                      f"{value!r}; {self.describe_params()}", param="skill_params")
             values[name] = value
         return fill(self.template, values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The skill as plain data: its parameters with their defaults (None: required), examples, sampling."""
+        return {
+            "name": self.name, "description": self.description, "template": self.template, "system": self.system,
+            "params": {n: {"default": p.default, "required": p.required, "description": p.description}
+                       for n, p in self.params.items()},
+            "sampling": dict(self.sampling),
+            "examples": [{"text": ex.text, "params": dict(ex.params)} for ex in self.examples],
+        }
 
     def params_text(self) -> str:
         """The parameters in one line: "to (required), sentences=2", or "-"."""
@@ -310,6 +321,27 @@ class Skills:
             except InvalidRequest as e:
                 problems.append(f"warning: skill {name!r} skipped: {e.message}")
         return skills, problems
+
+    def origin(self, name: str) -> str:
+        """"bundled", "user", or "user, replaces bundled"."""
+        if name not in self._user():
+            self.get(name)  # unknown: the error lists what exists
+            return "bundled"
+        return "user, replaces bundled" if name in self._bundled() else "user"
+
+    def view(self, name: str) -> dict[str, Any]:
+        """get(name).as_dict() and where the skill comes from."""
+        return {**self.get(name).as_dict(), "origin": self.origin(name)}
+
+    def listing(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """view() of every skill that loads, and one warning line for each file that does not."""
+        views, problems = [], []
+        for name in self.names():
+            try:
+                views.append(self.view(name))
+            except InvalidRequest as e:
+                problems.append(f"warning: skill {name!r} skipped: {e.message}")
+        return views, problems
 
     def describe(self) -> str:
         """A table for listings (`parley chat /skill`): name, parameters, description; then any warnings."""

@@ -56,6 +56,9 @@ def add_parser(sub) -> None:
     p.add_argument("--skill", metavar="NAME", help="wrap every message in a skill (parley skills list)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a parameter of the skill (repeatable), e.g. --param to=German")
+    p.add_argument("--doc", action="append", default=[], metavar="FILE",
+                   help="talk about a document: files, directories or archives, loaded once into model memory "
+                        "and pinned first in the conversation (repeatable: one document of them all)")
     p.add_argument("--stats", action="store_true", help="print token counts and speed after each reply")
     add_model_options(p)
     add_sampling_options(p)
@@ -129,7 +132,15 @@ def open_chat(parley: Parley, args: argparse.Namespace) -> Chat:
         raise ParleyError("--resume and --new contradict each other: pick one", param="resume")
     if args.resume is not None:
         return parley.chat(resume=args.resume)
-    return parley.chat(args.system, persona=_persona(parley, args.persona), **sampling_kwargs(args))
+    docs = None
+    if args.doc:
+        info = parley.documents.add(args.doc)
+        how = "read whole" if info.fits else "longer than the context: each message brings the passages it needs"
+        print(f"parley: {info.name}: {info.tokens} tokens, {how}", file=sys.stderr)
+        parley.documents.warm([info.id])
+        docs = [info.id]
+    return parley.chat(args.system, persona=_persona(parley, args.persona), document_ids=docs,
+                       **sampling_kwargs(args))
 
 
 def _persona(parley: Parley, name: str | None):

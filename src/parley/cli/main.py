@@ -9,18 +9,21 @@ import sys
 from parley import __version__
 from parley.errors import ParleyError
 
-COMMANDS = ("chat", "serve", "bench", "conversations", "conv")
+COMMANDS = ("chat", "serve", "ask", "bench", "conversations", "conv", "personas", "skills")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from parley.cli import bench, chat, conversations, serve
+    from parley.cli import ask, bench, chat, conversations, personas, serve, skills
 
     p = argparse.ArgumentParser(prog="parley", description="Talk with language models on your own machine.")
     p.add_argument("--version", action="version", version=f"parley {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     chat.add_parser(sub)
     serve.add_parser(sub)
+    ask.add_parser(sub)
     conversations.add_parser(sub)
+    personas.add_parser(sub)
+    skills.add_parser(sub)
     bench.add_parser(sub)
     return p
 

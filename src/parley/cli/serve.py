@@ -1,9 +1,10 @@
-"""`parley serve`: the HTTP server (OpenAI and TGI APIs, conversations, /metrics) on one loaded model.
+"""`parley serve`: the HTTP server (the web chat page, OpenAI and TGI APIs, conversations, /metrics) on one loaded
+model.
 
-Binds to 127.0.0.1 by default; --port 0 picks a free port (the URL line says which). Ctrl-C or SIGTERM refuses
-new requests (503), lets running replies finish for --shutdown-grace seconds, ends the rest with finish_reason
-"cancelled", then closes the model, saving the KV cache to disk (server/lifecycle.py); a second signal ends the
-grace period at once.
+The web chat page is at GET / on the same port (the URL line names it first). Binds to 127.0.0.1 by default;
+--port 0 picks a free port (the URL line says which). Ctrl-C or SIGTERM refuses new requests (503), lets running
+replies finish for --shutdown-grace seconds, ends the rest with finish_reason "cancelled", then closes the model,
+saving the KV cache to disk (server/lifecycle.py); a second signal ends the grace period at once.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ LOOPBACK_NAMES = ("localhost",)
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve the web page and the OpenAI and TGI HTTP APIs",
-                       description="Serve a local model over HTTP: OpenAI (/v1), TGI (/generate), conversations "
-                                   "(/v1/conversations), Prometheus (/metrics).")
+                       description="Serve a local model over HTTP: a chat page (/), OpenAI (/v1), TGI (/generate), "
+                                   "conversations (/v1/conversations), Prometheus (/metrics).")
     add_flags(p, ServerSettings, "server (each limit is named in the 4xx it causes)")
     smp = p.add_argument_group("sampling defaults of every HTTP request (a request's own fields win; default: the "
                                "protocols' own: every stage off, temperature 1)")
@@ -108,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         server = make_server(app, settings, log_level=settings.log_level,
                              access_log=settings.log_level in ("info", "debug"))
         url = url_of(sock, settings.host)
-        print(f"parley: serving {parley.name} on {url} (OpenAI: {url}/v1, TGI: {url}/generate, docs: {url}/docs); "
-              f"the model runs on {parley.info.device}; Ctrl-C stops", flush=True)
+        print(f"parley: chat in a browser at {url}/ · serving {parley.name} on {url} (OpenAI: {url}/v1, TGI: "
+              f"{url}/generate, docs: {url}/docs); the model runs on {parley.info.device}; Ctrl-C stops", flush=True)
         if not is_loopback(settings.host) and not settings.api_key:
             print("parley: warning: listening beyond this machine without an API key: anyone who can reach "
                   f"{settings.host} can use the model (set --api-key or PARLEY_API_KEY)", file=sys.stderr,

@@ -459,16 +459,27 @@ def decode_text(label: str, data: bytes) -> tuple[str, str]:
                 return data.decode(encoding), encoding
             except UnicodeDecodeError:
                 break
+    if b"\x00" in data:  # valid UTF-8, but no text file holds NUL bytes (a BOM'd UTF-16/32 file returned above)
+        raise _binary(label)
     try:
-        return data.decode("utf-8"), "utf-8"
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    if b"\x00" in data:
-        raise _binary(label)
+    else:
+        if _mostly_control(text):
+            raise _binary(label)
+        return text, "utf-8"
     best = _detect(data)
     if best is None:
         raise _Unreadable(f"{label}: not text in any encoding parley can detect (binary?); parley reads {READABLE}")
     return str(best), best.encoding
+
+
+def _mostly_control(text: str, sample: int = 8192) -> bool:
+    """More than 10% control characters (other than tab, newlines, form feed) in the first `sample`: data."""
+    head = text[:sample]
+    n = sum(1 for ch in head if ord(ch) < 32 and ch not in "\t\n\r\f")
+    return bool(head) and n > len(head) // 10
 
 
 def _detect(data: bytes):

@@ -4,7 +4,8 @@
 (chunk, score) pairs, best first, only chunks sharing at least one term with the question (so possibly none).
 Ties are broken by chunk index, so the order is the same on every run. Tokens (`tokenize`): lowercase runs of
 letters and digits, underscores split (`prepare_data` -> prepare, data), camelCase also split
-(`loadConfig` -> loadconfig, load, config), English stopwords and question words dropped; no stemming.
+(`loadConfig` -> loadconfig, load, config), English stopwords and question words dropped, then each word
+stemmed (PyStemmer's English Snowball: "camped" and "camp" match).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 import bm25s
 import numpy as np
+import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
 from parley.documents.chunks import Chunk
@@ -24,6 +26,7 @@ STOPWORDS = frozenset(STOPWORDS_EN) | frozenset(
     "we our us please tell explain describe".split())
 _WORD = re.compile(r"[^\W_]+")
 _CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+_STEM = Stemmer.Stemmer("english")
 
 
 def tokenize(text: str) -> list[str]:
@@ -36,7 +39,7 @@ def tokenize(text: str) -> list[str]:
             pieces = _CAMEL.findall(word)
             if len(pieces) > 1:
                 tokens += [p.lower() for p in pieces if p.lower() not in STOPWORDS]
-    return tokens
+    return _STEM.stemWords(tokens)
 
 
 class Retriever:

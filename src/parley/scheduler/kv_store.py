@@ -52,6 +52,7 @@ class Saved:
     hashes: list[bytes] = field(default_factory=list)
     used: float = field(default_factory=time.monotonic)
     deleted: bool = False
+    keep: bool = False                     # a persisted prefix (a document's): never replaced by a longer state
 
     def __post_init__(self) -> None:
         if not self.hashes:
@@ -93,7 +94,8 @@ def model_fingerprint(model_path: Path, data_dir: Path, *, remember: bool = True
     return digest
 
 
-def write_state_file(path: Path, model_hash: str, tokens: list[int], data: bytes | bytearray) -> None:
+def write_state_file(path: Path, model_hash: str, tokens: list[int], data: bytes | bytearray,
+                     keep: bool = False) -> None:
     token_bytes = np.asarray(tokens, dtype=np.int32).tobytes()
     header = json.dumps({
         "model_sha256": model_hash,
@@ -101,6 +103,7 @@ def write_state_file(path: Path, model_hash: str, tokens: list[int], data: bytes
         "payload_bytes": len(data),
         "sha256": hashlib.sha256(token_bytes + bytes(memoryview(data))).hexdigest(),
         "created": time.time(),
+        "keep": keep,
     }).encode()
     tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
     with open(tmp, "wb") as f:
@@ -213,13 +216,13 @@ class KVStore:
         found, bad = [], []
         for path, size in files:
             try:
-                _, tokens, _ = read_state_header(path, self.model_hash)
+                header, tokens, _ = read_state_header(path, self.model_hash)
             except (CacheFileError, OSError) as e:
                 bad.append(f"{path.name} ({e})")
                 self.corrupt_files += 1
                 self._delete(path)
                 continue
-            s = Saved(tokens=tokens, size=size, tier="disk", path=path)
+            s = Saved(tokens=tokens, size=size, tier="disk", path=path, keep=bool(header.get("keep")))
             self._disk[s] = None
             self.disk_used += s.size
             found.append(s)
@@ -282,6 +285,17 @@ class KVStore:
         else:
             self._ram[s] = None
             self.ram_used += s.size
+        self._enforce(dropped)
+        return (None if s.deleted else s), dropped
+
+    def put_disk(self, tokens: list[int], data: bytes | bytearray) -> tuple[Saved | None, list[Saved]]:
+        """Write a state to the disk tier now (a pinned document: ready after a restart, even a crash).
+        (None, []) without a writable disk tier."""
+        dropped: list[Saved] = []
+        if self._writer is None or len(data) > self.disk_budget:
+            return None, dropped
+        s = Saved(tokens=tokens, size=len(data), tier="disk", data=data, keep=True)
+        self._to_disk(s, dropped)
         self._enforce(dropped)
         return (None if s.deleted else s), dropped
 
@@ -364,7 +378,7 @@ class KVStore:
                 return
             try:
                 if op == "write" and not s.deleted:
-                    write_state_file(s.path, self.model_hash, s.tokens, s.data)
+                    write_state_file(s.path, self.model_hash, s.tokens, s.data, keep=s.keep)
                     s.data = None  # readable from the file from now on
                 elif op == "delete":
                     s.path.unlink(missing_ok=True)

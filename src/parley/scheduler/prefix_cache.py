@@ -30,6 +30,7 @@ from parley.scheduler.prefix_index import BLOCK, PrefixIndex, chain_hashes
 
 RESTORE_MIN_GAIN = 16   # restore a saved state only when it covers this many more tokens than a live fork
 SAVE_MIN_TOKENS = 32    # shorter sequences are cheaper to recompute than to save
+FORK_TAIL_TOKENS = 1024  # a fork of a persisted prefix with fewer own tokens than this is not saved
 
 
 @dataclass(eq=False)
@@ -357,13 +358,39 @@ class PrefixCache:
         self.counters.evictions += 1
         self._free(slot)
 
-    def save(self, slot: Slot) -> Saved | None:
-        """Copy a sequence's KV into the store (RAM first), replacing saved states it extends."""
-        data = self.engine.state_get(slot.seq)
+    def persist(self, slot: Slot) -> bool:
+        """Make sure the disk tier holds `slot`'s exact tokens (writing them now if it does not). False without
+        a writable disk tier."""
+        if self.store is None:
+            return False
         toks = list(slot.tokens)
+        saved, n = self.index.match(toks, slot.hashes or chain_hashes(toks),
+                                    accept=lambda h: isinstance(h, Saved) and h.tier == "disk" and not h.deleted)
+        if saved is not None and n == len(toks) == len(saved.tokens):
+            saved.keep = True  # (written by a shutdown save: from now on it is this prefix's persisted copy)
+            return True
+        stored, dropped = self.store.put_disk(toks, self.engine.state_get(slot.seq))
+        for d in dropped:
+            self.index.remove(d)
+        if stored is None:
+            return False
+        self.index.add(stored)
+        self.counters.saved_states += 1
+        return True
+
+    def save(self, slot: Slot) -> Saved | None:
+        """Copy a sequence's KV into the store (RAM first), replacing saved states it extends. A short fork of a
+        persisted prefix (a question about a pinned document) is not saved: its few own tokens are cheaper to
+        recompute than a second copy of the whole document's KV, and the persisted prefix stays."""
+        toks = list(slot.tokens)
+        kept = [old for old in self.store.entries() if old.keep and len(old.tokens) <= len(toks)
+                and toks[:len(old.tokens)] == old.tokens]
+        if kept and len(toks) - max(len(k.tokens) for k in kept) < FORK_TAIL_TOKENS:
+            return None
+        data = self.engine.state_get(slot.seq)
         for old in self.store.entries():
             n = len(old.tokens)
-            if n <= len(toks) and toks[:n] == old.tokens:
+            if not old.keep and n <= len(toks) and toks[:n] == old.tokens:
                 self.store.discard(old)
                 self.index.remove(old)
         saved, dropped = self.store.put(toks, data)

@@ -157,14 +157,18 @@ class Scheduler:
         except (LimitExceeded, Overloaded, InvalidRequest):
             pass
 
-    def pin(self, tokens: Sequence[int]) -> Slot:
-        """Read `tokens` once and keep their KV pinned (never evicted) until unpin(); returns the handle."""
+    def pin(self, tokens: Sequence[int], *, persist: bool = False) -> tuple[Slot, Result]:
+        """Read `tokens` once (or restore them from RAM/disk) and keep their KV pinned (never evicted) until
+        unpin(); with `persist`, the disk tier holds them too from now on (a document: ready after a restart).
+        Returns the handle and how the read went (cached / prefilled tokens)."""
         stream = Stream(lambda: None)
         req = self.submit(tokens, SamplingParams(max_tokens=1), stream.put, pin=True, prefill_only=True)
         res = stream.wait()
         if res.finish_reason == "error":
             raise InvalidRequest(f"could not pin the prefix: {res.error}", param="prefix")
-        return req.slot
+        if persist:
+            self.call(lambda: self.cache.persist(req.slot))
+        return req.slot, res
 
     def drop_cached(self, *, save: bool = True) -> int:
         """Forget every idle, unpinned cached sequence (first saved to the RAM/disk tiers when `save` and they

@@ -1,4 +1,6 @@
-"""create_app(parley, settings) -> FastAPI: the OpenAI, TGI and conversations APIs over one loaded model.
+"""create_app(parley, settings) -> FastAPI: the OpenAI, TGI and conversations APIs over one loaded model, and the
+web chat page at GET / (parley.web, mounted last so that only the page's own paths reach it), with /docs and
+/redoc served offline (docs.py) and, with --api-key, a login page (login.py) for the browser.
 
 The app does not own the Parley: whoever made it closes it (so tests can share one model between apps, and
 `parley serve` closes it after uvicorn has stopped, saving the KV cache to disk). The lifespan only adds and
@@ -7,7 +9,7 @@ removes the metrics observer on the scheduler.
 Layers, outermost first: CORS (only with --cors-origin; answers a browser's preflight, which carries no key) ->
 HttpMetrics (counts every response, labels from fixed sets) -> BodyDeadline (408 for a body that is late) ->
 HostCheck (421 for a Host that does not name this server: DNS rebinding) -> DrainGate (503 while shutting down)
--> ApiKeyAuth (401 before anything is parsed) -> HeadAsGet (HEAD on a GET route) -> BodyLimit (413 before
+-> ApiKeyAuth (401 before anything is parsed; the page and the docs also take the login cookie) -> HeadAsGet (HEAD on a GET route) -> BodyLimit (413 before
 anything is parsed) -> FastAPI (bounds.BoundedRoute: message count before validation; validation -> 400 in the
 OpenAI error shape) -> routes. Below the app, the h11 protocol (connections.py) bounds header time and open
 connections; lifecycle.py serves it all and drains on SIGTERM.
@@ -17,17 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from parley import __version__
 from parley.api import Parley
 from parley.errors import Overloaded
 from parley.sampling import describe
-from parley.server import conversations_api, errors, openai_api, tgi_api
+from parley.server import (
+    conversations_api,
+    docs,
+    documents_api,
+    errors,
+    login,
+    openai_api,
+    personas_api,
+    tgi_api,
+)
 from parley.server.auth import ApiKeyAuth
 from parley.server.head import HeadAsGet
 from parley.server.hosts import HostCheck, HostPolicy
@@ -47,16 +57,7 @@ Sampling defaults of this server, for every field a request leaves out: {samplin
 protocols' own (temperature 1, top_p 1, no top-k, no min-p, no penalty); `parley serve --temperature ...
 --top-p ... --top-k ... --min-p ... --repeat-penalty ...` changes them for every route."""
 
-INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>parley: {name}</title></head>
-<body style="font-family: sans-serif; max-width: 44em; margin: 2em auto">
-<h1>parley {version}</h1><p>Serving <b>{name}</b> (context {context} tokens).</p><ul>
-<li>OpenAI API: <code>/v1</code> (<code>POST /v1/chat/completions</code>, <code>/v1/completions</code>,
-<code>GET /v1/models</code>): point any OpenAI client's <code>base_url</code> here</li>
-<li>TGI API: <code>POST /generate</code>, <code>/generate_stream</code>, <code>GET /info</code></li>
-<li>Conversations kept with their KV cache: <code>/v1/conversations</code></li>
-<li><a href="/docs">/docs</a>: every route, tried from the browser; <a href="/metrics">/metrics</a>: Prometheus;
-<code>/health</code></li></ul></body></html>
-"""
+WEB_PAGE = "web page"   # the /metrics route label of everything the page serves
 
 
 def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAPI:
@@ -73,19 +74,18 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
         finally:
             remove()
 
-    app = FastAPI(title="parley", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="parley", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=DESCRIPTION.replace("{sampling}", describe(settings.sampling)))
     app.state.parley_server = state
     errors.install(app)
-    routers = (openai_api.router, conversations_api.router, tgi_api.router)
+    routers = (openai_api.router, conversations_api.router, documents_api.router, tgi_api.router,
+               personas_api.router)
     for router in routers:
         app.include_router(router)
 
-    @app.get("/", tags=["Monitoring"], summary="What this server is and where its APIs are",
-             response_class=HTMLResponse)
-    async def index(state: State):
-        name = html.escape(state.parley.name)
-        return HTMLResponse(INDEX.format(name=name, version=__version__, context=state.parley.context_size))
+    docs.install(app)                                   # /docs and /redoc, offline
+    if settings.api_key:
+        login.install(app, settings.api_key, parley.name)  # the web page asks for the key here
 
     @app.get("/metrics", tags=["Monitoring"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus(state: State):
@@ -99,10 +99,13 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
 
     routes = RouteTable.of(app, routers)
     app.state.parley_routes = routes
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    page = _mount_page(app, parley, settings, routes)
+    docs_limit = parley.settings.document_limits.max_total_bytes
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       uploads={"/v1/documents": (docs_limit, "docs_max_mb, `parley serve --docs-max-mb`")})
     app.add_middleware(HeadAsGet, routes=routes)
     if settings.api_key:
-        app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
+        app.add_middleware(ApiKeyAuth, api_key=settings.api_key, page_paths=page)
     app.add_middleware(DrainGate, state=state)
     app.add_middleware(HostCheck, policy=HostPolicy.from_settings(settings))
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout)
@@ -112,3 +115,20 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
                            max_age=600)
     return app
+
+
+def _mount_page(app: FastAPI, parley: Parley, settings: ServerSettings, routes: RouteTable):
+    """The web chat page at GET / (parley.web; after every API route, so POST / stays TGI's). Returns what
+    ApiKeyAuth lets a logged-in browser reach with its page cookie: the page and the API docs."""
+    from parley.web import PageOptions, is_page_path, mount_page
+
+    mounted = mount_page(app, parley, PageOptions(
+        max_concurrent=settings.max_concurrent, max_tokens=settings.tokens_cap(parley.context_size),
+        prompt_limit=settings.prompt_limit(parley.context_size), keyed=bool(settings.api_key),
+        max_file_bytes=max(settings.max_body_bytes, parley.settings.document_limits.max_total_bytes)))
+    app.state.parley_server.attached.append(mounted)     # drained with the API on SIGTERM / Ctrl-C
+    routes.label(WEB_PAGE, is_page_path)
+
+    def page(path: str) -> bool:
+        return is_page_path(path) or path in docs.PATHS or path.startswith(docs.STATIC + "/")
+    return page

@@ -67,7 +67,8 @@ def conversation_view(state: ServerState, conv, *, messages: list | None = None)
         "system": conv.system,
         "overflow": conv.settings.get("overflow", "truncate"),
         "max_messages": conv.settings.get("max_messages", 0),
-        "persona": conv.settings.get("persona"),
+        "persona": (conv.settings.get("persona") or {}).get("name"),
+        "document_ids": conv.settings.get("documents", []),
         "defaults": sessions.stored_defaults(sessions.defaults(conv)),
         "message_count": conv.message_count,
         "leaf_id": conv.leaf_id,
@@ -99,7 +100,7 @@ async def create(body: ConversationCreate, state: State):
                      context_size=parley.context_size)  # max_tokens within the server's cap, sent or not
     conv = await off_loop(parley.conversations.create, system=body.system, title=body.title, defaults=params,
                           overflow=body.overflow, max_messages=body.max_messages or 0, metadata=body.metadata,
-                          persona=body.persona, user_name=body.user_name)
+                          persona=body.persona, user_name=body.user_name, document_ids=body.document_ids)
     return conversation_view(state, conv, messages=parley.conversations.store.branch(conv.leaf_id))
 
 

@@ -5,9 +5,10 @@
 
 The stop, step by step:
 1. The first signal starts draining (`ServerState.drain`): the listening socket stays open, but every new
-   request gets 503 `shutting_down` in the OpenAI error shape (DrainGate); running replies go on.
-2. When none is left, or `shutdown_grace` has passed, the replies still running are cancelled through the
-   scheduler: each ends with finish_reason "cancelled" and its proper last event (a stream: the closing chunk,
+   request gets 503 `shutting_down` in the OpenAI error shape (DrainGate); running replies go on (the web
+   page's too).
+2. When none is left, or `shutdown_grace` has passed, the web page ends its replies and closes its event
+   streams, and the API's replies still running are cancelled through the scheduler: each ends with finish_reason "cancelled" and its proper last event (a stream: the closing chunk,
    then `data: [DONE]`; a waiting request: its JSON answer). A second signal ends the grace period at once.
 3. Then uvicorn stops: every reply has been answered, so no task is cancelled mid-write (no CancelledError,
    no plain-text 500). The caller closes the model, which saves the KV cache. A third signal exits at once.
@@ -44,10 +45,17 @@ def reason_for(sig: int) -> str:
             "requests; retry on another instance or once it is back")
 
 
+def _busy(state) -> bool:
+    return bool(state.generations) or any(part.running() for part in state.attached)
+
+
 async def drain(state, poll_s: float = POLL_S) -> None:
-    """Wait for the running generations until the drain's deadline, cancel the rest, wait for their last event."""
-    while state.generations and time.monotonic() < state.drain.deadline:
+    """Wait for the running generations (the web page's too) until the drain's deadline, cancel the rest, wait
+    for their last event. The page then closes its streams, so uvicorn has no open connection to wait for."""
+    while _busy(state) and time.monotonic() < state.drain.deadline:
         await asyncio.sleep(poll_s)
+    for part in state.attached:
+        part.close()
     if state.generations:
         grace = state.settings.shutdown_grace
         log.warning("shutdown: ending %d running replies after the %g s grace period (shutdown_grace)",

@@ -100,23 +100,35 @@ class BodyDeadline:
 
 
 class BodyLimit:
-    def __init__(self, app, max_bytes: int):
+    """`uploads` maps path prefixes (document uploads) to their own, larger limit, named in their errors."""
+
+    def __init__(self, app, max_bytes: int, uploads: dict[str, tuple[int, str]] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = uploads or {}
 
-    def _message(self, size: int | None) -> str:
+    def _limit(self, path: str) -> tuple[int, str]:
+        for prefix, (limit, name) in self.uploads.items():
+            if path.startswith(prefix):
+                return limit, name
+        return self.max_bytes, "max_body_bytes, `parley serve --max-body-bytes`"
+
+    def _message(self, size: int | None, limit: int, name: str) -> str:
         got = f"is {size} bytes" if size is not None else "is larger than that"
-        return (f"the request body {got}; this server accepts at most {self.max_bytes} bytes "
-                f"(max_body_bytes, `parley serve --max-body-bytes`)")
+        return f"the request body {got}; this server accepts at most {limit} bytes here ({name})"
 
-    async def _refuse(self, scope, receive, send, status: int, message: str, code: str) -> None:
-        complete = await drain(receive)
+    async def _refuse(self, scope, receive, send, status: int, message: str, code: str,
+                      declared: int | None = None) -> None:
+        # read what the client is still sending (so it sees the answer, not a reset), unless it announced more
+        # than is worth reading: then answer at once and close
+        complete = False if declared is not None and declared > DRAIN_MAX else await drain(receive)
         body = error_body(message, param=None, code=code, status=status, path=scope["path"])
         await send_json(send, status, body, close=not complete)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit, name = self._limit(scope["path"])
         length = header(scope, b"content-length")
         if length is not None:
             try:
@@ -125,8 +137,9 @@ class BodyLimit:
                 return await self._refuse(scope, receive, send, 400,
                                           f"the Content-Length header is not a number: {length[:40]!r}",
                                           "invalid_header")
-            if declared > self.max_bytes:
-                return await self._refuse(scope, receive, send, 413, self._message(declared), "request_too_large")
+            if declared > limit:
+                return await self._refuse(scope, receive, send, 413, self._message(declared, limit, name),
+                                          "request_too_large", declared)
         chunks: list[bytes] = []
         total = 0
         while True:
@@ -135,8 +148,9 @@ class BodyLimit:
                 return  # the client left before sending its request
             data = message.get("body", b"")
             total += len(data)
-            if total > self.max_bytes:
-                return await self._refuse(scope, receive, send, 413, self._message(None), "request_too_large")
+            if total > limit:
+                return await self._refuse(scope, receive, send, 413, self._message(None, limit, name),
+                                          "request_too_large")
             chunks.append(data)
             if not message.get("more_body", False):
                 break

@@ -223,6 +223,8 @@ class ConversationCreate(SamplingFields):
                                                        "(cut in blocks of half as many; 0: no cap).")
     title: Text | None = Field(None, description="Default: the first user message's first line.")
     metadata: dict[str, Text] | None = None
+    document_ids: list[Text] | None = Field(None, description="Documents (POST /v1/documents) pinned in the "
+                                                              "conversation's prompt after the system prompt.")
 
 
 class ConversationPatch(Strict):

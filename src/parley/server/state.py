@@ -44,6 +44,8 @@ class ServerState:
     gate: ConcurrencyGate
     started: float = field(default_factory=time.time)
     generations: set[Any] = field(default_factory=set)           # streaming.Generation objects not yet closed
+    attached: list[Any] = field(default_factory=list)   # parts of the app that drain with it (the web page):
+                                                        # running() -> replies still going, close()
     drain: Drain = field(default_factory=Drain)
 
 

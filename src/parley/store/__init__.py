@@ -1,6 +1,6 @@
 """The store: conversations and every message as rows in SQLite, below chat/ so every edge persists through it."""
 
 from parley.store.db import Store, StoreError, new_id
-from parley.store.rows import Conversation, Message, MessageStats, NewMessage, SearchHit
+from parley.store.rows import Conversation, Document, Message, MessageStats, NewMessage, SearchHit
 
-__all__ = ["Conversation", "Message", "MessageStats", "NewMessage", "SearchHit", "Store", "StoreError", "new_id"]
+__all__ = ["Conversation", "Document", "Message", "MessageStats", "NewMessage", "SearchHit", "Store", "StoreError", "new_id"]

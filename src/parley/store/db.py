@@ -33,6 +33,7 @@ from parley.store.rows import (
     ROLES,
     STAT_FIELDS,
     Conversation,
+    Document,
     Message,
     MessageStats,
     NewMessage,
@@ -65,6 +66,7 @@ _CONV_COLS = ("id, title, title_auto, system, defaults, settings, model, leaf_id
               "updated")
 _MSG_COLS = ("id, conversation_id, parent_id, role, content, created, partial, finish_reason, "
              + ", ".join(STAT_FIELDS) + ", meta, tokens, tokens_text, tokens_key")
+_DOC_COLS = "id, name, content_hash, size_bytes, text, parts, notes, tokens, tokens_key, owner, created"
 _CONV_FIELDS = frozenset({"title", "title_auto", "system", "defaults", "settings", "model", "leaf_id", "owner",
                           "metadata"})
 _JSON_FIELDS = frozenset({"defaults", "settings", "metadata"})
@@ -75,6 +77,12 @@ def _conversation(row: Sequence, count: int = 0) -> Conversation:
                         defaults=json.loads(row[4]), settings=json.loads(row[5]), model=row[6], leaf_id=row[7],
                         owner=row[8], metadata=json.loads(row[9]), created=row[10], updated=row[11],
                         message_count=count)
+
+
+def _document(row: Sequence) -> Document:
+    return Document(id=row[0], name=row[1], content_hash=row[2], size_bytes=row[3], text=row[4],
+                    parts=json.loads(row[5]), notes=json.loads(row[6]), tokens=row[7], tokens_key=row[8],
+                    owner=row[9], created=row[10])
 
 
 def _message(row: Sequence) -> Message:
@@ -418,6 +426,47 @@ class Store:
                 n += db.execute("UPDATE messages SET finish_reason = 'cancelled', partial = 1 "
                                 "WHERE id = ? AND finish_reason IS NULL", (mid,)).rowcount
             return n
+
+    # ---- documents ---------------------------------------------------------------------------------------
+    def add_document(self, *, name: str, content_hash: str, size_bytes: int, text: str, parts: list[dict],
+                     notes: list[str], tokens: int | None, tokens_key: str | None,
+                     owner: str | None = None) -> Document:
+        did = new_id("doc")
+        with self._write("adding a document") as db:
+            db.execute(f"INSERT INTO documents ({_DOC_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (did, name, content_hash, size_bytes, text, _json(parts), _json(notes), tokens, tokens_key,
+                        owner, time.time()))
+        return self.get_document(did)
+
+    def find_document(self, *, name: str, content_hash: str, owner: str | None = None) -> Document | None:
+        """The document already stored under this name with this content (loading a file again reuses it)."""
+        rows = self._read(f"SELECT {_DOC_COLS} FROM documents WHERE name = ? AND content_hash = ? AND owner IS ? "
+                          "ORDER BY created LIMIT 1", (name, content_hash, owner))
+        return _document(rows[0]) if rows else None
+
+    def get_document(self, document_id: str) -> Document:
+        rows = self._read(f"SELECT {_DOC_COLS} FROM documents WHERE id = ?", (document_id,))
+        if not rows:
+            raise NotFound(f"no document {_short(document_id)} (GET /v1/documents lists them)", param="document_id")
+        return _document(rows[0])
+
+    def list_documents(self, *, owner: str | None = None, limit: int = 200) -> list[Document]:
+        """Newest first, without their text (text is "")."""
+        cols = _DOC_COLS.replace("text,", "'' AS text,")
+        rows = self._read(f"SELECT {cols} FROM documents WHERE (owner IS ? OR ? IS NULL) "
+                          "ORDER BY created DESC, id DESC LIMIT ?", (owner, owner, limit))
+        return [_document(r) for r in rows]
+
+    def set_document_tokens(self, document_id: str, tokens: int, tokens_key: str) -> None:
+        with self._write("recording a document's size") as db:
+            db.execute("UPDATE documents SET tokens = ?, tokens_key = ? WHERE id = ?", (tokens, tokens_key,
+                                                                                       document_id))
+
+    def delete_document(self, document_id: str) -> None:
+        with self._write("deleting a document") as db:
+            n = db.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount
+        if not n:
+            raise NotFound(f"no document {_short(document_id)}", param="document_id")
 
     # ---- search ------------------------------------------------------------------------------------------
     def search(self, text: str, *, limit: int = 20, owner: str | None = None) -> list[SearchHit]:

@@ -83,6 +83,28 @@ def m003_message_tokens(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN tokens_key TEXT")
 
 
+@migration
+def m004_documents(db: sqlite3.Connection) -> None:
+    """Documents loaded into model memory: their text (parts and page spans in `parts`), kept so a restart
+    rebuilds the very same prompt, whose KV the disk tier holds under the same key."""
+    db.execute("""
+        CREATE TABLE documents (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            parts TEXT NOT NULL DEFAULT '[]',
+            notes TEXT NOT NULL DEFAULT '[]',
+            tokens INTEGER,
+            tokens_key TEXT,
+            owner TEXT,
+            created REAL NOT NULL
+        )""")
+    db.execute("CREATE INDEX documents_by_hash ON documents (content_hash)")
+    db.execute("CREATE INDEX documents_by_owner ON documents (owner, created)")
+
+
 def names() -> list[str]:
     return [m.__name__ for m in MIGRATIONS]
 

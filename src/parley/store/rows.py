@@ -99,3 +99,18 @@ class SearchHit:
     role: str
     snippet: str
     created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    name: str
+    content_hash: str
+    size_bytes: int
+    text: str
+    parts: list[dict]          # [{"name", "kind", "start", "end", "pages": [[number, start, end], ...], "encoding"}]
+    notes: list[str]           # what loading skipped, and why
+    tokens: int | None         # prompt tokens of the document under tokens_key
+    tokens_key: str | None
+    owner: str | None
+    created: float

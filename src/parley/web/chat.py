@@ -1,0 +1,213 @@
+"""Replies streamed into the page: send, retry, edit, and Stop.
+
+Each handler is an async generator. The Reply is created with the running loop and read with `async for`, so
+the text flows as the scheduler makes it; when Gradio cancels the event (Stop, a closed tab) the generator is
+closed, and closing it cancels the engine request within a step (the store keeps the reply, marked partial and
+cancelled). Stop also cancels this page's reply itself, by the page's session hash, so another page's reply
+never stops. While a long prompt is read the status line counts its tokens (Reply.stream.progress()).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import aclosing
+
+import gradio as gr
+
+from parley.web import controls, sidebar, view
+from parley.web.state import PageState, handler, off
+
+TICK_S = 0.25          # how often the status line is refreshed while nothing new arrives
+PUSH_S = 0.05          # the most often the chat is redrawn while text streams in
+PROGRESS_MIN = 64      # prompts shorter than this are read too quickly to show a count
+STOP_WAIT_S = 5.0      # how long Stop waits for the reply to be recorded
+
+
+async def chunks(reply, every: float = TICK_S):
+    """The reply's chunks, with None every `every` seconds while none arrives. Closing this generator (or
+    cancelling the task reading it) cancels the request."""
+    it = reply.__aiter__()
+    nxt = None
+    try:
+        while True:
+            if nxt is None:
+                nxt = asyncio.ensure_future(it.__anext__())
+            done, _ = await asyncio.wait({nxt}, timeout=every)
+            if not done:
+                yield None
+                continue
+            task, nxt = nxt, None
+            try:
+                chunk = task.result()
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        reply.cancel()
+        if nxt is not None:
+            nxt.cancel()
+            with contextlib.suppress(BaseException):
+                await nxt
+        else:
+            await it.aclose()
+
+
+class Chat:
+    def __init__(self, state: PageState, ui):
+        self.state = state
+        self.ui = ui
+
+    # ---- starting a reply ----------------------------------------------------------------------------------
+    def _turn_args(self, data: dict, conv) -> dict:
+        """params, skill and skill_params from the controls (only the options the user moved)."""
+        ui, parley = self.ui, self.state.parley
+        params = controls.overrides(self.state.defaults(conv), [data[c] for c in ui.options])
+        name = data[ui.skill] or None
+        skill_params = {}
+        if name is not None:
+            skill_params = controls.skill_params(parley.skills.get(name), [data[s] for s in ui.slots])
+        return {"params": params or None, "skill": name, "skill_params": skill_params or None,
+                "prompt_limit": self.state.options.prompt_limit}
+
+    def _prepare(self, data: dict, owner: str):
+        """The conversation to talk in (a new one when the page has none yet), its system prompt as the box says."""
+        ui, state = self.ui, self.state
+        system = (data[ui.system] or "").strip() or None
+        cid = data[ui.conv]
+        if cid is None:
+            return state.create(owner, system=system)
+        conv = state.conversation(cid, owner)
+        if system != conv.system:
+            conv = state.sessions.update(cid, system=system)
+        return conv
+
+    @handler
+    async def send(self, data: dict, request: gr.Request):
+        ui = self.ui
+        text = data[ui.text] or ""
+        if not text.strip():
+            gr.Warning("Type a message first.")
+            return
+        owner = self.state.owner(request)
+        created = data[ui.conv] is None
+        conv = await off(self._prepare, data, owner)
+        sessions = self.state.sessions
+
+        def start(loop):
+            try:
+                return sessions.send(conv.id, text, loop=loop, **self._turn_args(data, conv))
+            except Exception:
+                if created:   # refused (a bad option, a message too long): no empty conversation stays behind
+                    sessions.delete(conv.id)
+                raise
+        async with aclosing(self._stream(start, conv.id, request.session_hash,
+                                         {ui.text: "", ui.conv: conv.id})) as updates:
+            async for update in updates:
+                yield update
+        yield await off(sidebar.refresh, self.state, ui, owner, [], conv.id)
+
+    @handler
+    async def retry(self, data: dict, request: gr.Request):
+        """The Retry button: a new reply to the last user message."""
+        async with aclosing(self._retry(data, request, None)) as updates:
+            async for update in updates:
+                yield update
+
+    @handler
+    async def retry_at(self, data: dict, evt: gr.RetryData, request: gr.Request):
+        """The chatbot's own retry icon, on a reply."""
+        ids = data[self.ui.ids]
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        async with aclosing(self._retry(data, request, ids[index] if 0 <= index < len(ids) else None)) as updates:
+            async for update in updates:
+                yield update
+
+    async def _retry(self, data: dict, request: gr.Request, message_id: str | None):
+        ui = self.ui
+        cid = data[ui.conv]
+        if cid is None:
+            gr.Warning("There is nothing to retry yet.")
+            return
+        owner = self.state.owner(request)
+        conv = await off(self.state.conversation, cid, owner)
+        args = await off(self._turn_args, data, conv)
+        sessions = self.state.sessions
+        params, prompt_limit = args["params"], args["prompt_limit"]
+
+        def start(loop):
+            return sessions.retry(cid, message_id=message_id, params=params, prompt_limit=prompt_limit, loop=loop)
+        async with aclosing(self._stream(start, cid, request.session_hash, {})) as updates:
+            async for update in updates:
+                yield update
+
+    @handler
+    async def edit(self, data: dict, evt: gr.EditData, request: gr.Request):
+        ui = self.ui
+        cid, ids = data[ui.conv], data[ui.ids]
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        if cid is None or not 0 <= index < len(ids):
+            raise gr.Error("That message is no longer in this conversation.")
+        text = evt.value if isinstance(evt.value, str) else str(evt.value)
+        owner = self.state.owner(request)
+        conv = await off(self.state.conversation, cid, owner)
+        args = await off(self._turn_args, data, conv)
+        sessions = self.state.sessions
+
+        def start(loop):
+            return sessions.edit(cid, ids[index], text, loop=loop, **args)
+        async with aclosing(self._stream(start, cid, request.session_hash, {})) as updates:
+            async for update in updates:
+                yield update
+
+    # ---- streaming -----------------------------------------------------------------------------------------
+    async def _stream(self, start, cid: str, session: str, first: dict):
+        ui, state = self.ui, self.state
+        loop = asyncio.get_running_loop()
+        reply = await off(start, loop)       # raises before anything is shown (a full context, a busy chat)
+        state.live[session] = reply
+        try:
+            shown, ids = view.chat_messages(await off(state.branch, cid))   # the new rows: ..., user, reply ""
+            yield {**first, ui.chatbot: shown, ui.ids: ids, ui.status: ""}
+            text, pushed, dirty, counting = "", 0.0, False, False
+            async with aclosing(chunks(reply)) as stream:
+                async for chunk in stream:
+                    if chunk is not None:
+                        text, dirty = text + chunk.text, True
+                    elif not text:
+                        read, total = reply.stream.progress()
+                        if total >= PROGRESS_MIN and read < total:
+                            counting = True
+                            yield {ui.status: view.progress(read, total)}
+                    if dirty and (chunk is None or loop.time() - pushed >= PUSH_S):
+                        pushed, dirty = loop.time(), False
+                        shown = [*shown[:-1], {"role": "assistant", "content": text}]
+                        yield {ui.chatbot: shown, **({ui.status: ""} if counting else {})}
+                        counting = False
+            shown, ids = view.chat_messages(await off(state.branch, cid))   # as recorded, with its numbers
+            yield {ui.chatbot: shown, ui.ids: ids, ui.status: reply.note}
+        finally:
+            if state.live.get(session) is reply:
+                del state.live[session]
+            reply.cancel()
+
+    # ---- Stop ----------------------------------------------------------------------------------------------
+    @handler
+    async def stop(self, data: dict, request: gr.Request):
+        """End this page's reply (Gradio also cancels the streaming event), then show it as the store has it."""
+        ui, state = self.ui, self.state
+        cid = data[ui.conv]
+        state.cancel_session(request.session_hash)
+        if cid is None:
+            return {}
+        owner = state.owner(request)
+        await off(state.conversation, cid, owner)
+        deadline = asyncio.get_running_loop().time() + STOP_WAIT_S
+        while state.sessions.generating(cid) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        shown, ids = view.chat_messages(await off(state.branch, cid))
+        return {ui.chatbot: shown, ui.ids: ids, ui.status: ""}
+
+    async def closed(self, request: gr.Request):
+        """The tab went away (Gradio's unload): its reply, if any, ends now."""
+        self.state.cancel_session(request.session_hash)

@@ -1,0 +1,145 @@
+"""Documents on the page: upload files (this browser's own), see each loaded (tokens, whole in the context or by
+retrieval, what loading skipped), tick the ones to ask about, ask, and read the answer as it streams with the
+cited sources under it.
+
+Everything goes through the facade's `parley.documents`: an upload is Documents.add_bytes (text, Markdown, HTML,
+PDF, code, archives; the same limits and refusals as `POST /v1/documents`), a question is Documents.ask, so the
+document's KV is read once, pinned, and shared by every question from any page (and by `parley ask`). While a
+document is first read the status line says so; Stop ends the answer like a reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from contextlib import aclosing
+from pathlib import Path
+
+import gradio as gr
+
+from parley.web.chat import chunks
+from parley.web.state import PageState, handler, off
+from parley.web.view import size
+
+PUSH_S = 0.05
+
+
+def choices(docs) -> list[tuple[str, str]]:
+    return [(f"{d.name} ({d.tokens:,} tokens)", d.id) for d in docs]
+
+
+def listing(docs) -> str:
+    """The loaded documents, one line each: name, size, tokens, how it is read, what loading skipped."""
+    if not docs:
+        return "No documents yet: upload text, Markdown, HTML, PDF, code or an archive of them."
+    lines = []
+    for d in docs:
+        how = "whole in the context" if d.fits else "too long for the context: answers use the best passages"
+        parts = f", {len(d.parts)} files" if len(d.parts) > 1 else ""
+        lines.append(f"- **{html.escape(d.name)}** · {size(d.size_bytes)}{parts} · {d.tokens:,} tokens · {how}")
+        lines += [f"  - skipped: {html.escape(n)}" for n in d.notes[:5]]
+    return "\n".join(lines)
+
+
+def answer_footer(answer, result=None) -> str:
+    """Under the answer: its sources (cited as file, page or lines) and, once done, its numbers."""
+    out = []
+    if answer.sources:
+        given = [s for s in answer.sources if s.given]
+        label = "Passages given with the question" if given else "Where the document says it"
+        cites = "; ".join(html.escape(s.cite) for s in (given or answer.sources))
+        out.append(f"**Sources** ({label.lower()}): {cites}")
+    if result is not None:
+        parts = [f"{result.generated_tokens} tokens",
+                 f"{result.cached_tokens} of {result.prompt_tokens} prompt tokens cached",
+                 f"first token {result.ttft_s:.2f} s"]
+        if result.decode_tps:
+            parts.append(f"{result.decode_tps:.1f} tokens/s")
+        if result.finish_reason == "cancelled":
+            parts.append("stopped")
+        out.append(f'<div class="parley-stats">{" · ".join(parts)}</div>')
+    return "\n\n".join(out)
+
+
+class DocumentsPanel:
+    def __init__(self, state: PageState, ui):
+        self.state = state
+        self.ui = ui
+
+    @property
+    def documents(self):
+        return self.state.parley.documents
+
+    def shown(self, owner: str, selected: list[str] | None = None) -> dict:
+        ui = self.ui
+        docs = self.documents.list(owner=owner)
+        ids = {d.id for d in docs}
+        keep = [i for i in (selected or []) if i in ids]
+        return {ui.doc_list: listing(docs), ui.doc_pick: gr.CheckboxGroup(choices=choices(docs), value=keep)}
+
+    @handler
+    async def refresh(self, request: gr.Request):
+        return await off(self.shown, self.state.owner(request))
+
+    @handler
+    async def upload(self, files, selected, request: gr.Request):
+        """Each uploaded file becomes a document of this browser (the same file again: the same document)."""
+        owner = self.state.owner(request)
+        paths = [files] if isinstance(files, str) else list(files or [])
+        picked = list(selected or [])
+
+        def add(path: str):
+            data = Path(path).read_bytes()
+            return self.documents.add_bytes(Path(path).name, data, owner=owner)
+        for path in paths:
+            info = await off(add, path)
+            if info.id not in picked:
+                picked.append(info.id)
+        return {**(await off(self.shown, owner, picked)), self.ui.doc_files: None}
+
+    @handler
+    async def delete(self, selected, request: gr.Request):
+        owner = self.state.owner(request)
+        mine = {d.id for d in await off(self.documents.list, owner=owner)}
+        for doc_id in selected or []:
+            if doc_id in mine:
+                await off(self.documents.delete, doc_id)
+        return await off(self.shown, owner, [])
+
+    @handler
+    async def ask(self, question, selected, request: gr.Request):
+        ui, state = self.ui, self.state
+        question = (question or "").strip()
+        if not question:
+            gr.Warning("Type a question about the documents first.")
+            return
+        owner = state.owner(request)
+        mine = {d.id: d for d in await off(self.documents.list, owner=owner)}
+        ids = [i for i in (selected or []) if i in mine]
+        if not ids:
+            gr.Warning("Tick at least one document to ask about (upload one first).")
+            return
+        tokens = sum(mine[i].tokens for i in ids)
+        yield {ui.doc_answer: "", ui.doc_status: f"Reading the documents ({tokens:,} tokens) once; every question "
+                                                  "after this one reuses them…"}
+        loop = asyncio.get_running_loop()
+        answer = await off(self.documents.ask, ids, question, loop=loop)
+        session = request.session_hash
+        state.live[session] = answer
+        try:
+            text, pushed = "", 0.0
+            yield {ui.doc_status: "", ui.doc_answer: answer_footer(answer)}
+            async with aclosing(chunks(answer)) as stream:
+                async for chunk in stream:
+                    if chunk is None:
+                        continue
+                    text += chunk.text
+                    if loop.time() - pushed >= PUSH_S:
+                        pushed = loop.time()
+                        yield {ui.doc_answer: f"{text}\n\n{answer_footer(answer)}"}
+            result = await off(answer.wait)
+            yield {ui.doc_answer: f"{result.text or text}\n\n{answer_footer(answer, result)}"}
+        finally:
+            if state.live.get(session) is answer:
+                del state.live[session]
+            answer.cancel()

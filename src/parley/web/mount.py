@@ -1,0 +1,86 @@
+"""The page on the server's FastAPI app, at `/`, on the same port as the API.
+
+gr.mount_gradio_app wires Gradio's queue into the app's lifespan and mounts Gradio at "/", where a plain mount
+would catch every path: the API's own 404 and 405 answers (GET /v1/chat/completions, /v1/nothing) would become
+Gradio's. So the mount is swapped for PageMount, which takes only the page's paths (GET /, /config, /gradio_api/...,
+/assets/..., /theme.css, ...); everything else stays the API's. POST / (TGI's compat route) matches the API's
+route first, GET / falls through to the page. The page adds no operation to /openapi.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+from gradio.routes import INTERNAL_ROUTES
+from starlette.routing import Match, Mount
+
+from parley.api import Parley
+from parley.web.owner import OwnerCookie
+
+# first path segments Gradio serves (its login/logout and monitoring pages are not used: parley has its own login)
+PAGE_SEGMENTS = frozenset(INTERNAL_ROUTES) - {"login", "logout", "monitoring"}
+
+
+@dataclass(frozen=True)
+class PageOptions:
+    max_concurrent: int = 64         # replies streaming at once over every page (the server's --max-concurrent)
+    max_tokens: int = 4096           # the max tokens slider's end (the server's cap, at most the context)
+    prompt_limit: int = 0            # most prompt tokens (0: the context less one)
+    max_file_bytes: int = 2 << 20    # largest upload: a card (--max-body-bytes) or a document (--docs-max-mb)
+    keyed: bool = False              # the server has an API key: the page shows a way to log out
+
+
+def is_page_path(path: str) -> bool:
+    """Whether a request path belongs to the web page (and so to Gradio)."""
+    if path in ("/", ""):
+        return True
+    return path.lstrip("/").split("/", 1)[0] in PAGE_SEGMENTS
+
+
+class PageMount(Mount):
+    """A Mount at "/" that matches only the page's own paths (see the module docstring)."""
+
+    def __init__(self, app):
+        super().__init__("", app=app)
+
+    def matches(self, scope):
+        if scope["type"] in ("http", "websocket") and not is_page_path(scope["path"]):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+class Page:
+    """The mounted page, as the server's shutdown sees it (server/lifecycle.py drains it with the API)."""
+
+    def __init__(self, blocks, state, gradio_app):
+        self.blocks = blocks
+        self.state = state           # state.PageState: the replies being streamed
+        self.gradio_app = gradio_app
+
+    def running(self) -> int:
+        return len(self.state.live)
+
+    def close(self) -> None:
+        """End the replies still streaming (each is recorded as cancelled) and close the page's event streams
+        (each open page holds one, and its heartbeat), so the server stops without waiting for browsers."""
+        for reply in list(self.state.live.values()):
+            reply.cancel()
+        self.blocks._queue.close()
+        self.gradio_app.stop_event.set()
+
+
+def mount_page(app, parley: Parley, options: PageOptions | None = None) -> Page:
+    """Build the page and mount it on `app` (before the app starts: Gradio's queue starts in its lifespan)."""
+    from parley.web.page import CSS, build
+
+    options = options or PageOptions()
+    blocks, state = build(parley, options)
+    gr.mount_gradio_app(app, blocks, path="/", footer_links=[], ssr_mode=False, mcp_server=False,
+                        enable_monitoring=False, pwa=False, show_error=True, max_file_size=options.max_file_bytes,
+                        css=CSS)
+    mounted = app.router.routes.pop()
+    if not isinstance(mounted, Mount):  # pragma: no cover - Gradio changed how it mounts
+        raise RuntimeError(f"gradio's mount_gradio_app added {mounted!r}, not a Mount")
+    app.router.routes.append(PageMount(OwnerCookie(mounted.app)))
+    return Page(blocks, state, mounted.app)

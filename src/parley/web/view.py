@@ -1,0 +1,104 @@
+"""What the page shows, rendered from the store's rows and the scheduler's stats (plain functions, no Gradio).
+
+Chat messages are Gradio's messages format ({"role", "content"}), with the ids of the stored messages beside
+them (the page maps a clicked message back to its row). Under each finished reply: who spoke (a persona's
+character), its tokens, the prompt tokens the cache gave back, the time to first token and tokens/s, and how it
+ended when it did not end by itself.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+STATS_CLASS = "parley-stats"
+PLAIN_SKILL = "chat"       # the message as it is: nothing to say under it
+ENDINGS = {"cancelled": "stopped", "length": "cut at max tokens", "error": "failed"}
+
+
+def size(n: int) -> str:
+    """Bytes for people: 0 B, 12.3 KiB, 4.0 MiB, 1.2 GiB."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def footer(m) -> str:
+    """The line under a message (a stored Message): a reply's numbers, a user message's skill."""
+    parts: list[str] = []
+    if m.role == "assistant" and m.partial and m.finish_reason is None and not m.content:
+        return ""                      # being written: its numbers come when it is recorded
+    if m.role == "assistant":
+        speaker = m.meta.get("speaker")
+        if speaker:
+            parts.append(str(speaker))
+        s = m.stats
+        if s.generated_tokens is not None:
+            parts.append(f"{s.generated_tokens} tokens")
+        if s.prompt_tokens:
+            parts.append(f"{s.cached_tokens or 0} of {s.prompt_tokens} prompt tokens cached")
+        if s.ttft_s is not None:
+            parts.append(f"first token {s.ttft_s:.2f} s")
+        if s.tokens_per_s:
+            parts.append(f"{s.tokens_per_s:.1f} tokens/s")
+        ending = ENDINGS.get(m.finish_reason or "")
+        if ending:
+            parts.append(ending)
+        elif m.partial and m.finish_reason is None and m.content:
+            parts.append("interrupted")
+    elif m.meta.get("skill") and m.meta["skill"] != PLAIN_SKILL:
+        params = m.meta.get("skill_params") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        parts.append(f"skill {m.meta['skill']}" + (f" ({shown})" if shown else ""))
+    if not parts:
+        return ""
+    return f'<div class="{STATS_CLASS}">{html.escape(" · ".join(parts))}</div>'
+
+
+def with_footer(content: str, line: str) -> str:
+    return f"{content}\n\n{line}" if line else content
+
+
+def chat_messages(branch) -> tuple[list[dict], list[str]]:
+    """The chatbot's value and the message ids beside it, for a branch (stored Messages, root first)."""
+    shown, ids = [], []
+    for m in branch:
+        if m.role == "system":
+            continue
+        shown.append({"role": m.role, "content": with_footer(m.content, footer(m))})
+        ids.append(m.id)
+    return shown, ids
+
+
+def header(info, stats) -> str:
+    """The line at the top: the model, its context, and the cache's three tiers (live KV, RAM, disk)."""
+    live = stats.kv_cells_used * info.kv_bytes_per_cell
+    busy = f"{stats.running} replying, {stats.waiting} waiting" if stats.running or stats.waiting else "idle"
+    return (f"**{html.escape(info.name)}** · context {info.context_size:,} tokens · {html.escape(info.device)} · "
+            f"{busy}  \ncache: live {size(live)} ({stats.kv_cells_used:,} of {stats.kv_cells_budget:,} cells, "
+            f"{stats.live_sequences} sequences) · RAM {size(stats.ram_bytes)} ({stats.ram_states} saved) · "
+            f"disk {size(stats.disk_bytes)} ({stats.disk_states} saved)")
+
+
+def progress(read: int, total: int) -> str:
+    pct = 100 * read // total if total else 0
+    return f"Reading the prompt: {read:,} of {total:,} tokens ({pct}%)"
+
+
+def conversation_label(conv, now: float | None = None) -> str:
+    """"Title · 4 messages · 2 min ago"; untitled: the persona's name, else what it is."""
+    persona = ((conv.settings.get("persona") or {}).get("card") or {}).get("data", {}).get("name")
+    title = conv.title or (f"With {persona}" if persona else "Untitled" if conv.message_count else "Empty")
+    n = conv.message_count
+    return f"{title} · {n} message{'' if n == 1 else 's'} · {ago(conv.updated, now)}"
+
+
+def ago(t: float, now: float | None = None) -> str:
+    s = max(0, int((now or time.time()) - t))
+    for unit, n in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= n:
+            return f"{s // n} {unit} ago"
+    return "just now"

@@ -1,0 +1,16 @@
+"""What the web tests share beside their fixtures (a module of its own: `conftest` names clash across test
+directories when the whole suite runs)."""
+
+from __future__ import annotations
+
+API_KEY = "web-test-key-4242"
+SHORT_CAP = 48     # tokens per reply on the main test server: replies stay short
+LONG_CAP = 200     # the server for Stop and two pages at once: a reply lasts long enough to be watched
+
+
+def open_page(page, url: str) -> None:
+    """Open the chat page: wait for "load", then for the message box (Gradio keeps a connection open, so the
+    network never goes idle)."""
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#parley-input textarea")
+    page.wait_for_selector("#parley-header:has-text('cache: live')")
