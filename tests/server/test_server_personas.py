@@ -171,6 +171,36 @@ def test_skills_are_listed_with_their_params_and_errors_list_what_exists(client)
     assert user["content"] == "The ferry was late again today." and user["meta"]["skill_params"] == {"sentences": "1"}
 
 
+def test_a_skill_on_a_stateless_chat_completion_wraps_only_the_last_message(client, server):
+    """`skill` on /v1/chat/completions: the same prompt as sending the wrapped text yourself, the history before
+    it untouched; errors name the field and list what exists."""
+    history = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]
+    asked = {"model": "parley", "temperature": 0, "max_tokens": 6}
+    r = client.post("/v1/chat/completions", json={**asked, "skill": "translate", "skill_params": {"to": "German"},
+                                                  "messages": [*history, {"role": "user", "content": "Good night"}]})
+    assert r.status_code == 200, r.text
+    wrapped = server.parley.skills.get("translate").wrap("Good night", {"to": "German"})
+    assert "German" in wrapped and "Good night" in wrapped
+    same = client.post("/v1/chat/completions", json={**asked, "messages": [
+        *history, {"role": "user", "content": wrapped}]}).json()
+    assert r.json()["usage"]["prompt_tokens"] == same["usage"]["prompt_tokens"]
+    assert r.json()["choices"][0]["message"]["content"] == same["choices"][0]["message"]["content"]
+
+    msgs = [{"role": "user", "content": "x"}]
+    assert_error(client.post("/v1/chat/completions", json={**asked, "messages": msgs, "skill": "juggle"}), 400,
+                 "unknown skill 'juggle'", "known: chat, explain-code")
+    err = assert_error(client.post("/v1/chat/completions", json={**asked, "messages": msgs, "skill": "translate"}),
+                       400, "needs the parameter 'to'")
+    assert err["param"] == "skill_params"
+    err = assert_error(client.post("/v1/chat/completions", json={**asked, "messages": msgs,
+                                                                 "skill_params": {"to": "German"}}), 400,
+                       "skill_params needs a skill")
+    assert err["param"] == "skill_params"
+    err = assert_error(client.post("/v1/chat/completions", json={**asked, "skill": "proofread", "messages": [
+        *history]}), 400, "must be the user's")
+    assert err["param"] == "skill"
+
+
 # ---- transcript conversations on the base model -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def gemma_server(gemma):

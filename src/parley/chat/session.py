@@ -407,9 +407,7 @@ class Sessions:
             shown, extra = content, {}
             if skill is not None:
                 recipe = self._skill(skill)
-                shown = recipe.apply(content, skill_params or {})
-                if recipe.system:
-                    shown = f"{recipe.system}\n\n{shown}"
+                shown = recipe.wrap(content, skill_params or {})
                 extra = dict(recipe.sampling)
                 user_meta.update({"skill": recipe.name, "skill_params": dict(skill_params or {})})
             elif skill_params:

@@ -126,6 +126,11 @@ class Skill:
             values[name] = value
         return fill(self.template, values)
 
+    def wrap(self, text: str, params: dict[str, str] | None = None) -> str:
+        """The user's new message as the model reads it: the skill's own instructions (if any), then apply()."""
+        shown = self.apply(text, params)
+        return f"{self.system}\n\n{shown}" if self.system else shown
+
     def as_dict(self) -> dict[str, Any]:
         """The skill as plain data: its parameters with their defaults (None: required), examples, sampling."""
         return {

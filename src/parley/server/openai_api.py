@@ -73,7 +73,7 @@ def check_chat(body: ChatCompletionRequest) -> None:
 
 
 def sampling(state: ServerState, body, *, max_tokens: int | None, max_tokens_name: str,
-             chat: bool) -> SamplingParams:
+             chat: bool, skill=None) -> SamplingParams:
     llama_compat.check(body)
     ctx = state.parley.context_size
     max_tokens_name, max_tokens = P.pick(max_tokens_name, max_tokens, "n_predict",
@@ -81,14 +81,30 @@ def sampling(state: ServerState, body, *, max_tokens: int | None, max_tokens_nam
     changes, names = P.openai_changes(body, max_tokens_name=max_tokens_name, max_tokens=max_tokens)
     llama_compat.apply(body, changes, names, context_size=ctx)
     stops = state.parley.chat_stops if chat else ()
-    return P.build(state.settings.sampling, changes, names, settings=state.settings, context_size=ctx,
-                   template_stops=stops)
+    base = state.settings.sampling if skill is None else skill.sampling_params(state.settings.sampling)
+    return P.build(base, changes, names, settings=state.settings, context_size=ctx, template_stops=stops)
 
 
-def chat_prompt(state: ServerState, body: ChatCompletionRequest, params: SamplingParams) -> Prompt:
-    """The chat prompt's token ids (in a worker thread: rendering thousands of messages takes a while)."""
-    prompt = fit_chat(state.parley, chat_messages(body.messages), max_tokens=params.max_tokens,
-                      settings=state.settings, truncate=body.truncate)
+def chat_skill(state: ServerState, body: ChatCompletionRequest):
+    """The request's skill (parley's extension), or None; an unknown one is a 400 listing those there are."""
+    if body.skill is None:
+        if body.skill_params:
+            raise InvalidRequest("skill_params needs a skill", param="skill_params")
+        return None
+    return state.parley.skills.get(body.skill)
+
+
+def chat_prompt(state: ServerState, body: ChatCompletionRequest, params: SamplingParams, skill=None) -> Prompt:
+    """The chat prompt's token ids (in a worker thread: rendering thousands of messages takes a while). A skill
+    wraps the last message only, so the history before it renders as it did on the previous request."""
+    messages = chat_messages(body.messages)
+    if skill is not None:
+        if messages[-1]["role"] != "user":
+            raise InvalidRequest(f"a skill wraps the last message, which must be the user's (it is "
+                                 f"{messages[-1]['role']!r})", param="skill")
+        messages[-1] = {**messages[-1], "content": skill.wrap(messages[-1]["content"], body.skill_params)}
+    prompt = fit_chat(state.parley, messages, max_tokens=params.max_tokens, settings=state.settings,
+                      truncate=body.truncate)
     return with_note(prompt, llama_compat.note(body))
 
 
@@ -108,8 +124,9 @@ async def generation(state: ServerState, prompt: Prompt, params: SamplingParams,
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: State):
     check_chat(body)
     name, max_tokens = P.pick("max_tokens", body.max_tokens, "max_completion_tokens", body.max_completion_tokens)
-    params = sampling(state, body, max_tokens=max_tokens, max_tokens_name=name, chat=True)
-    prompt = await off_loop(chat_prompt, state, body, params)
+    skill = chat_skill(state, body)
+    params = sampling(state, body, max_tokens=max_tokens, max_tokens_name=name, chat=True, skill=skill)
+    prompt = await off_loop(chat_prompt, state, body, params, skill)
     gen = await generation(state, prompt, params, body, "messages")
     model = state.parley.name
     if body.stream:

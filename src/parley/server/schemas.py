@@ -167,6 +167,10 @@ class ChatCompletionRequest(LlamaServerFields, OpenAICommon):
     prompt_cache_key: Text | None = Field(None, description="Ignored: the prefix cache is automatic.")
     safety_identifier: Text | None = None
     truncate: bool = Field(False, description="parley: drop the oldest messages when the prompt does not fit.")
+    skill: Text | None = Field(None, description="parley: wrap the last (user) message in a skill's recipe, its "
+                               "sampling settings under the request's own (GET /v1/skills lists them).")
+    skill_params: dict[str, Text] | None = Field(None, description="parley: the skill's parameters, e.g. "
+                                                 "{\"to\": \"German\"}.")
     chat_template_kwargs: dict[str, Any] | None = Field(None, description="llama-server: only empty.")
     reasoning_format: Text | None = Field(None, description="llama-server: only \"none\" (the text as generated).")
 
