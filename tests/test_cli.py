@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -185,3 +186,28 @@ def test_ctrl_c_while_the_model_loads_is_one_line():
         else:  # it had loaded: Ctrl-C at the prompt only says how to leave
             assert proc.returncode == 0 and "(/quit or Ctrl-D to leave)" in err, (proc.returncode, err)
     assert stopped, "no press landed during start-up"
+
+
+def test_ask_answers_side_by_side_and_a_second_run_reads_only_the_questions(tmp_path):
+    """`parley ask`: the document is read once; a second process finds its KV on disk and reads the questions
+    only; answers cite the file; a refused file is one line."""
+    env = home(tmp_path)
+    doc = tmp_path / "harbour.md"
+    doc.write_text("# Harbour\n\nThe ferry to the island leaves at seven every morning.\n\n"
+                   "The lighthouse keeper is called Marit.\n")
+    ask = ("ask", str(doc), "-q", "When does the ferry leave?", "-q", "Who keeps the lighthouse?", "-n", "8",
+           "--json", "--kv-size", "2048")
+    first = run(*ask, env=env)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["document"]["name"] == "harbour.md" and len(out["answers"]) == 2
+    doc_tokens = out["document"]["tokens"]
+    for a in out["answers"]:
+        assert a["finish_reason"] in ("stop", "length") and a["answer"].strip()
+        assert any("harbour.md" in s["cite"] for s in a["sources"])
+    again = json.loads(run(*ask, env=env).stdout)
+    for a in again["answers"]:       # the document's KV came from disk: only the question was read
+        assert a["cached_tokens"] >= doc_tokens - 1 and a["prefilled_tokens"] < a["prompt_tokens"] - doc_tokens + 8
+    (tmp_path / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
+    bad = run("ask", str(tmp_path / "blob.bin"), "-q", "What is it?", env=env)
+    assert bad.returncode == 2 and "blob.bin" in bad.stderr and "Traceback" not in bad.stderr

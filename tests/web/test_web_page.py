@@ -379,6 +379,23 @@ def test_a_document_is_uploaded_and_answers_cite_it(server, parley, pages, tmp_p
     assert parley.documents.list(owner=owner(page)) == []
 
 
+def test_a_long_document_shows_its_reading_progress(server, parley, pages, tmp_path):
+    page = pages.new(server.url)
+    page.click("#parley-documents")
+    path = tmp_path / "tides.txt"
+    path.write_text("\n".join(f"Day {i}: high water at {i % 12 + 1} o'clock, low water six hours later."
+                               for i in range(50)))                                       # ~900 tokens
+    page.locator("#parley-doc-files input[type=file]").set_input_files(str(path))
+    page.locator("#parley-doc-list", has_text="tides.txt").wait_for()
+    page.locator("#parley-doc-question textarea").fill("When is high water on day 7?")
+    page.click("#parley-doc-ask")
+    status = page.locator("#parley-doc-status", has_text="Reading the documents once")
+    status.wait_for(timeout=20_000)
+    assert re.search(r"[\d,]+ of [\d,]{3,5} tokens \(\d+%\)", status.inner_text())
+    page.locator("#parley-doc-answer .parley-stats").wait_for(timeout=60_000)
+    assert "Reading" not in page.inner_text("#parley-doc-status")
+
+
 # ---- several people -------------------------------------------------------------------------------------------
 def test_two_pages_stream_at_once_and_stop_alone(long_server, parley, pages):
     spans = []

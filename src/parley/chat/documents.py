@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,15 +225,16 @@ class Documents:
 
     # ---- questions ---------------------------------------------------------------------------------------
     def ask(self, document_ids: Sequence[str], question: str, *, params: SamplingParams | None = None,
-            loop: asyncio.AbstractEventLoop | None = None) -> Answer:
+            loop: asyncio.AbstractEventLoop | None = None, watch: Callable | None = None) -> Answer:
         """One question about the documents: its own prompt after their shared, pinned prefix."""
-        return self.ask_many(document_ids, [question], params=params, loop=loop)[0]
+        return self.ask_many(document_ids, [question], params=params, loop=loop, watch=watch)[0]
 
     def ask_many(self, document_ids: Sequence[str], questions: Sequence[str], *,
-                 params: SamplingParams | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> list[Answer]:
+                 params: SamplingParams | None = None, loop: asyncio.AbstractEventLoop | None = None,
+                 watch: Callable | None = None) -> list[Answer]:
         """Independent questions side by side: the prefix is read (or restored) once, then every question is
-        submitted at once and forks it, so they run in the same batches."""
+        submitted at once and forks it, so they run in the same batches. `watch` gets the Stream of the
+        prefix's first read, if there is one (its progress() counts the tokens read: a page shows it)."""
         if not questions:
             raise InvalidRequest("ask at least one question", param="question")
         for i, q in enumerate(questions):
@@ -248,7 +249,7 @@ class Documents:
         if stops:
             base = base.replace(stop=tuple(dict.fromkeys((*base.stop, *stops))))
         plans = [self._plan(loaded, q) for q in questions]
-        self.warm_prefix(plans[0].prefix)
+        self.warm_prefix(plans[0].prefix, watch=watch)
         sched = self.model.scheduler
         out = []
         for q, plan in zip(questions, plans, strict=True):
@@ -407,15 +408,16 @@ class Documents:
         passages = "\n\n".join(pieces) if pieces else "(no passage of the document matches the question)"
         return f"Passages:\n{passages}\n\nQuestion: {question}", sources
 
-    def warm_prefix(self, prefix: list[int]) -> Result | None:
-        """Pin `prefix` (reading or restoring it once) and write it to the disk tier; None when it is pinned."""
+    def warm_prefix(self, prefix: list[int], watch: Callable | None = None) -> Result | None:
+        """Pin `prefix` (reading or restoring it once) and write it to the disk tier; None when it is pinned.
+        `watch`: Scheduler.pin's."""
         key = tuple(prefix)
         with self._lock:
             pin = self._pins.get(key)
             if pin is not None:
                 return None
             self._make_pin_room(len(prefix))
-            slot, result = self.model.scheduler.pin(prefix, persist=True)
+            slot, result = self.model.scheduler.pin(prefix, persist=True, watch=watch)
             self._pins[key] = _Pin(slot, len(prefix))
             return result
 

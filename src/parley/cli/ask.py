@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 
 from parley.api import Parley
 from parley.cli.options import add_model_options, load_settings
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         for note in info.notes:
             print(f"parley: note: {note}", file=err)
         params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens)
-        answers = parley.documents.ask_many([info.id], args.question, params=params)
+        with _ReadProgress(err) as progress:
+            answers = parley.documents.ask_many([info.id], args.question, params=params, watch=progress.watch)
         out = []
         for i, a in enumerate(answers, 1):
             r = a.wait()
@@ -71,3 +73,36 @@ def run(args: argparse.Namespace) -> int:
                                            "mode": info.mode, "parts": list(info.parts)}, "answers": out},
                              indent=1, ensure_ascii=False))
     return 0
+
+
+class _ReadProgress:
+    """While a document is read for the first time, its count of tokens read on a terminal's stderr (one line,
+    rewritten twice a second); nothing when the document's KV came from the cache or stderr is not a terminal."""
+
+    def __init__(self, err):
+        self.err = err
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.shown = False
+
+    def watch(self, stream) -> None:
+        if self.err.isatty():
+            self.thread = threading.Thread(target=self._show, args=(stream,), daemon=True)
+            self.thread.start()
+
+    def _show(self, stream) -> None:
+        while not self.done.wait(0.5):
+            read, total = stream.progress()
+            self.err.write(f"\rparley: reading the document: {read:,} of {total:,} tokens")
+            self.err.flush()
+            self.shown = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+            if self.shown:
+                self.err.write("\n")

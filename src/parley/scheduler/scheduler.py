@@ -157,12 +157,17 @@ class Scheduler:
         except (LimitExceeded, Overloaded, InvalidRequest):
             pass
 
-    def pin(self, tokens: Sequence[int], *, persist: bool = False) -> tuple[Slot, Result]:
+    def pin(self, tokens: Sequence[int], *, persist: bool = False,
+            watch: Callable[[Stream], None] | None = None) -> tuple[Slot, Result]:
         """Read `tokens` once (or restore them from RAM/disk) and keep their KV pinned (never evicted) until
         unpin(); with `persist`, the disk tier holds them too from now on (a document: ready after a restart).
+        `watch` gets the read's Stream as soon as it is submitted (its progress() says how far the read is).
         Returns the handle and how the read went (cached / prefilled tokens)."""
         stream = Stream(lambda: None)
         req = self.submit(tokens, SamplingParams(max_tokens=1), stream.put, pin=True, prefill_only=True)
+        stream.request = req
+        if watch is not None:
+            watch(stream)
         res = stream.wait()
         if res.finish_reason == "error":
             raise InvalidRequest(f"could not pin the prefix: {res.error}", param="prefix")

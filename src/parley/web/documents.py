@@ -17,9 +17,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from parley.web.chat import chunks
+from parley.web import view
+from parley.web.chat import TICK_S, chunks
 from parley.web.state import PageState, handler, off
-from parley.web.view import size
 
 PUSH_S = 0.05
 
@@ -36,7 +36,7 @@ def listing(docs) -> str:
     for d in docs:
         how = "whole in the context" if d.fits else "too long for the context: answers use the best passages"
         parts = f", {len(d.parts)} files" if len(d.parts) > 1 else ""
-        lines.append(f"- **{html.escape(d.name)}** · {size(d.size_bytes)}{parts} · {d.tokens:,} tokens · {how}")
+        lines.append(f"- **{html.escape(d.name)}** · {view.size(d.size_bytes)}{parts} · {d.tokens:,} tokens · {how}")
         lines += [f"  - skipped: {html.escape(n)}" for n in d.notes[:5]]
     return "\n".join(lines)
 
@@ -59,6 +59,11 @@ def answer_footer(answer, result=None) -> str:
             parts.append("stopped")
         out.append(f'<div class="parley-stats">{" · ".join(parts)}</div>')
     return "\n\n".join(out)
+
+
+def _cancel_answer(asking: asyncio.Future) -> None:
+    if not asking.cancelled() and asking.exception() is None:
+        asking.result().cancel()
 
 
 class DocumentsPanel:
@@ -119,11 +124,21 @@ class DocumentsPanel:
         if not ids:
             gr.Warning("Tick at least one document to ask about (upload one first).")
             return
-        tokens = sum(mine[i].tokens for i in ids)
-        yield {ui.doc_answer: "", ui.doc_status: f"Reading the documents ({tokens:,} tokens) once; every question "
-                                                  "after this one reuses them…"}
+        yield {ui.doc_answer: "", ui.doc_status: ""}
         loop = asyncio.get_running_loop()
-        answer = await off(self.documents.ask, ids, question, loop=loop)
+        reading: list = []          # the document's first read, if this question starts one
+        asking = asyncio.ensure_future(off(self.documents.ask, ids, question, loop=loop, watch=reading.append))
+        try:
+            while not asking.done():    # a document read for the first time: count its tokens as they are read
+                await asyncio.wait({asking}, timeout=TICK_S)
+                if reading and not asking.done():
+                    read, total = reading[0].progress()
+                    yield {ui.doc_status: view.progress(read, total, "the documents once (later questions "
+                                                                     "reuse them)")}
+        finally:
+            if not asking.done():       # stopped while the document was read: the read goes on (it is kept for
+                asking.add_done_callback(_cancel_answer)   # the next question), the answer does not
+        answer = asking.result()
         session = request.session_hash
         state.live[session] = answer
         try:

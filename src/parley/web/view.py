@@ -83,9 +83,9 @@ def header(info, stats) -> str:
             f"disk {size(stats.disk_bytes)} ({stats.disk_states} saved)")
 
 
-def progress(read: int, total: int) -> str:
+def progress(read: int, total: int, what: str = "the prompt") -> str:
     pct = 100 * read // total if total else 0
-    return f"Reading the prompt: {read:,} of {total:,} tokens ({pct}%)"
+    return f"Reading {what}: {read:,} of {total:,} tokens ({pct}%)"
 
 
 def conversation_label(conv, now: float | None = None) -> str:
