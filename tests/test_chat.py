@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import parley
@@ -110,6 +112,36 @@ def test_overflow_truncate_keeps_system_and_drops_turns_in_blocks(det):
         store = small.conversations.store
         kept_from = store.branch(chat.conversation.leaf_id)[drops[-1]]
         assert kept_from.role == "user"  # the window starts at a user message
+    finally:
+        small.close(save=False)
+
+
+def test_a_moved_window_takes_the_earlier_windows_sequence_out_of_the_context():
+    """When the window moves on, the previous window's sequence is never continued, yet every decode would scan
+    its cells: it goes to the RAM tier (retired), the live context keeps one sequence, and the turns after the
+    move still hit the cache."""
+    small = parley.load(disk_cache_mb=0, kv_size=2048)
+    try:
+        chat = small.chat(system="You are Bob.", temperature=0, max_tokens=8, max_messages=4)
+        seen = []
+        for i in range(7):
+            chat.ask(f"Say a word about the number {i}.")
+            seen.append((chat.last.dropped, chat.last.result.prompt_tokens, chat.last.result.cached_tokens))
+        moves = sum(1 for a, b in zip(seen, seen[1:], strict=False) if b[0] != a[0])
+        assert moves >= 2, seen
+
+        def retired() -> int:
+            return small.stats().cache.retired
+        deadline = time.monotonic() + 10
+        while retired() < moves and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert retired() >= moves, (retired(), seen)
+        stats = small.stats()
+        assert stats.live_sequences <= 2, stats      # this conversation (and at most a read-ahead's fork)
+        assert stats.ram_states >= 1
+        for (d, n, cached), (d0, *_rest) in zip(seen[1:], seen, strict=False):
+            if d == d0:
+                assert cached > n // 2, seen
     finally:
         small.close(save=False)
 

@@ -112,6 +112,7 @@ class Turn:
     dropped: int = 0                   # earlier history messages the prompt left out
     note: str = ""                     # what a user can act on about this prompt ("" when nothing)
     frame: Frame | None = None         # how the prompt was shaped (persona, speaker, stop strings)
+    superseded: tuple[int, ...] = ()   # the previous window's tokens, when this prompt's window moved past them
 
     @property
     def tokens(self) -> list[int]:
@@ -426,7 +427,8 @@ class Sessions:
             if frame.user_name:
                 new["name"] = frame.user_name
             turn_params = self._params(conv, {**extra, **(params or {})}, frame)
-            built, start, prev = self._plan(conv, frame, branch, new, turn_params, overflow, prompt_limit)
+            plan = self._plan(conv, frame, branch, new, turn_params, overflow, prompt_limit)
+            built, start, prev, _ = plan
             user_meta[H.WINDOW] = start
             tokens, text, base = self._delta(built, prev)
             user_meta[H.TOKENS_BASE] = base
@@ -434,7 +436,7 @@ class Sessions:
                 NewMessage("user", content, parent_id=parent, meta=user_meta, tokens=tokens, tokens_text=text,
                            tokens_key=frame.key),
                 NewMessage("assistant", "", partial=True, meta=self._reply_meta(start, frame))])
-            turn = self._turn(conv, frame, user, reply_row.id, (built, start, prev), new, branch, turn_params)
+            turn = self._turn(conv, frame, user, reply_row.id, plan, new, branch, turn_params)
             return self._start(turn, loop)
 
     def preview(self, conversation_id: str, content: str, *, params: dict | None = None) -> list[int]:
@@ -444,7 +446,7 @@ class Sessions:
         branch = self.store.branch(conv.leaf_id)
         frame = self._frame(conv, branch, None, content)
         new = frame.named({"role": "user", "content": frame.wrap(content)})
-        built, _, _ = self._plan(conv, frame, branch, new, self._params(conv, params, frame), None)
+        built = self._plan(conv, frame, branch, new, self._params(conv, params, frame), None)[0]
         return list(built.tokens)
 
     def retry(self, conversation_id: str, *, message_id: str | None = None, params: dict | None = None,
@@ -568,9 +570,10 @@ class Sessions:
                                 param="persona", code="context_length_exceeded")
 
     def _plan(self, conv: Conversation, frame: Frame, branch: list[Message], new: dict, params: SamplingParams,
-              overflow: str | None, prompt_limit: int = 0) -> tuple[Built, int, Prefix | None]:
+              overflow: str | None, prompt_limit: int = 0) -> tuple[Built, int, Prefix | None, tuple[int, ...]]:
         """The prompt: pinned blocks + the window of turns + the new message; `prompt_limit` (0: the context
-        less one token) bounds it further (a server's max_prompt_tokens)."""
+        less one token) bounds it further (a server's max_prompt_tokens). Also the previous turn's tokens when
+        the window moved on past them (their sequence can leave the context), else ()."""
         model = self.model
         policy = self._policy(conv, overflow)
         history = [frame.named(m) for m in H.prompt_messages(branch)]
@@ -589,7 +592,8 @@ class Sessions:
                      has_examples=frame.pinned[1] != frame.pinned[0], pinned_tokens=pinned_tokens,
                      min_start=min(ch.window_start, len(history)))
         prev = ch.prefix if fitted.start == ch.window_start else None
-        return fitted.built, fitted.start, prev
+        moved = fitted.start > ch.window_start and ch.prefix is not None
+        return fitted.built, fitted.start, prev, (ch.prefix.tokens if moved else ())
 
     @staticmethod
     def _delta(built: Built, prev: Prefix | None) -> tuple[list[int], str, str]:
@@ -600,7 +604,7 @@ class Sessions:
 
     def _turn(self, conv: Conversation, frame: Frame, user: Message, reply_id: str, plan, new: dict,
               branch: list[Message], params: SamplingParams) -> Turn:
-        built, start, prev = plan
+        built, start, prev, superseded = plan
         history = [frame.named(m) for m in H.prompt_messages(branch)]
         notes = []
         if start:
@@ -610,7 +614,7 @@ class Sessions:
             notes.append(built.note)
         return Turn(conversation_id=conv.id, user=user, reply_id=reply_id, built=built, params=params,
                     messages=frame.pinned[1] + history[start:] + [new], dropped=start, note="; ".join(notes),
-                    frame=frame)
+                    frame=frame, superseded=superseded)
 
     def _start(self, turn: Turn, loop) -> Reply:
         sched = self.model.scheduler
@@ -674,6 +678,8 @@ class Sessions:
             with self._lock:
                 self._busy.pop(turn.conversation_id, None)
             live.stream.put(dataclasses.replace(r, text=turn.frame.clean(r.text)))   # the text as shown
+        if turn.superseded:  # the window moved: the previous window's sequence will not be continued
+            self.model.scheduler.retire(turn.superseded)
         if r.finish_reason in ("stop", "length"):
             try:
                 self._read_ahead(turn, r)

@@ -77,6 +77,7 @@ class CacheCounters:
     evictions: int = 0
     saved_states: int = 0
     idle_trims: int = 0
+    retired: int = 0             # sequences moved out because their conversation's window moved past them
     restore_failures: int = 0
 
 
@@ -351,6 +352,23 @@ class PrefixCache:
                 return True
         self._flushing = False
         return False
+
+    def retire(self, tokens: Sequence[int]) -> int:
+        """A conversation's window moved past the prompt `tokens`: the idle sequences holding it (and the reply
+        and read-ahead after it) will not be continued, yet every decode would still scan their cells. Move
+        them to the RAM/disk tier (a retry of an earlier message restores them). Returns how many moved; none
+        without a store (eviction would throw the KV away)."""
+        if self.store is None or not tokens:
+            return 0
+        tokens = list(tokens)
+        n = len(tokens)
+        moved = 0
+        for slot in self.idle_slots():
+            if len(slot.tokens) >= n and slot.tokens[:n] == tokens:
+                self.evict(slot)
+                self.counters.retired += 1
+                moved += 1
+        return moved
 
     def evict(self, slot: Slot) -> None:
         if self.store is not None and len(slot.tokens) >= SAVE_MIN_TOKENS:

@@ -175,6 +175,13 @@ class Scheduler:
             self.call(lambda: self.cache.persist(req.slot))
         return req.slot, res
 
+    def retire(self, tokens: Sequence[int]) -> None:
+        """The sequences holding `tokens` (a conversation's earlier window) will not be continued: move them out
+        of the context between two steps (PrefixCache.retire). Does not wait."""
+        tokens = list(tokens)
+        if self._thread.is_alive():
+            self._inbox.put(("call", (lambda: self.cache.retire(tokens), Future())))
+
     def drop_cached(self, *, save: bool = True) -> int:
         """Forget every idle, unpinned cached sequence (first saved to the RAM/disk tiers when `save` and they
         exist). Returns how many were dropped. For benchmarks and tests that need a cold cache."""

@@ -177,6 +177,9 @@ class Metrics:
         metric("parley_cache_idle_trims_total", "counter",
                "Idle conversations moved out of the context to RAM/disk so decoding scans fewer cells.",
                [({}, s.cache.idle_trims)])
+        metric("parley_cache_retired_total", "counter",
+               "Sequences of a conversation's earlier window moved out of the context once its window moved on.",
+               [({}, s.cache.retired)])
         metric("parley_cache_saved_states_total", "counter", "KV states saved to RAM or disk.",
                [({}, s.cache.saved_states)])
         metric("parley_cache_restore_failures_total", "counter", "Saved KV states that could not be restored.",
