@@ -146,6 +146,23 @@ def test_a_moved_window_takes_the_earlier_windows_sequence_out_of_the_context():
         small.close(save=False)
 
 
+def test_editing_the_first_message_never_leaves_the_conversation_without_its_branch(det):
+    """An edit of the first message is a new first message; until it is committed the conversation keeps its
+    branch, and an edit that is refused (a bad option) leaves it exactly as it was."""
+    chat = det.chat(temperature=0, max_tokens=4)
+    chat.ask("Say hi.")
+    convs, cid = det.conversations, chat.conversation.id
+    store = convs.store
+    first, reply = store.branch(store.get_conversation(cid).leaf_id)
+    with pytest.raises(InvalidRequest, match="stop"):
+        convs.edit(cid, first.id, "Say bye.", params={"stop": [f"s{i}" for i in range(17)]})
+    assert store.get_conversation(cid).leaf_id == reply.id
+    convs.edit(cid, first.id, "Say bye.").wait()
+    roots = store.children(None, cid)
+    assert sorted(m.content for m in roots) == ["Say bye.", "Say hi."]
+    assert store.branch(store.get_conversation(cid).leaf_id)[0].content == "Say bye."
+
+
 def test_empty_message_is_an_error(det):
     chat = det.chat()
     with pytest.raises(InvalidRequest, match="empty"):

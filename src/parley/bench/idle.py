@@ -109,7 +109,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
                 f"{s} {idle_seen[s][-1]} idle cells: decode {decode[s][-1].decode_tps:.1f} tok/s, returning TTFT "
                 f"{returning[s][-1].ttft_s * 1000:.0f} ms ({returning[s][-1].source})" for s in ("kept", "moved")))
         res.data["idle_cells"] = idle_seen
-        res.data["idle_trims"] = sched.stats()["cache_idle_trims"]
+        res.data["idle_trims"] = sched.stats().cache.idle_trims
     finally:
         parley.close(save=False)
 

@@ -127,7 +127,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
 
     res.data = {
         "returning_cache_source": dict(collections.Counter(s["parley"].source for s in back)),
-        "scheduler_stats": {k: v for k, v in stats.items() if k.startswith(("cache_", "ram_", "disk_", "kv_"))},
+        "scheduler_stats": {k: v for k, v in stats.as_dict().items()
+                            if k == "cache" or k.startswith(("ram_", "disk_", "kv_"))},
         "steps": [{k: (v.as_dict() if isinstance(v, Timed) else v) for k, v in s.items()} for s in steps],
     }
     N, L = "naive re-prefill (a)", "Llama + prompt cache (b)"

@@ -392,15 +392,15 @@ class Sessions:
     def send(self, conversation_id: str, content: str, *, parent_id: str | None = None,
              params: dict | None = None, overflow: str | None = None, skill: str | None = None,
              skill_params: dict | None = None, speaker: str | None = None, prompt_limit: int = 0,
-             loop: asyncio.AbstractEventLoop | None = None) -> Reply:
-        """A new user message (under the leaf, or under `parent_id`) and its reply. `skill` wraps the new message
-        in a recipe (the history before it stays byte-identical); `speaker` picks who answers in a persona's
-        group scene."""
+             loop: asyncio.AbstractEventLoop | None = None, at_root: bool = False) -> Reply:
+        """A new user message (under the leaf, or under `parent_id`, or with `at_root` as a new first message)
+        and its reply. `skill` wraps the new message in a recipe (the history before it stays byte-identical);
+        `speaker` picks who answers in a persona's group scene."""
         if not isinstance(content, str) or not content.strip():
             raise InvalidRequest("the message is empty", param="content")
         with self._claim(conversation_id):
             conv = self.store.get_conversation(conversation_id)
-            parent = parent_id if parent_id is not None else conv.leaf_id
+            parent = None if at_root else parent_id if parent_id is not None else conv.leaf_id
             if parent_id is not None:
                 self.store.message_of(conversation_id, parent_id, "parent_id")
             branch = self.store.branch(parent)
@@ -485,10 +485,9 @@ class Sessions:
         if msg.role != "user":
             raise InvalidRequest(f"message {msg.id} is a {msg.role} message; only user messages are edited "
                                  "(retry makes a new reply)", param="message_id")
-        if msg.parent_id is None:
-            with self._claim(conversation_id):
-                self.store.update_conversation(conversation_id, leaf_id=None)
-        return self.send(conversation_id, content, parent_id=msg.parent_id, **kw)
+        # the first message said differently is a new first message: the conversation keeps its leaf until the
+        # new branch is committed (readers never see it empty, and a refused edit leaves it as it was)
+        return self.send(conversation_id, content, parent_id=msg.parent_id, at_root=msg.parent_id is None, **kw)
 
     # ---- internals ---------------------------------------------------------------------------------------
     class _Claim:
