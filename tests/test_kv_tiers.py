@@ -166,3 +166,37 @@ def test_a_state_llama_cpp_refuses_is_reported_as_refused(tmp_path, det):
     finally:
         p.close(save=False)
     assert res.token_ids == reference(second)
+
+
+def test_large_buffers_are_mapped_so_freed_states_return_their_memory():
+    """On glibc the KV store fixes malloc's mmap threshold (scheduler/heap.py), so freed multi-MB states leave
+    the process even when small allocations sit between them (without it, glibc's raised threshold puts them in
+    the heap, where ~8 MB of these 32 stayed). In a fresh process, RSS read from /proc."""
+    import platform
+
+    import pytest
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    script = textwrap.dedent("""
+        from parley.scheduler.heap import map_large_buffers
+        assert map_large_buffers()
+        def rss_kb():
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        for _ in range(3):   # what raises glibc's dynamic mmap threshold to 8 MB
+            b = bytearray(8 << 20)
+            del b
+        before = rss_kb()
+        big, small = [], []
+        for _ in range(4):
+            big.append(bytearray(b"\\x01" * (8 << 20)))
+            small.append(bytearray(b"\\x02" * 200_000))
+        grew = rss_kb() - before
+        del big
+        print(grew, rss_kb() - before)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    grew, kept = (int(x) for x in out.stdout.split())
+    assert grew > 30_000 and kept < 4_000, (grew, kept)

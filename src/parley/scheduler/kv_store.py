@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from parley.scheduler.heap import map_large_buffers
 from parley.scheduler.prefix_index import chain_hashes, prefix_key
 
 log = logging.getLogger("parley.kv_store")
@@ -166,6 +167,8 @@ def read_state_file(path: Path, model_hash: str) -> tuple[list[int], bytes]:
 class KVStore:
     def __init__(self, *, ram_bytes: int, disk_bytes: int, disk_dir: Path | None, model_hash: str | None,
                  read_only: bool = False):
+        if ram_bytes > 0:
+            map_large_buffers()  # freed states give their memory back (heap.py)
         self.ram_budget = ram_bytes
         self.disk_budget = disk_bytes if disk_dir is not None else 0
         self.dir = disk_dir
