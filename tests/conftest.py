@@ -67,3 +67,24 @@ def gemma(gemma_path):
 def chatml(user: str, system: str | None = None) -> str:
     s = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
     return f"{s}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+# ---- a transcript group scene (tests/test_roleplay.py, tests/server/test_server_personas.py) -----------------
+SCENE_OTHERS = ("Tobias:", "Ines:", "Traveller:")
+
+
+def lighthouse_scene(name: str):
+    """A transcript persona whose example lines have the others talk over the speaker, so the base model writes
+    "Tobias:" mid-line too (what the stop strings must catch)."""
+    from parley.api import Persona
+
+    return Persona(
+        name=name, format="transcript", user_name="Traveller",
+        characters=({"name": "Tobias", "description": "the apprentice, who always interrupts"},
+                    {"name": "Ines", "description": "the cook, who answers for everyone"}),
+        description="{{char}} keeps the lighthouse on Gull Rock with Tobias and Ines, who talk over each other. "
+                    "{{user}} has rowed across in a storm.",
+        example_dialogue="<START>\n{{user}}: Hello?\n{{char}}: Come in out of the rain. Tobias: Who is it? Ines: "
+                         "Another wet one.\n{{user}}: Thank you.\n{{char}}: Sit by the stove. Tobias: Did you see "
+                         "the lantern? Ines: Let them warm up first.\n{{user}}: Is there soup?\n{{char}}: There is "
+                         "always soup. Ines: Fish stew, tonight. Tobias: Again?")

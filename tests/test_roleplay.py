@@ -20,19 +20,10 @@ from parley.chat.personas import persona_toml
 from parley.cli.main import main
 from parley.errors import InvalidRequest, LimitExceeded
 from parley.sampling import SamplingParams
+from tests.conftest import SCENE_OTHERS as OTHERS
+from tests.conftest import lighthouse_scene
 
-# Example lines where the others talk over the speaker, so the base model writes "Tobias:" mid-line too.
-SCENE = Persona(
-    name="Maren", format="transcript", user_name="Traveller",
-    characters=({"name": "Tobias", "description": "the apprentice, who always interrupts"},
-                {"name": "Ines", "description": "the cook, who answers for everyone"}),
-    description="{{char}} keeps the lighthouse on Gull Rock with Tobias and Ines, who talk over each other. "
-                "{{user}} has rowed across in a storm.",
-    example_dialogue="<START>\n{{user}}: Hello?\n{{char}}: Come in out of the rain. Tobias: Who is it? Ines: Another "
-                     "wet one.\n{{user}}: Thank you.\n{{char}}: Sit by the stove. Tobias: Did you see the lantern? "
-                     "Ines: Let them warm up first.\n{{user}}: Is there soup?\n{{char}}: There is always soup. Ines: "
-                     "Fish stew, tonight. Tobias: Again?")
-OTHERS = ("Tobias:", "Ines:", "Traveller:")
+SCENE = lighthouse_scene("Maren")
 QUESTIONS = ("Who lives here?", "Is there any soup?", "Can I sleep here?", "What was that noise?")
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
 

@@ -15,18 +15,10 @@ from srvutil import LiveServer, assert_error
 from parley.chat import cards
 from parley.chat.personas import Persona, card_json, card_png, load_card
 from parley.server import ServerSettings
+from tests.conftest import SCENE_OTHERS as OTHERS
+from tests.conftest import lighthouse_scene
 
-OTHERS = ("Tobias:", "Ines:", "Traveller:")
-SCENE = Persona(
-    name="Wren", format="transcript", user_name="Traveller",
-    characters=({"name": "Tobias", "description": "the apprentice, who always interrupts"},
-                {"name": "Ines", "description": "the cook, who answers for everyone"}),
-    description="{{char}} keeps the lighthouse on Gull Rock with Tobias and Ines, who talk over each other. "
-                "{{user}} has rowed across in a storm.",
-    example_dialogue="<START>\n{{user}}: Hello?\n{{char}}: Come in out of the rain. Tobias: Who is it? Ines: Another "
-                     "wet one.\n{{user}}: Thank you.\n{{char}}: Sit by the stove. Tobias: Did you see the lantern? "
-                     "Ines: Let them warm up first.\n{{user}}: Is there soup?\n{{char}}: There is always soup. Ines: "
-                     "Fish stew, tonight. Tobias: Again?")
+SCENE = lighthouse_scene("Wren")   # not the bundled lighthouse persona's Maren
 
 
 def card(name: str, **fields) -> Persona:

@@ -152,7 +152,12 @@ def greedy(max_tokens: int, stop: Sequence[str] = ()) -> SamplingParams:
 def timed_parley(scheduler, tokens: Sequence[int], params: SamplingParams) -> Timed:
     """One request through parley's scheduler, timed from before submission to each chunk's arrival."""
     t0 = now()
-    stream = scheduler.stream(tokens, params)
+    return timed_stream(scheduler.stream(tokens, params), t0, "parley request")
+
+
+def timed_stream(stream, t0: float, what: str) -> Timed:
+    """Read a parley stream (a Stream or an Answer) to its end, timed from `t0` to its first token and its end.
+    A request that failed raises, naming `what`."""
     first = None
     for chunk in stream:
         if first is None and chunk.token_ids:
@@ -160,10 +165,10 @@ def timed_parley(scheduler, tokens: Sequence[int], params: SamplingParams) -> Ti
     end = now()
     r = stream.result
     if r.finish_reason == "error":
-        raise RuntimeError(f"parley request failed: {r.error}")
-    if first is None:  # nothing streamed (an immediate end-of-turn): the first token is the end
-        first = end
-    return Timed(first - t0, end - t0, r.generated_tokens, len(tokens), r.cached_tokens, r.cache_source)
+        raise RuntimeError(f"{what} failed: {r.error}")
+    # nothing streamed (an immediate end-of-turn): the first token is the end
+    return Timed((first or end) - t0, end - t0, r.generated_tokens, r.prompt_tokens, r.cached_tokens,
+                 r.cache_source)
 
 
 def drop_idle(scheduler) -> None:

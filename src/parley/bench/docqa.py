@@ -49,6 +49,7 @@ from parley.bench.common import (
     rotate,
     run_worker,
     settle,
+    timed_stream,
     warm_up_llama,
     warm_up_parley,
 )
@@ -141,15 +142,7 @@ def timed_ask(docs, doc_id: str, question: str, params, *, warm: bool = False):
     warmed = docs.warm([doc_id]) if warm else None
     warm_s = now() - t0
     answer = docs.ask([doc_id], question, params=params)
-    first = None
-    for chunk in answer:
-        if first is None and chunk.token_ids:
-            first = now()
-    end = now()
-    r = answer.result
-    if r.finish_reason == "error":
-        raise RuntimeError(f"parley's answer failed: {r.error}")
-    t = Timed((first or end) - t0, end - t0, r.generated_tokens, r.prompt_tokens, r.cached_tokens, r.cache_source)
+    t = timed_stream(answer, t0, "parley's answer")
     return t, answer, warmed, warm_s
 
 
