@@ -204,3 +204,63 @@ def test_long_ids_are_not_echoed_whole(server):
         err = assert_error(r, (400, 404))
         assert len(err["message"]) < 400 and "..." in err["message"] and "60" in err["message"], err["message"][:500]
         assert err["param"] is None or len(err["param"]) < 200
+
+
+# ---- nesting: refused from the body's bytes, before json.loads or pydantic recurse into it --------------------
+DEEP = 50_000
+JSON_ROUTES = [   # (method, path, a field of its body)
+    ("POST", CHAT, "messages"), ("POST", "/v1/completions", "prompt"), ("POST", "/generate", "inputs"),
+    ("POST", "/generate_stream", "inputs"), ("POST", "/", "inputs"), ("POST", "/v1/conversations", "system"),
+    ("POST", "/v1/conversations/import", "messages"), ("PATCH", "/v1/conversations/conv_x", "metadata"),
+    ("POST", "/v1/conversations/conv_x/messages", "content"), ("POST", "/v1/conversations/conv_x/edit", "content"),
+    ("POST", "/v1/personas", "data"), ("POST", "/v1/documents", "path"),
+    ("POST", "/v1/documents/doc_x/ask", "question"),
+]
+
+
+def nested(levels: int) -> dict | str:
+    value = "leaf"
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("method, path, field", JSON_ROUTES)
+@pytest.mark.parametrize("where", ["bare", "in_a_field"])
+def test_deeply_nested_json_is_a_400_naming_the_limit(server, method, path, field, where):
+    from parley.server.json_depth import MAX_JSON_DEPTH
+
+    arrays = "[" * DEEP + "]" * DEEP
+    raw, depth = (arrays, DEEP) if where == "bare" else (f'{{"{field}": {arrays}}}', DEEP + 1)
+    r = httpx.request(method, server.url + path, content=raw.encode(), timeout=60,
+                      headers={"content-type": "application/json"})
+    err = assert_error(r, 400, f"nested {depth} levels deep", f"at most {MAX_JSON_DEPTH}")
+    assert err["code"] == "json_too_deep" and err["param"] is None
+    if path in ("/", "/generate", "/generate_stream"):
+        assert r.json()["error_type"] == "validation"
+
+
+@pytest.mark.parametrize("raw", [
+    b"[" * DEEP,                                                        # never closed
+    ('{"messages": [' + "[" * DEEP + "]" * DEEP + "]}").encode("utf-16"),   # UTF-16, which json.loads reads too
+], ids=["unclosed", "utf-16"])
+def test_deep_json_in_any_form_the_parser_takes_is_a_400(server, raw):
+    assert_error(post(server, CHAT, raw=raw), 400, "levels deep")
+
+
+def test_nesting_up_to_the_limit_is_served(server):
+    from parley.server.json_depth import MAX_JSON_DEPTH
+
+    # metadata (taken and ignored) one level inside the body: the whole body is exactly as deep as allowed
+    body = {"messages": [OK], "max_tokens": 1, "temperature": 0, "metadata": nested(MAX_JSON_DEPTH - 1)}
+    r = post(server, CHAT, body)
+    assert r.status_code == 200, r.text
+    body["metadata"] = nested(MAX_JSON_DEPTH)
+    assert_error(post(server, CHAT, body), 400, f"nested {MAX_JSON_DEPTH + 1} levels deep")
+
+
+def test_brackets_inside_strings_are_not_nesting(server):
+    text = '\\"' + "[" * 5000 + "{" * 5000 + '\\'   # an escaped quote first, an escaped backslash last
+    body = {"messages": [OK], "max_tokens": 1, "user": text, "metadata": {text: [text, {"]": "}"}]}}
+    r = post(server, CHAT, body)
+    assert r.status_code == 200, r.text

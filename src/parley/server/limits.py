@@ -6,7 +6,9 @@ the connection is closed. Once the body is complete, waiting for the client to l
 
 BodyLimit (ASGI middleware) reads the request body before any parsing and refuses one over max_body_bytes with
 a 413 that names the limit. An oversized body is still read to its end (and thrown away, up to DRAIN_MAX) so the
-client, which is usually still sending, gets the 413 instead of a broken connection.
+client, which is usually still sending, gets the 413 instead of a broken connection. Holding the whole body, it
+also refuses a JSON body nested deeper than json_depth.MAX_JSON_DEPTH (400), before json.loads and pydantic,
+which recurse once per level, see it: every JSON route, the web page's included, is covered here once.
 
 ConcurrencyGate counts HTTP requests that are generating; the one past max_concurrent gets a 429.
 """
@@ -17,6 +19,7 @@ import asyncio
 
 from parley.errors import Overloaded
 from parley.server.errors import error_body
+from parley.server.json_depth import MAX_JSON_DEPTH, json_depth
 
 DRAIN_MAX = 64 << 20  # read at most this much of a refused body before closing the connection
 
@@ -51,6 +54,13 @@ def header(scope, name: bytes) -> bytes | None:
         if key.lower() == name:
             return value
     return None
+
+
+def _json(scope) -> bool:
+    """A body the app may parse as JSON: one that says so (application/json, ...+json), or says nothing (a lenient
+    route such as Gradio's reads any body with request.json())."""
+    kind = header(scope, b"content-type")
+    return kind is None or b"json" in kind.lower()
 
 
 class BodyTimeout(Exception):
@@ -155,6 +165,10 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if _json(scope) and (depth := json_depth(body)) > MAX_JSON_DEPTH:
+            message = (f"the JSON body is nested {depth} levels deep; this server takes at most {MAX_JSON_DEPTH} "
+                       "levels of arrays and objects")
+            return await send_json(send, 400, error_body(message, code="json_too_deep", path=scope["path"]))
         replayed = False
 
         async def replay():
