@@ -27,11 +27,12 @@ _fresh = itertools.count(1)
 
 class LiveServer:
     """create_app(...) served on 127.0.0.1:<free port> in a daemon thread, as `parley serve` serves it
-    (server/lifecycle.py: the same connection limits and timeouts)."""
+    (server/lifecycle.py: the same connection limits and timeouts). `app`: one the test built with create_app
+    and changed (a route or middleware of its own) before it is served."""
 
-    def __init__(self, parley, settings: ServerSettings):
+    def __init__(self, parley, settings: ServerSettings, app=None):
         self.parley = parley
-        self.app = create_app(parley, settings)
+        self.app = app or create_app(parley, settings)
         self.state = self.app.state.parley_server
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))

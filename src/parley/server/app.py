@@ -10,8 +10,9 @@ Layers, outermost first: CORS (only with --cors-origin; answers a browser's pref
 HttpMetrics (counts every response, labels from fixed sets) -> BodyDeadline (408 for a body that is late) ->
 HostCheck (421 for a Host that does not name this server: DNS rebinding) -> DrainGate (503 while shutting down)
 -> ApiKeyAuth (401 before anything is parsed; the page and the docs also take the login cookie) -> HeadAsGet (HEAD on a GET route) -> BodyLimit (413 before
-anything is parsed) -> FastAPI (bounds.BoundedRoute: message count before validation; validation -> 400 in the
-OpenAI error shape) -> routes. Below the app, the h11 protocol (connections.py) bounds header time and open
+anything is parsed; 400 for JSON nested too deep) -> FaultBarrier (an unexpected exception: a 500 in the OpenAI
+error shape, the connection kept; faults.py) -> FastAPI (bounds.BoundedRoute: message count before validation;
+validation -> 400 in the OpenAI error shape) -> routes. Below the app, the h11 protocol (connections.py) bounds header time and open
 connections; lifecycle.py serves it all and drains on SIGTERM.
 """
 
@@ -33,6 +34,7 @@ from parley.server import (
     docs,
     documents_api,
     errors,
+    faults,
     login,
     openai_api,
     personas_api,
@@ -78,6 +80,7 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
                   description=DESCRIPTION.replace("{sampling}", describe(settings.sampling)))
     app.state.parley_server = state
     errors.install(app)
+    app.add_exception_handler(Exception, faults.unexpected)   # only a middleware's fault gets past FaultBarrier
     routers = (openai_api.router, conversations_api.router, documents_api.router, tgi_api.router,
                personas_api.router)
     for router in routers:
@@ -101,6 +104,7 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     app.state.parley_routes = routes
     page = _mount_page(app, parley, settings, routes)
     docs_limit = parley.settings.document_limits.max_total_bytes
+    app.add_middleware(faults.FaultBarrier)                    # innermost: every layer above sees its 500
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        uploads={"/v1/documents": (docs_limit, "docs_max_mb, `parley serve --docs-max-mb`")})
     app.add_middleware(HeadAsGet, routes=routes)

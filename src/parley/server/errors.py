@@ -1,7 +1,8 @@
 """Every error the server returns is JSON in the OpenAI shape, `{"error": {"message", "type", "param", "code"}}`,
 with a status that says whose fault it is (4xx: the request; 5xx: the server). Messages name the field or the
 limit at fault. On the TGI routes the body also carries TGI's `error_type`, so the `text-generation` client raises
-its matching exception (ValidationError, OverloadedError, GenerationError)."""
+its matching exception (ValidationError, OverloadedError, GenerationError). An exception nobody expected is
+faults.py's: a 500 that names only its type."""
 
 from __future__ import annotations
 
@@ -220,9 +221,3 @@ def install(app: FastAPI) -> None:
                                        "application/json)", code="invalid_json", path=path)
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
         return error_response(e.status_code, detail, type=kind, path=path, headers=e.headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, e: Exception):
-        log.exception("%s %s failed", request.method, request.url.path)
-        return error_response(500, f"internal server error: {type(e).__name__}: {e}", type="server_error",
-                              code="internal_error", path=request.url.path)
