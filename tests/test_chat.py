@@ -109,7 +109,7 @@ def test_overflow_truncate_keeps_system_and_drops_turns_in_blocks(det):
             if d == d0:  # same window as the turn before: its KV was reused
                 assert cached > n // 2, turns
         assert chat.messages[0] == {"role": "system", "content": "You are Bob."}
-        store = small.conversations.store
+        store = small.store
         kept_from = store.branch(chat.conversation.leaf_id)[drops[-1]]
         assert kept_from.role == "user"  # the window starts at a user message
     finally:
@@ -152,7 +152,7 @@ def test_editing_the_first_message_never_leaves_the_conversation_without_its_bra
     chat = det.chat(temperature=0, max_tokens=4)
     chat.ask("Say hi.")
     convs, cid = det.conversations, chat.conversation.id
-    store = convs.store
+    store = det.store
     first, reply = store.branch(store.get_conversation(cid).leaf_id)
     with pytest.raises(InvalidRequest, match="stop"):
         convs.edit(cid, first.id, "Say bye.", params={"stop": [f"s{i}" for i in range(17)]})

@@ -1,5 +1,6 @@
 """The one door: the edges (cli/, server/, web/) import parley.api and a few leaf modules, never the stages below
-it (chat, store, scheduler, engine, text, documents). Read from the source, so a new reach-through fails here."""
+it (chat, store, scheduler, engine, text, documents), and reach nothing below the facade through its attributes
+(`parley.store`, `.scheduler`, `.engine`, ...). Read from the source, so a new reach-through fails here."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "parley"
 EDGES = ("cli", "server", "web")
-LEAVES = {"parley", "parley.api", "parley.errors", "parley.sampling", "parley.settings"}
+LEAVES = {"parley", "parley.errors", "parley.sampling", "parley.settings", "parley.config"}
 ALSO = {"cli": {"parley.server", "parley.bench"}, "server": {"parley.web"}, "web": set()}  # an edge may start another
+# what the facade keeps below its door: the parts it is made of, and its private attributes
+BELOW = {"store", "scheduler", "engine", "builder", "prefix_cache", "sessions", "turns"}
+EXEMPT = {"cli/bench.py"}   # `parley bench` starts the benchmarks (parley.bench), which measure the parts
 
 
 def imports(path: Path) -> set[str]:
@@ -23,20 +27,56 @@ def imports(path: Path) -> set[str]:
 
 
 def allowed(module: str, edge: str) -> bool:
-    if module in LEAVES or module.startswith(f"parley.{edge}"):
+    if module in LEAVES or module.startswith(f"parley.{edge}") or module == "parley.api" \
+            or module.startswith("parley.api."):
         return True
     return any(module == other or module.startswith(other + ".") for other in ALSO[edge])
 
 
-def test_edges_call_only_the_facade():
-    bad = []
+def reach_throughs(path: Path) -> list[str]:
+    """Attribute reads that go below the facade: a name in BELOW on anything, or a private attribute of
+    something other than the module's own objects (self, cls) or a third-party object the code names."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):  # (ast.walk's order is not the source order)
+        if not isinstance(node, ast.Attribute):
+            continue
+        base = node.value.id if isinstance(node.value, ast.Name) else None
+        if node.attr in BELOW:
+            out.append(f"line {node.lineno}: .{node.attr}")
+        elif node.attr in ("_core", "_convs", "_turns", "_docs", "_reg", "_store"):
+            out.append(f"line {node.lineno}: .{node.attr}")
+        elif node.attr.startswith("_") and not node.attr.startswith("__") and base in ("parley", "p", "door"):
+            out.append(f"line {node.lineno}: {base}.{node.attr}")
+    return out
+
+
+def edge_files():
     for edge in EDGES:
         for path in sorted((SRC / edge).glob("*.py")) if (SRC / edge).is_dir() else []:
-            bad += [f"{path.relative_to(SRC)} imports {m}" for m in sorted(imports(path)) if not allowed(m, edge)]
+            yield edge, path
+
+
+def test_edges_call_only_the_facade():
+    bad = []
+    for edge, path in edge_files():
+        bad += [f"{path.relative_to(SRC)} imports {m}" for m in sorted(imports(path)) if not allowed(m, edge)]
+    assert not bad, "\n".join(bad)
+
+
+def test_edges_reach_nothing_below_the_facade():
+    bad = []
+    for _edge, path in edge_files():
+        rel = str(path.relative_to(SRC))
+        if rel not in EXEMPT:
+            bad += [f"{rel} {r}" for r in reach_throughs(path)]
     assert not bad, "\n".join(bad)
 
 
 def test_the_check_sees_a_reach_through(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("from parley.scheduler.scheduler import Scheduler\nfrom parley.api import Parley\n")
+    probe.write_text("from parley.scheduler.scheduler import Scheduler\nfrom parley.api import Parley\n"
+                     "n = state.parley.conversations.store.count_conversations()\n"
+                     "s = parley.scheduler.stats()\nc = parley._core.turns\n")
     assert [m for m in imports(probe) if not allowed(m, "server")] == ["parley.scheduler.scheduler"]
+    assert sorted(reach_throughs(probe)) == ["line 3: .store", "line 4: .scheduler", "line 5: ._core",
+                                             "line 5: .turns"]

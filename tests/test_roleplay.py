@@ -112,7 +112,7 @@ def test_rolled_window_reply_equals_a_cold_full_prefill(det):
 
 def test_group_scene_the_user_names_the_speaker_else_the_named_or_longest_silent(gemma):
     chat = gemma.chat(persona="lighthouse", max_tokens=8, **GREEDY)   # Maren greets
-    store = gemma.conversations.store
+    store = gemma.store
 
     def ask(text, expected, speaker=None):
         if speaker is None:
@@ -147,13 +147,13 @@ def test_char_and_user_are_filled_in_every_prompt(gemma):
 
 def test_persona_longer_than_the_context_is_a_clear_error(gemma):
     big = Persona(name="Archivist", format="transcript", description="The archive holds " + "old letters and " * 2000)
-    before = gemma.conversations.store.count_conversations()
+    before = gemma.store.count_conversations()
     with pytest.raises(LimitExceeded) as err:
         gemma.chat(persona=big)
     e = err.value
     assert e.param == "persona" and e.code == "context_length_exceeded"
     assert "the persona and system prompt are" in e.message and f"the context holds {gemma.context_size}" in e.message
-    assert gemma.conversations.store.count_conversations() == before   # nothing stored
+    assert gemma.store.count_conversations() == before   # nothing stored
 
 
 def test_skills_wrap_the_new_message_and_their_errors_list_what_exists(det):

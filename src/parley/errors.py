@@ -65,7 +65,16 @@ class NotFound(ParleyError):
     code = "not_found"
 
 
-class Unauthorized(ParleyError):
-    status = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
+class Conflict(ParleyError):
+    """The request clashes with what is going on (a conversation still generating, a document in use)."""
+
+    status = 409
+    code = "conflict"
+
+
+class ShuttingDown(ParleyError):
+    """New work while parley stops (a server draining after SIGTERM / Ctrl-C, a closed Parley)."""
+
+    status = 503
+    type = "server_error"
+    code = "shutting_down"

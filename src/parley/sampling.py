@@ -55,6 +55,17 @@ class SamplingParams:
             changes["stop"] = normalize_stop(changes["stop"])
         return dataclasses.replace(self, **changes)
 
+    def with_stops(self, extra: Sequence[str]) -> SamplingParams:
+        """These params with `extra` stop strings after their own (a chat format's end-of-turn strings), each
+        once: the one place stop strings are merged."""
+        merged = tuple(dict.fromkeys((*self.stop, *extra)))
+        return self if merged == self.stop else dataclasses.replace(self, stop=merged)
+
+    def without_stops(self, extra: Sequence[str]) -> SamplingParams:
+        """These params without the stop strings in `extra` (what a user set, the chat format's own left out)."""
+        kept = tuple(s for s in self.stop if s not in extra)
+        return self if kept == self.stop else dataclasses.replace(self, stop=kept)
+
 
 def normalize_stop(stop: str | Sequence[str] | None) -> tuple[str, ...]:
     if stop is None:

@@ -129,14 +129,14 @@ def test_retrieval_finds_a_planted_fact_in_a_document_ten_times_the_context(tmp_
         assert not info.fits and info.tokens > 10 * small.context_size
         answer = small.documents.ask([info.id], "What is the secret code of the vault?", params=G)
         r = answer.wait()
-        assert answer.mode == "retrieval" and r.finish_reason in ("stop", "length")
-        assert answer.sources and r.prompt_tokens < small.context_size
+        assert answer.meta.mode == "retrieval" and r.finish_reason in ("stop", "length")
+        assert answer.meta.sources and r.prompt_tokens < small.context_size
         line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "PELICAN" in text)
-        top = answer.sources[0]
+        top = answer.meta.sources[0]
         start, end = [int(x) for x in top.cite.split("lines ")[1].split("-")] if "-" in top.cite else \
             (int(top.cite.split("line ")[1]),) * 2
         assert start <= line <= end, (top.cite, line)
-        assert "PELICAN-4417" in answer.built.text  # the planted passage is in the prompt
+        assert "PELICAN-4417" in small.detokenize(answer.request.prompt)  # the planted passage is in the prompt
     finally:
         small.close()
 

@@ -26,11 +26,11 @@ def owner(page) -> str:
 
 
 def conversations(parley, page):
-    return parley.conversations.store.list_conversations(owner=owner(page))
+    return parley.store.list_conversations(owner=owner(page))
 
 
 def branch(parley, cid: str):
-    store = parley.conversations.store
+    store = parley.store
     return store.branch(store.get_conversation(cid).leaf_id)
 
 
@@ -162,7 +162,7 @@ def test_retry_and_edit_make_branches(server, parley, pages):
                            f"{json.dumps(first_reply.id)})")
     wait_until(lambda: branch(parley, conv.id)[-1].id != first_reply.id and not parley.conversations.generating(conv.id))
     wait_reply(page, 1)
-    store = parley.conversations.store
+    store = parley.store
     replies = store.children(first_user.id, conv.id)
     assert [m.role for m in replies] == ["assistant", "assistant"]
     assert branch(parley, conv.id)[-1].id == replies[-1].id and page.locator(BOT).count() == 1
@@ -215,7 +215,7 @@ def test_reload_finds_the_conversation_and_continues_it(server, parley, pages):
             "messages": [{"id": "m1", "parent_id": None, "role": "user", "content": "Show me a loop."},
                          {"id": "m2", "parent_id": "m1", "role": "assistant", "finish_reason": "stop",
                           "content": "Here:\n\n```python\nfor i in range(3):\n    print(i)\n```"}]}
-    parley.conversations.import_(code, owner=owner(page))
+    parley.conversations.owned_by(owner(page)).import_(code)
 
     page.reload()
     open_page(page, server.url)
@@ -245,7 +245,7 @@ def test_sidebar_pages_renames_exports_and_deletes(server, parley, pages):
     page = pages.new(server.url)
     mine = owner(page)
     for i in range(14):
-        parley.conversations.create(owner=mine, title=f"Old {i:02d}")
+        parley.conversations.owned_by(mine).create(title=f"Old {i:02d}")
     page.reload()
     open_page(page, server.url)
     listed = page.locator("#parley-conversations label")
@@ -313,7 +313,7 @@ def test_a_persona_greets_speaks_and_can_be_edited_or_imported(server, parley, p
     page.get_by_label("Scenario").fill("A stormy night; the train has stopped at a small station.")
     page.click("#parley-apply")
     page.locator(".toast-body", has_text="The persona is updated").wait_for()
-    card = parley.conversations.store.get_conversation(conv.id).settings["persona"]["card"]
+    card = parley.store.get_conversation(conv.id).settings["persona"]["card"]
     assert card["data"]["scenario"] == "A stormy night; the train has stopped at a small station."
 
     path = tmp_path / "wren.json"

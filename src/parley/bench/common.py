@@ -156,7 +156,7 @@ def timed_parley(scheduler, tokens: Sequence[int], params: SamplingParams) -> Ti
 
 
 def timed_stream(stream, t0: float, what: str) -> Timed:
-    """Read a parley stream (a Stream or an Answer) to its end, timed from `t0` to its first token and its end.
+    """Read a parley Stream (a completion, a reply, an answer) to its end, timed from `t0` to its first token and its end.
     A request that failed raises, naming `what`."""
     first = None
     for chunk in stream:

@@ -219,9 +219,9 @@ class _Sides:
                 settle()
                 if side == "parley":
                     t, answer, warmed, warm_s = timed_ask(self.p.documents, doc_id, q, self.params, warm=k == 0)
-                    if answer.built.tokens != tokens:
+                    if list(answer.request.prompt) != tokens:
                         raise RuntimeError("Documents.ask built a different prompt than the bench's chat_prompt")
-                    row.update(prefix_tokens=answer.prefix_tokens, answer=answer.result.text)
+                    row.update(prefix_tokens=answer.meta.prefix_tokens, answer=answer.result.text)
                     if k == 0:
                         row.update(warm=_warm(warmed), warm_s=warm_s)
                 elif side == "naive":
@@ -324,11 +324,12 @@ def _kv_sampled(p, doc_id: str, questions: list[str], params) -> dict:
     after = p.stats()
     samples.append((after.kv_cells_used, after.running, after.live_sequences))
     results = [a.result for a in answers]
-    own = [len(a.built.tokens) - a.prefix_tokens + r.generated_tokens for a, r in zip(answers, results, strict=True)]
+    own = [a.meta.prompt_tokens - a.meta.prefix_tokens + r.generated_tokens
+           for a, r in zip(answers, results, strict=True)]
     return {"cells_before": before.kv_cells_used, "pinned_sequences": before.pinned_sequences,
             "cells_peak": max(s[0] for s in samples), "cells_after": after.kv_cells_used,
             "running_peak": max(s[1] for s in samples), "live_sequences_peak": max(s[2] for s in samples),
-            "samples": len(samples), "prefix_tokens": answers[0].prefix_tokens,
+            "samples": len(samples), "prefix_tokens": answers[0].meta.prefix_tokens,
             "question_and_answer_tokens": own}
 
 

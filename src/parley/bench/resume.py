@@ -14,7 +14,7 @@ One shared PARLEY_HOME (a temporary directory) and two processes in turn:
            its KV on disk (cache_source "disk"); anything else is reported in the notes.
 Then the store alone, in the bench process (no model loaded), on the same parley.db: per turn, get the
 conversation, load its branch, add the user row and the partial reply row, finish the reply (the Store calls
-Sessions.send and its recording make), copying the rows of each conversation's last turn (same text, token ids,
+Turns.send and its recording make), copying the rows of each conversation's last turn (same text, token ids,
 stats). Once with the file opened and closed around each turn, once on a connection kept open.
 The state files were just written, so they are read from the OS page cache: a cold disk adds its read time.
 Run as `python -m parley.bench.resume write|read SPEC OUT` by the scenario itself.
@@ -169,7 +169,7 @@ def main(argv: list[str]) -> int:
 
 # ---- the store on its own ----------------------------------------------------------------------------------
 def _store_turn(path: Path, kept, cid: str, template: tuple) -> dict[str, float]:
-    """One turn's Store calls (those of Sessions.send and its recording), timed call by call. `kept`: a Store
+    """One turn's Store calls (those of Turns.send and its recording), timed call by call. `kept`: a Store
     kept open, or None to open (and close) the file around the turn."""
     from parley.store import NewMessage, Store
 

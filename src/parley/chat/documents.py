@@ -1,8 +1,8 @@
 """Documents in model memory: loaded once, pinned, asked many independent questions.
 
     info = documents.add([Path("paper.pdf")])          # text + positions (parley.documents), a row in the store
-    answers = documents.ask_many([info.id], ["Who wrote it?", "What is it about?"])   # side by side
-    for a in answers: a.wait(); print(a.result.text, a.sources)
+    answers = documents.ask_many([info.id], ["Who wrote it?", "What is it about?"])   # side by side: Streams
+    for a in answers: a.wait(); print(a.result.text, a.meta.sources)       # meta: chat.meta.AnswerMeta
 
 A document that fits the context (with room for a question and its answer) is the system message of the chat
 template: instructions, then its text. Every question is its own prompt after that prefix, so the prefix's KV
@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parley.chat.meta import AnswerMeta
 from parley.chat.prompt import Built
 from parley.documents import (
     Chunk,
@@ -36,9 +37,8 @@ from parley.documents import (
     load_bytes,
     load_paths,
 )
-from parley.errors import InvalidRequest, LimitExceeded
+from parley.errors import Conflict, InvalidRequest, LimitExceeded
 from parley.sampling import SamplingParams
-from parley.scheduler.request import Chunk as TextChunk
 from parley.scheduler.request import Result
 from parley.scheduler.stream import Stream
 from parley.store import Document, Store
@@ -68,6 +68,7 @@ class DocumentInfo:
     parts: tuple[str, ...]     # file names inside it
     notes: tuple[str, ...]     # what loading skipped, and why
     created: float
+    owner: str | None = None   # whose it is (a browser's, on the web page); None: anyone's
 
     @property
     def mode(self) -> str:
@@ -88,37 +89,6 @@ class Source:
     def as_dict(self) -> dict:
         return {"document_id": self.document_id, "cite": self.cite, "chunk": self.chunk,
                 "score": None if self.score is None else round(self.score, 3), "given": self.given}
-
-
-class Answer:
-    """A question being answered: iterate it (sync, or async when asked with loop=) for text chunks."""
-
-    def __init__(self, question: str, document_ids: tuple[str, ...], stream: Stream, built: Built,
-                 sources: list[Source], mode: str, prefix_tokens: int):
-        self.question = question
-        self.document_ids = document_ids
-        self.stream = stream
-        self.built = built
-        self.sources = sources
-        self.mode = mode
-        self.prefix_tokens = prefix_tokens      # the shared (pinned) part of the prompt
-
-    result = property(lambda self: self.stream.result)
-
-    def __iter__(self) -> Iterator[TextChunk]:
-        return iter(self.stream)
-
-    def __aiter__(self) -> AsyncIterator[TextChunk]:
-        return self.stream.__aiter__()
-
-    def text(self) -> Iterator[str]:
-        return self.stream.text()
-
-    def wait(self) -> Result:
-        return self.stream.wait()
-
-    def cancel(self) -> None:
-        self.stream.cancel()
 
 
 @dataclass
@@ -164,7 +134,7 @@ def _rebuild(row: Document) -> LoadedDocument:
 class Documents:
     def __init__(self, model, store: Store, limits: DocumentLimits | None = None,
                  docs_root: Path | None = None):
-        self.model = model          # chat.session.Model
+        self.model = model          # chat.model.Model
         self.store = store
         self.limits = limits or DocumentLimits()
         self.docs_root = docs_root
@@ -206,7 +176,7 @@ class Documents:
         return DocumentInfo(id=row.id, name=row.name, content_hash=row.content_hash, size_bytes=row.size_bytes,
                             chars=sum(p["end"] - p["start"] for p in row.parts), tokens=tokens,
                             fits=self._fits(tokens), parts=tuple(p["name"] for p in row.parts),
-                            notes=tuple(row.notes), created=row.created)
+                            notes=tuple(row.notes), created=row.created, owner=row.owner)
 
     def info(self, document_id: str) -> DocumentInfo:
         return self._info(self._get(document_id).row)
@@ -215,7 +185,16 @@ class Documents:
         return [self._info(r) for r in self.store.list_documents(owner=owner)]
 
     def delete(self, document_id: str) -> None:
+        """Forget a document and unpin its KV. Refused (409, naming them) while conversations pin it: change
+        their document_ids first (PATCH), or delete them."""
         loaded = self._get(document_id)
+        users = self.store.conversations_with_document(document_id)
+        if users:
+            shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+            raise Conflict(f"document {document_id} is pinned by {len(users)} conversation"
+                           f"{'' if len(users) == 1 else 's'} ({shown}): remove it from their document_ids "
+                           "(PATCH /v1/conversations/{id}) or delete them first", param="document_id",
+                           code="document_in_use")
         self.store.delete_document(document_id)
         with self._lock:
             self._loaded.pop(document_id, None)
@@ -225,13 +204,13 @@ class Documents:
 
     # ---- questions ---------------------------------------------------------------------------------------
     def ask(self, document_ids: Sequence[str], question: str, *, params: SamplingParams | None = None,
-            loop: asyncio.AbstractEventLoop | None = None, watch: Callable | None = None) -> Answer:
+            loop: asyncio.AbstractEventLoop | None = None, watch: Callable | None = None) -> Stream:
         """One question about the documents: its own prompt after their shared, pinned prefix."""
         return self.ask_many(document_ids, [question], params=params, loop=loop, watch=watch)[0]
 
     def ask_many(self, document_ids: Sequence[str], questions: Sequence[str], *,
                  params: SamplingParams | None = None, loop: asyncio.AbstractEventLoop | None = None,
-                 watch: Callable | None = None) -> list[Answer]:
+                 watch: Callable | None = None) -> list[Stream]:
         """Independent questions side by side: the prefix is read (or restored) once, then every question is
         submitted at once and forks it, so they run in the same batches. `watch` gets the Stream of the
         prefix's first read, if there is one (its progress() counts the tokens read: a page shows it)."""
@@ -244,17 +223,15 @@ class Documents:
         if not ids:
             raise InvalidRequest("name at least one document", param="document_ids")
         loaded = [self._get(i) for i in ids]
-        base = params or SamplingParams(temperature=0.0)
-        stops = self.model.stops
-        if stops:
-            base = base.replace(stop=tuple(dict.fromkeys((*base.stop, *stops))))
+        base = (params or SamplingParams(temperature=0.0)).with_stops(self.model.stops)
         plans = [self._plan(loaded, q) for q in questions]
         self.warm_prefix(plans[0].prefix, watch=watch)
         sched = self.model.scheduler
         out = []
         for q, plan in zip(questions, plans, strict=True):
-            stream = sched.stream(plan.built.tokens, base, loop=loop, param="question")
-            out.append(Answer(q, ids, stream, plan.built, plan.sources, plan.mode, len(plan.prefix)))
+            meta = AnswerMeta(question=q, document_ids=ids, prompt_tokens=len(plan.built.tokens), mode=plan.mode,
+                              prefix_tokens=len(plan.prefix), sources=plan.sources)
+            out.append(sched.stream(plan.built.tokens, base, loop=loop, param="question", meta=meta))
         return out
 
     def prompt_for(self, document_ids: Sequence[str], question: str) -> list[int]:

@@ -59,7 +59,7 @@ def _examples_text(p: Persona, user: str) -> str:
 
 
 def persona_frame(p: Persona, system: str | None, speaker: str, model) -> Frame:
-    """The frame of a conversation with persona `p` (`model`: chat.session.Model)."""
+    """The frame of a conversation with persona `p` (`model`: chat.model.Model)."""
     user = p.user_name
     head = [t for t in (system, p.substitute(p.system_prompt, user), p.narrative(user)) if t and t.strip()]
     examples = _examples_text(p, user)

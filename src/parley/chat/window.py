@@ -23,6 +23,19 @@ from parley.errors import InvalidRequest, LimitExceeded
 
 OVERFLOW_POLICIES = ("error", "truncate")
 PER_MESSAGE_TOKENS = 6    # markup around each message (role header, end of turn), for sizing blocks only
+MAX_MESSAGES_CAP = 100_000   # the most a message cap may say (a stored conversation holds at most this many)
+REPLY_SHARE = 4           # a reply may keep up to a quarter of the context free of prompt
+
+
+def reply_room(context_size: int, max_tokens: int | None = None, overflow: str = "truncate") -> int:
+    """Tokens of the context a prompt leaves for its reply: the one home of this rule. "error" (a prompt that
+    does not fit is refused) needs only one; "truncate" keeps up to a quarter of the context, or max_tokens when
+    the reply asks for less, so dropping old turns makes room for a whole reply. With no max_tokens: the
+    quarter (what a persona must leave for the turns and the reply)."""
+    if overflow == "error":
+        return 1
+    quarter = max(1, context_size // REPLY_SHARE)
+    return quarter if max_tokens is None else min(max_tokens, quarter)
 
 
 class PromptTooLong(LimitExceeded):
@@ -47,8 +60,9 @@ class WindowPolicy:
         if self.overflow not in OVERFLOW_POLICIES:
             raise InvalidRequest(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {self.overflow!r}",
                                  param="overflow")
-        if not isinstance(self.max_messages, int) or self.max_messages < 0 or self.max_messages == 1:
-            raise InvalidRequest(f"max_messages must be 0 (no cap) or at least 2, got {self.max_messages!r}",
+        m = self.max_messages
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0 or m == 1 or m > MAX_MESSAGES_CAP:
+            raise InvalidRequest(f"max_messages must be 0 (no cap) or 2 to {MAX_MESSAGES_CAP}, got {m!r}",
                                  param="max_messages")
         if not 0.05 <= self.block <= 1.0:
             raise InvalidRequest(f"block must be in [0.05, 1], got {self.block}", param="block")

@@ -33,11 +33,12 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _sources(answer) -> str:
-    if answer.mode == "whole":
-        likely = ", ".join(s.cite for s in answer.sources)
+def _sources(meta) -> str:
+    """An answer's sources (its Stream's meta, an AnswerMeta) in one line."""
+    if meta.mode == "whole":
+        likely = ", ".join(s.cite for s in meta.sources)
         return "the whole document" + (f" (closest parts: {likely})" if likely else "")
-    return "; ".join(f"[{i}] {s.cite}" for i, s in enumerate(answer.sources, 1)) or "no passage matched"
+    return "; ".join(f"[{i}] {s.cite}" for i, s in enumerate(meta.sources, 1)) or "no passage matched"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         with _ReadProgress(err) as progress:
             answers = parley.documents.ask_many([info.id], args.question, params=params, watch=progress.watch)
         out = []
-        for i, a in enumerate(answers, 1):
-            r = a.wait()
+        for i, stream in enumerate(answers, 1):
+            r, a = stream.wait(), stream.meta
             if r.finish_reason == "error":
                 print(f"parley: error: question {i}: {r.error}", file=err)
             out.append({"question": a.question, "answer": r.text, "finish_reason": r.finish_reason,

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         if args.verb == "list":
-            convs = lib.list(limit=args.limit)
+            convs = lib.list(limit=args.limit).items
             if args.json:
                 print(json.dumps([{"id": c.id, "title": c.title, "messages": c.message_count,
                                    "updated": c.updated} for c in convs], indent=1))
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
             if not convs and not args.json:
                 print("(no conversations yet: parley chat starts one)", file=out)
         elif args.verb == "show":
-            conv = lib.get(args.id)
-            msgs = lib.messages(conv.id, tree=args.tree)
+            conv = lib.get(args.id, tree=args.tree)
+            msgs = conv.messages
             if args.json:
                 print(json.dumps(lib.export(conv.id) if args.tree else
                                  [{"id": m.id, "parent_id": m.parent_id, "role": m.role, "content": m.content}

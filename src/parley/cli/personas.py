@@ -101,7 +101,7 @@ def _import(personas, args) -> int:
     if path.suffix.lower() == ".toml":
         from parley.api import read_persona_file
 
-        name = personas.save(read_persona_file(path), overwrite=args.force).stem
+        name = personas.save(read_persona_file(path), overwrite=args.force)
     else:
         name, _ = personas.import_file(path, overwrite=args.force)
     v = personas.view(name, full=False)

@@ -118,11 +118,11 @@ class Scheduler:
         return req
 
     def stream(self, prompt: Sequence[int], params: SamplingParams, *, loop: asyncio.AbstractEventLoop | None = None,
-               param: str = "prompt") -> Stream:
+               param: str = "prompt", meta=None) -> Stream:
         """Submit and return the request's Stream: iterate it with `for` (blocking), or with `async for` when
-        `loop` (the running event loop) is given."""
+        `loop` (the running event loop) is given. `meta`: what the caller says about it (Stream.meta)."""
         holder: list[Request] = []
-        stream = Stream(lambda: self.cancel(holder[0]) if holder else None, loop)
+        stream = Stream(lambda: self.cancel(holder[0]) if holder else None, loop, meta)
         holder.append(self.submit(prompt, params, stream.put, param=param))
         stream.request = holder[0]
         return stream

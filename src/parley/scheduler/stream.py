@@ -1,9 +1,13 @@
 """Stream: one request's output, read by a blocking consumer (`for chunk in stream`) or an asyncio one
-(`async for chunk in stream`), from the same object.
+(`async for chunk in stream`), from the same object. Every generation parley hands out is one: a raw completion,
+a conversation's reply, a question about a document.
 
 The scheduler thread calls `put()` (the request's sink) with Chunks and, last, the Result. Consumers get the
 chunks in order; `result` is set when the Result arrives. Leaving an iteration before the end (break, an
 exception, Ctrl-C, a client that went away) cancels the request; its KV so far stays cached.
+
+`meta` is what the stage that made the stream says about it (a conversation reply's ids and window, a document
+answer's sources: chat/reply.py, chat/documents.py), None for a raw completion.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import queue
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 from parley.scheduler.request import Chunk, Result
 
 
 class Stream:
-    def __init__(self, cancel: Callable[[], None], loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, cancel: Callable[[], None], loop: asyncio.AbstractEventLoop | None = None,
+                 meta: Any = None):
         self._cancel = cancel
+        self.meta = meta
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._loop = loop
         self._wake = asyncio.Event() if loop is not None else None

@@ -64,6 +64,10 @@ WEB_PAGE = "web page"   # the /metrics route label of everything the page serves
 
 def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
+    # one door for every route and the page: the server's limits fixed once, over the shared model, and no
+    # blocking facade call allowed on the event loop from now on (api/guard.py)
+    parley = parley.with_limits(settings.limits(parley.context_size))
+    parley.guard_event_loop()
     metrics = Metrics(parley.name, __version__, parley.info.kv_bytes_per_cell)
     state = ServerState(parley=parley, settings=settings, metrics=metrics,
                         gate=ConcurrencyGate(settings.max_concurrent))
@@ -94,7 +98,7 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     async def prometheus(state: State):
         try:
             stats = await asyncio.wait_for(asyncio.to_thread(state.parley.stats), timeout=10)
-            conversations = await asyncio.to_thread(state.parley.conversations.store.count_conversations)
+            conversations = await asyncio.to_thread(state.parley.conversations.count)
         except (TimeoutError, RuntimeError) as e:
             raise Overloaded(f"the scheduler did not answer for its stats: {e or 'timeout'}") from None
         text = state.metrics.render(stats, in_flight=state.gate.active, conversations=conversations)
@@ -103,7 +107,7 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     routes = RouteTable.of(app, routers)
     app.state.parley_routes = routes
     page = _mount_page(app, parley, settings, routes)
-    docs_limit = parley.settings.document_limits.max_total_bytes
+    docs_limit = parley.documents.limits.max_total_bytes
     app.add_middleware(faults.FaultBarrier)                    # innermost: every layer above sees its 500
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        uploads={"/v1/documents": (docs_limit, "docs_max_mb, `parley serve --docs-max-mb`")})
@@ -124,12 +128,9 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
 def _mount_page(app: FastAPI, parley: Parley, settings: ServerSettings, routes: RouteTable):
     """The web chat page at GET / (parley.web; after every API route, so POST / stays TGI's). Returns what
     ApiKeyAuth lets a logged-in browser reach with its page cookie: the page and the API docs."""
-    from parley.web import PageOptions, is_page_path, mount_page
+    from parley.web import is_page_path, mount_page
 
-    mounted = mount_page(app, parley, PageOptions(
-        max_concurrent=settings.max_concurrent, max_tokens=settings.tokens_cap(parley.context_size),
-        prompt_limit=settings.prompt_limit(parley.context_size), keyed=bool(settings.api_key),
-        max_file_bytes=max(settings.max_body_bytes, parley.settings.document_limits.max_total_bytes)))
+    mounted = mount_page(app, parley, settings)
     app.state.parley_server.attached.append(mounted)     # drained with the API on SIGTERM / Ctrl-C
     routes.label(WEB_PAGE, is_page_path)
 

@@ -21,7 +21,6 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 
 from parley.errors import LimitExceeded
-from parley.server.prompts import too_long
 
 T = TypeVar("T")
 
@@ -42,10 +41,10 @@ def check_counts(data, state) -> None:
                             f"{settings.max_messages} (max_messages, `parley serve --max-messages`)",
                             param="messages", code="too_many_messages")
     prompt = data.get("prompt")
-    ctx = state.parley.context_size
-    limit = settings.prompt_limit(ctx)
-    if isinstance(prompt, list) and len(prompt) > limit and not any(isinstance(p, str) for p in prompt[:1]):
-        raise too_long(len(prompt), limit, ctx, param="prompt")
+    limits = state.parley.limits
+    if isinstance(prompt, list) and len(prompt) > limits.prompt_tokens and not any(isinstance(p, str)
+                                                                                    for p in prompt[:1]):
+        raise limits.too_long(len(prompt), param="prompt")
 
 
 async def check_body(request: Request) -> None:

@@ -6,7 +6,7 @@ the new message.
     POST   /v1/conversations/import               an exported document -> a new conversation
     GET    /v1/conversations/{id}                 with its current branch (?tree=true: every message)
     PATCH  /v1/conversations/{id}                 {title, system, overflow, max_messages, metadata, leaf_id,
-                                                   defaults}
+                                                   defaults, document_ids}
     DELETE /v1/conversations/{id}                 (ends a reply being generated)
     POST   /v1/conversations/{id}/messages        {content, parent_id, skill, skill_params, stream, ...}
     POST   /v1/conversations/{id}/retry           {message_id}: a new reply beside the old one
@@ -15,19 +15,23 @@ the new message.
     GET    /v1/conversations/{id}/export          the whole tree as JSON
 
 Replies have the chat.completion shape (SSE chunks when streaming) plus `parley.conversation_id` and the ids of
-the user message and the reply. One reply at a time per conversation (409). The turn itself (prompt, store
-writes, recording) is the facade's (parley.conversations): these handlers only translate.
+the user message and the reply. One reply at a time per conversation (409). A stored conversation that does not
+read as it is (`problem` in its JSON) is listed anyway and refuses turns with a 409 until PATCH fixes it.
+Everything here is the facade's conversations service (`parley.conversations`, api/conversations.py), called
+in a worker thread; these handlers only translate JSON to its arguments and its plain views back to JSON.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from parley.api import Prompt
-from parley.errors import InvalidRequest, LimitExceeded
+from parley.api import ConversationView, MessageView
+from parley.errors import InvalidRequest
+from parley.sampling import SamplingParams
 from parley.server import params as P
 from parley.server.bounds import BoundedRoute, off_loop
 from parley.server.responses import chat_completion, chat_events, finished, new_id
@@ -44,118 +48,105 @@ from parley.server.state import ServerState, State
 from parley.server.streaming import Generation, SSEResponse
 
 router = APIRouter(tags=["Conversations"], route_class=BoundedRoute)
-MAX_PAGE = 200
 
 
-def message_view(m) -> dict:
+def message_json(m: MessageView) -> dict:
     return {"id": m.id, "object": "conversation.message", "parent_id": m.parent_id, "role": m.role,
             "content": m.content, "created": m.created, "partial": m.partial, "finish_reason": m.finish_reason,
-            "stats": m.stats.as_dict() if m.role == "assistant" else None,
-            "meta": {k: v for k, v in m.meta.items() if k in ("dropped", "note", "skill", "skill_params",
-                                                                "speaker")}}
+            "stats": m.stats.as_dict() if m.role == "assistant" else None, "meta": m.meta}
 
 
-def conversation_view(state: ServerState, conv, *, messages: list | None = None) -> dict:
-    sessions = state.parley.conversations
+def conversation_json(v: ConversationView) -> dict:
+    defaults = dataclasses.asdict(v.defaults)
+    defaults["stop"] = list(defaults["stop"])
     out = {
-        "id": conv.id,
+        "id": v.id,
         "object": "conversation",
-        "created": conv.created,
-        "updated": conv.updated,
-        "title": conv.title,
-        "metadata": conv.metadata,
-        "system": conv.system,
-        "overflow": conv.settings.get("overflow", "truncate"),
-        "max_messages": conv.settings.get("max_messages", 0),
-        "persona": (conv.settings.get("persona") or {}).get("name"),
-        "document_ids": conv.settings.get("documents", []),
-        "defaults": sessions.stored_defaults(sessions.defaults(conv)),
-        "message_count": conv.message_count,
-        "leaf_id": conv.leaf_id,
-        "model": conv.model,
-        "generating": sessions.generating(conv.id),
+        "created": v.created,
+        "updated": v.updated,
+        "title": v.title,
+        "metadata": v.metadata,
+        "system": v.system,
+        "overflow": v.overflow,
+        "max_messages": v.max_messages,
+        "persona": v.persona,
+        "document_ids": list(v.document_ids),
+        "defaults": defaults,
+        "message_count": v.message_count,
+        "leaf_id": v.leaf_id,
+        "model": v.model,
+        "generating": v.generating,
     }
-    if messages is not None:
-        out["messages"] = [message_view(m) for m in messages]
+    if v.problem is not None:
+        out["problem"] = v.problem
+    if v.messages is not None:
+        out["messages"] = [message_json(m) for m in v.messages]
     return out
 
 
-def _sampling(state: ServerState, body: SamplingFields, base) -> dict:
-    """The sampling fields a body sets, checked against the server's caps (errors name the body's field)."""
+def _sampling(state: ServerState, body: SamplingFields) -> dict:
+    """The sampling fields a body sets, checked against the server's limits (errors name the body's field)."""
     changes, names = P.openai_changes(body, max_tokens=body.max_tokens)
     if getattr(body, "ignore_eos", None) is not None:
         changes["ignore_eos"] = body.ignore_eos
     sent = {k: v for k, v in changes.items() if v is not None}
     if not sent:
         return {}
-    params = P.build(base, changes, names, settings=state.settings, context_size=state.parley.context_size)
+    params = P.build(SamplingParams(), changes, names, limits=state.parley.limits)
     return {k: getattr(params, k) for k in sent}
 
 
 @router.post("/v1/conversations", summary="Create a conversation")
 async def create(body: ConversationCreate, state: State):
-    parley = state.parley
     changes, names = P.openai_changes(body, max_tokens=body.max_tokens)
-    params = P.build(state.settings.sampling, changes, names, settings=state.settings,
-                     context_size=parley.context_size)  # max_tokens within the server's cap, sent or not
-    conv = await off_loop(parley.conversations.create, system=body.system, title=body.title, defaults=params,
-                          overflow=body.overflow, max_messages=body.max_messages or 0, metadata=body.metadata,
-                          persona=body.persona, user_name=body.user_name, document_ids=body.document_ids)
-    return conversation_view(state, conv, messages=parley.conversations.store.branch(conv.leaf_id))
+    params = P.build(state.settings.sampling, changes, names, limits=state.parley.limits)
+    view = await off_loop(state.parley.conversations.create, system=body.system, title=body.title,
+                          defaults=params, overflow=body.overflow, max_messages=body.max_messages or 0,
+                          metadata=body.metadata, persona=body.persona, user_name=body.user_name,
+                          document_ids=body.document_ids)
+    return conversation_json(view)
 
 
 @router.get("/v1/conversations", summary="List conversations (newest first), or search every message (?q=)")
 async def list_all(state: State, limit: int = 50, before: str | None = None, q: str | None = None):
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}, got {limit}", param="limit")
-    store = state.parley.conversations.store
+    convs = state.parley.conversations
     if q is not None:
-        hits = await off_loop(store.search, q, limit=limit)
+        hits = await off_loop(convs.search, q, limit=limit)
         return {"object": "list", "query": q, "data": [
             {"object": "conversation.search_hit", "conversation_id": h.conversation_id,
              "title": h.conversation_title, "message_id": h.message_id, "role": h.role, "snippet": h.snippet,
              "created": h.created} for h in hits]}
-    convs = await off_loop(store.list_conversations, limit=limit, before=before)
-    return {"object": "list", "data": [conversation_view(state, c) for c in convs],
-            "has_more": len(convs) == limit, "next_before": convs[-1].id if len(convs) == limit else None}
+    page = await off_loop(convs.list, limit=limit, before=before)
+    return {"object": "list", "data": [conversation_json(v) for v in page.items], "has_more": page.has_more,
+            "next_before": page.next_before}
 
 
 @router.post("/v1/conversations/import", summary="Import an exported conversation (a new one, new ids)")
 async def import_(body: dict[str, Any], state: State):
-    conv = await off_loop(state.parley.conversations.import_, body)
-    return conversation_view(state, conv, messages=state.parley.conversations.store.branch(conv.leaf_id))
+    return conversation_json(await off_loop(state.parley.conversations.import_, body))
 
 
 @router.get("/v1/conversations/{conversation_id}", summary="A conversation with its current branch (or tree)")
 async def get_one(conversation_id: str, state: State, tree: bool = False):
-    store = state.parley.conversations.store
-    conv = store.get_conversation(conversation_id)
-    msgs = store.messages(conv.id) if tree else store.branch(conv.leaf_id)
-    return conversation_view(state, conv, messages=msgs)
+    return conversation_json(await off_loop(state.parley.conversations.get, conversation_id, tree=tree))
 
 
 @router.patch("/v1/conversations/{conversation_id}", summary="Change a conversation (title, system, branch, ...)")
 async def patch(conversation_id: str, body: ConversationPatch, state: State):
-    sessions = state.parley.conversations
-    conv = sessions.store.get_conversation(conversation_id)
     sent = body.model_fields_set
     changes: dict[str, Any] = {k: getattr(body, k) for k in ("title", "system") if k in sent}
-    for k in ("overflow", "max_messages", "metadata"):
+    for k in ("overflow", "max_messages", "metadata", "leaf_id", "document_ids"):
         if getattr(body, k) is not None:
             changes[k] = getattr(body, k)
     if body.defaults is not None:
-        base = sessions.defaults(conv)
-        changes["defaults"] = base.replace(**_sampling(state, body.defaults, base))
-    if body.leaf_id is not None:
-        changes["leaf_id"] = body.leaf_id
-    conv = await off_loop(sessions.update, conversation_id, **changes)
-    return conversation_view(state, conv, messages=sessions.store.branch(conv.leaf_id))
+        changes["defaults"] = _sampling(state, body.defaults)   # the fields to change, over the current ones
+    return conversation_json(await off_loop(state.parley.conversations.update, conversation_id, **changes))
 
 
 @router.delete("/v1/conversations/{conversation_id}", summary="Delete a conversation and every message")
 async def delete(conversation_id: str, state: State):
     for gen in list(state.generations):
-        if getattr(gen.stream, "conversation_id", None) == conversation_id:
+        if getattr(gen.stream.meta, "conversation_id", None) == conversation_id:
             gen.cancel(f"conversation {conversation_id} was deleted")
     await off_loop(state.parley.conversations.delete, conversation_id)
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
@@ -168,46 +159,35 @@ async def export(conversation_id: str, state: State):
 
 @router.post("/v1/conversations/{conversation_id}/fork", summary="A new conversation from a branch up to a message")
 async def fork(conversation_id: str, body: ConversationFork, state: State):
-    sessions = state.parley.conversations
-    conv = await off_loop(sessions.fork, conversation_id, body.at)
-    return conversation_view(state, conv, messages=sessions.store.branch(conv.leaf_id))
+    return conversation_json(await off_loop(state.parley.conversations.fork, conversation_id, body.at))
 
 
 async def _reply(state: ServerState, request: Request, conversation_id: str, body, begin):
-    """Start the turn (`begin(sessions, overrides, overflow, prompt_limit, loop)` in a worker thread) and answer
-    with it."""
+    """Start the turn (`begin(conversations, params, overflow, loop)` in a worker thread) and answer with it."""
     if body.stream_options is not None and not body.stream:
         raise InvalidRequest("stream_options is only allowed with \"stream\": true", param="stream_options")
-    sessions = state.parley.conversations
-    conv = sessions.store.get_conversation(conversation_id)
-    overrides = _sampling(state, body, sessions.defaults(conv))
-    cap = state.settings.tokens_cap(state.parley.context_size)
-    if overrides.get("max_tokens", 0) > cap:
-        raise LimitExceeded(f"max_tokens is {overrides['max_tokens']}; this server generates at most {cap}",
-                            param="max_tokens", code="max_tokens_exceeded")
+    params = _sampling(state, body) or None
     overflow = None if body.truncate is None else ("truncate" if body.truncate else "error")
-    limit = state.settings.prompt_limit(state.parley.context_size)
-    gen = await Generation.start(state, lambda loop: begin(sessions, overrides or None, overflow, limit, loop))
-    reply = gen.stream
-    prompt = Prompt(reply.turn.tokens, reply.turn.dropped, reply.turn.note)
-    extra = {"conversation_id": conversation_id, "message_id": reply.message_id,
-             "user_message_id": reply.user_message_id}
+    convs = state.parley.conversations
+    gen = await Generation.start(state, lambda loop: begin(convs, params, overflow, loop))
+    meta = gen.stream.meta
+    extra = {"conversation_id": conversation_id, "message_id": meta.message_id,
+             "user_message_id": meta.user_message_id}
     model = state.parley.name
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include, **extra), gen.close)
+        return SSEResponse(chat_events(gen, model=model, prompt=meta, include_usage=include, **extra), gen.close)
     result = await finished(gen, request)
     if isinstance(result, Response):
         return result
-    return chat_completion(new_id("chatcmpl"), model, gen, result, prompt, **extra)
+    return chat_completion(new_id("chatcmpl"), model, gen, result, meta, **extra)
 
 
 @router.post("/v1/conversations/{conversation_id}/messages", summary="Send a message; get (or stream) the reply")
 async def send_message(conversation_id: str, body: ConversationMessage, request: Request, state: State):
-    def begin(sessions, params, overflow, limit, loop):
-        return sessions.send(conversation_id, body.content, parent_id=body.parent_id, params=params,
-                             overflow=overflow, skill=body.skill, skill_params=body.skill_params,
-                             speaker=body.speaker, prompt_limit=limit, loop=loop)
+    def begin(convs, params, overflow, loop):
+        return convs.send(conversation_id, body.content, parent_id=body.parent_id, params=params, overflow=overflow,
+                          skill=body.skill, skill_params=body.skill_params, speaker=body.speaker, loop=loop)
     return await _reply(state, request, conversation_id, body, begin)
 
 
@@ -215,18 +195,14 @@ async def send_message(conversation_id: str, body: ConversationMessage, request:
 async def retry(conversation_id: str, request: Request, state: State, body: ConversationRetry | None = None):
     body = body or ConversationRetry()
 
-    def begin(sessions, params, overflow, limit, loop):
-        return sessions.retry(conversation_id, message_id=body.message_id, params=params, overflow=overflow,
-                              prompt_limit=limit, loop=loop)
+    def begin(convs, params, overflow, loop):
+        return convs.retry(conversation_id, message_id=body.message_id, params=params, overflow=overflow, loop=loop)
     return await _reply(state, request, conversation_id, body, begin)
 
 
 @router.post("/v1/conversations/{conversation_id}/edit", summary="Say a user message differently, and reply")
 async def edit(conversation_id: str, body: ConversationEdit, request: Request, state: State):
-    def begin(sessions, params, overflow, limit, loop):
-        return sessions.edit(conversation_id, body.message_id, body.content, params=params, overflow=overflow,
-                             prompt_limit=limit, loop=loop)
+    def begin(convs, params, overflow, loop):
+        return convs.edit(conversation_id, body.message_id, body.content, params=params, overflow=overflow,
+                          loop=loop)
     return await _reply(state, request, conversation_id, body, begin)
-
-
-

@@ -9,8 +9,9 @@
     POST   /v1/documents/{id}/ask           {question, stream, sampling...}: a chat.completion (SSE when
                                             streaming) whose `parley.sources` name the parts used
 
-Conversations take `document_ids` at creation (POST /v1/conversations): the documents are pinned in their
-prompt. Loading runs in a worker thread; a document is read into the cache (and its KV written to disk) once.
+Conversations take `document_ids` at creation (POST /v1/conversations, or PATCH later): the documents are pinned
+in their prompt, and a document a conversation pins cannot be deleted (409 naming the conversations). Loading
+runs in a worker thread; a document is read into the cache (and its KV written to disk) once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 from starlette.responses import Response
 
-from parley.api import Prompt
 from parley.errors import InvalidRequest
 from parley.server import params as P
 from parley.server.bounds import BoundedRoute, off_loop
@@ -54,6 +54,8 @@ def document_view(info) -> dict:
 
 def _inside_root(state: ServerState, raw: str) -> Path:
     root = state.settings.docs_root
+    if "\x00" in raw:
+        raise InvalidRequest("path holds a NUL character; send a file name", param="path")
     if root is None:
         raise InvalidRequest("this server loads no server-side files: start it with --docs-root DIR, or upload "
                              "the file's bytes (Content-Type: application/octet-stream)", param="path")
@@ -95,7 +97,7 @@ async def list_all(state: State):
 
 @router.get("/v1/documents/{document_id}", summary="One document")
 async def get_one(document_id: str, state: State):
-    return document_view(await off_loop(state.parley.documents.info, document_id))
+    return document_view(await off_loop(state.parley.documents.get, document_id))
 
 
 @router.delete("/v1/documents/{document_id}", summary="Forget a document (and unpin its KV)")
@@ -110,13 +112,12 @@ async def ask(document_id: str, body: DocumentQuestion, request: Request, state:
         raise InvalidRequest("stream_options is only allowed with \"stream\": true", param="stream_options")
     changes, names = P.openai_changes(body, max_tokens=body.max_tokens)
     base = state.settings.sampling.replace(temperature=0.0) if body.temperature is None else state.settings.sampling
-    params = P.build(base, changes, names, settings=state.settings, context_size=state.parley.context_size)
+    params = P.build(base, changes, names, limits=state.parley.limits)
     docs = state.parley.documents
     gen = await Generation.start(state, lambda loop: docs.ask([document_id], body.question, params=params,
                                                               loop=loop))
-    answer = gen.stream
-    prompt = Prompt(answer.built.tokens)
-    extra = {"document_id": document_id, "mode": answer.mode, "sources": [s.as_dict() for s in answer.sources]}
+    prompt = gen.stream.meta
+    extra = {"document_id": document_id, "mode": prompt.mode, "sources": [s.as_dict() for s in prompt.sources]}
     model = state.parley.name
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)

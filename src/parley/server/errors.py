@@ -28,20 +28,6 @@ class NotSupported(InvalidRequest):
     code = "unsupported_parameter"
 
 
-class Conflict(ParleyError):
-    status = 409
-    type = "invalid_request_error"
-    code = "conflict"
-
-
-class ShuttingDown(ParleyError):
-    """New work while the server drains its running replies after SIGTERM / Ctrl-C."""
-
-    status = 503
-    type = "server_error"
-    code = "shutting_down"
-
-
 SHOWN_CHARS = 64     # a client's id, path or field name is shown up to this many characters in an error
 RETRY_AFTER_S = 1    # the Retry-After of every 429: the cap that refused it frees up as soon as a reply ends
 

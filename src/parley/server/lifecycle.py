@@ -23,8 +23,9 @@ import time
 
 import uvicorn
 
+from parley.errors import ShuttingDown
 from parley.server.connections import protocol_for
-from parley.server.errors import ShuttingDown, error_body
+from parley.server.errors import error_body
 from parley.server.limits import drain as drain_body
 from parley.server.limits import send_json
 from parley.server.settings import ServerSettings

@@ -13,13 +13,14 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from parley.api import Prompt
 from parley.errors import InvalidRequest, NotFound
 from parley.sampling import SamplingParams
 from parley.server import llama_compat
 from parley.server import params as P
 from parley.server.bounds import BoundedRoute, off_loop
 from parley.server.errors import NotSupported, shorten
-from parley.server.prompts import Prompt, chat_messages, fit_chat, fit_tokens
+from parley.server.prompts import TRUNCATE_HINT, chat_messages
 from parley.server.responses import (
     FINGERPRINT,
     chat_completion,
@@ -75,18 +76,19 @@ def check_chat(body: ChatCompletionRequest) -> None:
 def sampling(state: ServerState, body, *, max_tokens: int | None, max_tokens_name: str,
              chat: bool, skill=None) -> SamplingParams:
     llama_compat.check(body)
-    ctx = state.parley.context_size
+    limits = state.parley.limits
     max_tokens_name, max_tokens = P.pick(max_tokens_name, max_tokens, "n_predict",
-                                         llama_compat.n_predict(body, state.settings.tokens_cap(ctx)))
+                                         llama_compat.n_predict(body, limits.max_tokens))
     changes, names = P.openai_changes(body, max_tokens_name=max_tokens_name, max_tokens=max_tokens)
-    llama_compat.apply(body, changes, names, context_size=ctx)
+    llama_compat.apply(body, changes, names, context_size=limits.context_size)
     stops = state.parley.chat_stops if chat else ()
     base = state.settings.sampling if skill is None else skill.sampling_params(state.settings.sampling)
-    return P.build(base, changes, names, settings=state.settings, context_size=ctx, template_stops=stops)
+    return P.build(base, changes, names, limits=limits, template_stops=stops)
 
 
 def chat_skill(state: ServerState, body: ChatCompletionRequest):
-    """The request's skill (parley's extension), or None; an unknown one is a 400 listing those there are."""
+    """The request's skill (parley's extension), or None; an unknown one is a 400 listing those there are
+    (in a worker thread: skills are files)."""
     if body.skill is None:
         if body.skill_params:
             raise InvalidRequest("skill_params needs a skill", param="skill_params")
@@ -103,20 +105,14 @@ def chat_prompt(state: ServerState, body: ChatCompletionRequest, params: Samplin
             raise InvalidRequest(f"a skill wraps the last message, which must be the user's (it is "
                                  f"{messages[-1]['role']!r})", param="skill")
         messages[-1] = {**messages[-1], "content": skill.wrap(messages[-1]["content"], body.skill_params)}
-    prompt = fit_chat(state.parley, messages, max_tokens=params.max_tokens, settings=state.settings,
-                      truncate=body.truncate)
-    return with_note(prompt, llama_compat.note(body))
-
-
-def with_note(prompt: Prompt, note: str) -> Prompt:
-    if note:
-        prompt.note = "; ".join(n for n in (prompt.note, note) if n)
-    return prompt
+    prompt = state.parley.chat_prompt(messages, max_tokens=params.max_tokens, truncate=bool(body.truncate),
+                                      hint="" if body.truncate else TRUNCATE_HINT)
+    return prompt.add_note(llama_compat.note(body))
 
 
 async def generation(state: ServerState, prompt: Prompt, params: SamplingParams, body, param: str) -> Generation:
     parley = state.parley
-    return await Generation.start(state, lambda loop: parley.generate(prompt.tokens, params, loop=loop, param=param),
+    return await Generation.start(state, lambda loop: parley.generate(prompt, params, loop=loop, param=param),
                                   time_limit_s=llama_compat.time_limit_s(body))
 
 
@@ -124,7 +120,7 @@ async def generation(state: ServerState, prompt: Prompt, params: SamplingParams,
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: State):
     check_chat(body)
     name, max_tokens = P.pick("max_tokens", body.max_tokens, "max_completion_tokens", body.max_completion_tokens)
-    skill = chat_skill(state, body)
+    skill = await off_loop(chat_skill, state, body)
     params = sampling(state, body, max_tokens=max_tokens, max_tokens_name=name, chat=True, skill=skill)
     prompt = await off_loop(chat_prompt, state, body, params, skill)
     gen = await generation(state, prompt, params, body, "messages")
@@ -168,8 +164,7 @@ def check_completion(body: CompletionRequest) -> None:
 def text_prompt(state: ServerState, body: CompletionRequest) -> tuple[Prompt, str]:
     """(the prompt that fits, the prompt's text) in a worker thread: tokenizing 2 MB of text takes a while."""
     tokens, text = completion_prompt(state, body.prompt)
-    prompt = fit_tokens(state.parley, tokens, settings=state.settings, param="prompt")
-    return with_note(prompt, llama_compat.note(body)), text
+    return Prompt(tokens).add_note(llama_compat.note(body)), text
 
 
 def completion_body(model: str, gen: Generation, result, prompt: Prompt, echo: str) -> dict:

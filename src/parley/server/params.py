@@ -1,12 +1,13 @@
-"""Request fields -> SamplingParams, with the server's caps. Errors name the field as the client spelled it
-(repetition_penalty, max_completion_tokens, max_new_tokens), not parley's internal name. Every request starts
-from the server's sampling defaults (ServerSettings.sampling: the protocol's, unless `parley serve` set others)."""
+"""Request fields -> SamplingParams, within the door's limits (Parley.limits: the server's caps, fixed when the
+app was built). Errors name the field as the client spelled it (repetition_penalty, max_completion_tokens,
+max_new_tokens), not parley's internal name. Every request starts from the server's sampling defaults
+(ServerSettings.sampling: the protocol's, unless `parley serve` set others)."""
 
 from __future__ import annotations
 
-from parley.errors import InvalidRequest, LimitExceeded
+from parley.api import Limits
+from parley.errors import InvalidRequest
 from parley.sampling import MAX_STOP_STRINGS, SamplingParams, normalize_stop
-from parley.server.settings import ServerSettings
 
 _SAME = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "seed")
 
@@ -19,16 +20,12 @@ def pick(a_name: str, a, b_name: str, b):
     return (a_name, a) if a is not None else (b_name, b)
 
 
-def build(base: SamplingParams, changes: dict, names: dict[str, str], *, settings: ServerSettings,
-          context_size: int, template_stops: tuple[str, ...] = ()) -> SamplingParams:
+def build(base: SamplingParams, changes: dict, names: dict[str, str], *, limits: Limits,
+          template_stops: tuple[str, ...] = ()) -> SamplingParams:
     """base.replace(**changes), checked; `names` maps parley's field names to the request's spelling."""
-    cap = settings.tokens_cap(context_size)
     n = changes.get("max_tokens")
-    if n is not None and isinstance(n, int) and not isinstance(n, bool) and n > cap:
-        name = names.get("max_tokens", "max_tokens")
-        why = "max_tokens_cap, `parley serve --max-tokens-cap`" if cap < context_size else "the context size"
-        raise LimitExceeded(f"{name} is {n}; this server generates at most {cap} tokens per request ({why})",
-                            param=name, code="max_tokens_exceeded")
+    if n is not None and isinstance(n, int) and not isinstance(n, bool):
+        limits.check_max_tokens(n, param=names.get("max_tokens", "max_tokens"))
     stop = changes.get("stop")
     if stop is not None:
         stops = normalize_stop(stop)
@@ -42,17 +39,9 @@ def build(base: SamplingParams, changes: dict, names: dict[str, str], *, setting
         name = names.get(e.param or "", e.param)
         message = e.message if name == e.param else e.message.replace(e.param or "", name or "", 1)
         raise InvalidRequest(message, param=name) from None
-    if params.max_tokens > cap:  # not sent: parley's default, within the cap
-        params = params.replace(max_tokens=cap)
-    if template_stops:
-        params = with_stops(params, template_stops)
-    return params
-
-
-def with_stops(params: SamplingParams, extra: tuple[str, ...]) -> SamplingParams:
-    """The chat format's end-of-turn strings added to the request's stop strings."""
-    merged = tuple(dict.fromkeys((*params.stop, *extra)))
-    return params.replace(stop=merged) if merged != params.stop else params
+    if params.max_tokens > limits.max_tokens:  # not sent: parley's default, within the cap
+        params = params.replace(max_tokens=limits.max_tokens)
+    return params.with_stops(template_stops)
 
 
 def openai_changes(body, *, max_tokens_name: str = "max_tokens",

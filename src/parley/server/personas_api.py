@@ -119,9 +119,8 @@ async def export_persona(name: str, state: State, spec: Literal["v2", "v3"] = "v
 async def delete_persona(name: str, state: State):
     personas = state.parley.personas
     await off_loop(_known, personas, name, "persona")
-    await off_loop(personas.delete, name)
-    return {"name": name, "object": "persona.deleted", "deleted": True,
-            "bundled_again": name in personas.names()}
+    bundled_again = await off_loop(personas.delete, name)
+    return {"name": name, "object": "persona.deleted", "deleted": True, "bundled_again": bundled_again}
 
 
 @router.get("/v1/skills", tags=SKILLS, summary="List skills: parameters with their defaults, examples")

@@ -239,6 +239,8 @@ class ConversationPatch(Strict):
     metadata: dict[str, Text] | None = None
     leaf_id: Text | None = Field(None, description="Switch the current branch to the one ending at this message.")
     defaults: SamplingFields | None = Field(None, description="Sampling defaults to change (the others stay).")
+    document_ids: list[Text] | None = Field(None, description="The documents pinned in the prompt, replacing "
+                                                              "the current ones ([]: none).")
 
 
 class ConversationMessage(SamplingFields):

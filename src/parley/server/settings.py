@@ -11,6 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from parley.api import Limits
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
 from parley.settings import check, setting
@@ -88,13 +89,12 @@ class ServerSettings:
             raise InvalidRequest("api_key must not be empty (leave it unset for no authentication)",
                                  param="api_key")
 
-    def prompt_limit(self, context_size: int) -> int:
-        """Most prompt tokens a request may send: one token of the context is always left for the reply."""
-        limit = context_size - 1
-        return min(limit, self.max_prompt_tokens) if self.max_prompt_tokens else limit
-
-    def tokens_cap(self, context_size: int) -> int:
-        return min(context_size, self.max_tokens_cap) if self.max_tokens_cap else context_size
+    def limits(self, context_size: int) -> Limits:
+        """The limits every request to this server gets (fixed once, when the app is built over a model):
+        --max-prompt-tokens and --max-tokens-cap, each at most the context."""
+        return Limits(context_size, prompt_tokens=self.max_prompt_tokens, max_tokens=self.max_tokens_cap,
+                      prompt_setting="max_prompt_tokens, `parley serve --max-prompt-tokens`",
+                      tokens_setting="max_tokens_cap, `parley serve --max-tokens-cap`")
 
     @property
     def listens_everywhere(self) -> bool:

@@ -26,7 +26,7 @@ import anyio
 from starlette.responses import Response, StreamingResponse
 
 from parley.api import Chunk, Result
-from parley.server.errors import ShuttingDown
+from parley.errors import ShuttingDown
 
 log = logging.getLogger("parley.server")
 

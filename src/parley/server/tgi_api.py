@@ -17,13 +17,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from parley import __version__
-from parley.api import Chunk, Result
-from parley.errors import InvalidRequest
+from parley.api import Chunk, Prompt, Result
+from parley.errors import InvalidRequest, ShuttingDown
 from parley.sampling import MAX_STOP_STRINGS, SamplingParams
 from parley.server import params as P
 from parley.server.bounds import BoundedRoute, off_loop
-from parley.server.errors import NotSupported, ShuttingDown, error_body, parley_error_response
-from parley.server.prompts import fit_tokens
+from parley.server.errors import NotSupported, error_body, parley_error_response
 from parley.server.responses import failure, finished, parley_ext
 from parley.server.schemas import TGIParameters, TGIRequest
 from parley.server.state import ServerState, State
@@ -71,8 +70,7 @@ def tgi_sampling(state: ServerState, p: TGIParameters) -> SamplingParams:
     if p.stop and len(p.stop) > MAX_STOP_STRINGS:
         raise InvalidRequest(f"parameters.stop takes at most {MAX_STOP_STRINGS} strings, got {len(p.stop)}",
                              param="parameters.stop")
-    return P.build(state.settings.sampling, changes, names, settings=state.settings,
-                   context_size=state.parley.context_size)
+    return P.build(state.settings.sampling, changes, names, limits=state.parley.limits)
 
 
 def tgi_failure(gen: Generation, r: Result | None):
@@ -108,7 +106,7 @@ class _Prepared:
             if len(tokens) > p.truncate:
                 self.truncated = len(tokens) - p.truncate
                 tokens = tokens[-p.truncate:]
-        self.prompt = fit_tokens(state.parley, tokens, settings=state.settings, param="inputs")
+        self.prompt = Prompt(tokens)    # the facade checks it against the limits when it starts
         if self.truncated:
             self.prompt.note = f"the first {self.truncated} prompt tokens were cut (parameters.truncate)"
         self.prefix = body.inputs if p.return_full_text else ""
@@ -214,7 +212,7 @@ async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
 async def _start(state: ServerState, prep: _Prepared) -> Generation:
     parley = state.parley
     return await Generation.start(
-        state, lambda loop: parley.generate(prep.prompt.tokens, prep.params, loop=loop, param="inputs"))
+        state, lambda loop: parley.generate(prep.prompt, prep.params, loop=loop, param="inputs"))
 
 
 async def _stream(state: ServerState, body: TGIRequest) -> SSEResponse:
@@ -245,8 +243,8 @@ async def compat(body: TGIRequest, request: Request, state: State):
 async def info(state: State):
     parley = state.parley
     s = state.settings
-    ctx = parley.context_size
-    limit = s.prompt_limit(ctx)
+    ctx, limits = parley.context_size, parley.limits
+    limit = limits.prompt_tokens
     return {
         "model_id": parley.name,
         "model_sha": None,
@@ -259,7 +257,7 @@ async def info(state: State):
         "max_input_tokens": limit,
         "max_input_length": limit,
         "max_total_tokens": ctx,
-        "max_new_tokens": s.tokens_cap(ctx),
+        "max_new_tokens": limits.max_tokens,
         "max_batch_total_tokens": parley.info.kv_size,
         "max_batch_size": parley.info.max_running,
         "max_client_batch_size": 1,

@@ -337,12 +337,6 @@ class Store:
         with self._write("saving a reply in progress") as db:
             db.execute("UPDATE messages SET content = ? WHERE id = ? AND partial = 1", (content, message_id))
 
-    def set_message_tokens(self, message_id: str, tokens: list[int] | None, tokens_text: str | None,
-                           tokens_key: str | None) -> None:
-        with self._write("recording prompt tokens") as db:
-            db.execute("UPDATE messages SET tokens = ?, tokens_text = ?, tokens_key = ? WHERE id = ?",
-                       (pack_tokens(tokens), tokens_text, tokens_key, message_id))
-
     def delete_message(self, message_id: str, *, leaf_id: str | None = None) -> None:
         """Remove a message and everything under it; the conversation's leaf moves to `leaf_id` if given."""
         msg = self.get_message(message_id)
@@ -398,17 +392,6 @@ class Store:
                           "ORDER BY created, id", (conversation_id, message_id))
         return [_message(r) for r in rows]
 
-    def latest_leaf_under(self, message_id: str) -> str:
-        """The newest descendant of a message, following the newest child at each step (where a branch
-        switch lands)."""
-        conv = self.get_message(message_id).conversation_id
-        current = message_id
-        while True:
-            kids = self.children(current, conv)
-            if not kids:
-                return current
-            current = kids[-1].id
-
     def unfinished_replies(self) -> list[Message]:
         """Replies still being written (or left so by a process that died mid-reply)."""
         rows = self._read(f"SELECT {_MSG_COLS} FROM messages WHERE role = 'assistant' AND finish_reason IS NULL")
@@ -461,6 +444,13 @@ class Store:
         with self._write("recording a document's size") as db:
             db.execute("UPDATE documents SET tokens = ?, tokens_key = ? WHERE id = ?", (tokens, tokens_key,
                                                                                        document_id))
+
+    def conversations_with_document(self, document_id: str) -> list[str]:
+        """The ids of the conversations whose settings pin this document, newest first."""
+        rows = self._read("SELECT c.id FROM conversations c, json_each(c.settings, '$.documents') d "
+                          "WHERE json_type(c.settings, '$.documents') = 'array' "
+                          "AND d.value = ? ORDER BY c.updated DESC", (document_id,))
+        return [r[0] for r in rows]
 
     def delete_document(self, document_id: str) -> None:
         with self._write("deleting a document") as db:

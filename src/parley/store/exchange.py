@@ -11,6 +11,7 @@ Imported messages get new ids, so a file can be imported twice.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from parley.errors import InvalidRequest
@@ -23,6 +24,8 @@ TITLE_MAX = 200
 MAX_MESSAGES = 100_000
 MAX_CONTENT = 4_000_000
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
+CREATED_MAX = 32503680000        # the year 3000: a bigger "created" is not a time
+PROCESS_KEYS = ("writer",)       # meta a running process keeps on a row it writes (chat/liveness.py): not imported
 
 
 def export_conversation(store: Store, conversation_id: str) -> dict:
@@ -97,7 +100,9 @@ def parse(data: Any) -> tuple[dict, list[dict]]:
         if role not in ROLES:
             raise _bad(f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
         _text(_get(m, "content", where, (str,)), f"{where}.content", MAX_CONTENT)
-        _get(m, "created", where, (int, float), required=False)
+        created = _get(m, "created", where, (int, float), required=False)
+        if created is not None and not (math.isfinite(created) and 0 <= created < CREATED_MAX):
+            raise _bad(f"{where}.created", f"must be a time in seconds since 1970, got {created}")
         _get(m, "partial", where, (bool,), required=False)
         reason = _get(m, "finish_reason", where, (str, type(None)), required=False)
         if reason is not None and reason not in FINISH_REASONS:
@@ -145,7 +150,8 @@ def import_conversation(store: Store, data: Any, *, owner: str | None = None) ->
     conv, msgs = parse(data)
     ids = {m["id"]: new_id("msg") for m in msgs}
     rows = [NewMessage(role=m["role"], content=m["content"], id=ids[m["id"]],
-                       parent_id=ids[m["parent_id"]] if m.get("parent_id") else None, meta=m.get("meta") or {},
+                       parent_id=ids[m["parent_id"]] if m.get("parent_id") else None,
+                       meta={k: v for k, v in (m.get("meta") or {}).items() if k not in PROCESS_KEYS},
                        partial=bool(m.get("partial", False)), finish_reason=m.get("finish_reason"),
                        stats=MessageStats(**(m.get("stats") or {})), created=m.get("created"))
             for m in msgs]

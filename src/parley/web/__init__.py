@@ -1,6 +1,6 @@
 """The web chat page: Gradio Blocks on the server's own port, calling parley in-process through its facade.
 
-    mount_page(app, parley, PageOptions(...))    # server/app.py: the page at GET /, the API stays where it is
+    mount_page(app, parley, server_settings)     # server/app.py: the page at GET /, the API stays where it is
 
 One job per file: mount.py puts the page on the FastAPI app (only the page's own paths reach Gradio, so the API's
 404 and 405 answers stay parley's); owner.py gives each browser an owner id in a cookie (its conversations);
@@ -19,6 +19,6 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"   # before anything imports gradio
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from parley.web.mount import PageOptions, is_page_path, mount_page  # noqa: E402
+from parley.web.mount import is_page_path, mount_page  # noqa: E402
 
-__all__ = ["PageOptions", "is_page_path", "mount_page"]
+__all__ = ["is_page_path", "mount_page"]

@@ -4,7 +4,7 @@ Each handler is an async generator. The Reply is created with the running loop a
 the text flows as the scheduler makes it; when Gradio cancels the event (Stop, a closed tab) the generator is
 closed, and closing it cancels the engine request within a step (the store keeps the reply, marked partial and
 cancelled). Stop also cancels this page's reply itself, by the page's session hash, so another page's reply
-never stops. While a long prompt is read the status line counts its tokens (Reply.stream.progress()).
+never stops. While a long prompt is read the status line counts its tokens (Stream.progress()).
 """
 
 from __future__ import annotations
@@ -60,15 +60,15 @@ class Chat:
 
     # ---- starting a reply ----------------------------------------------------------------------------------
     def _turn_args(self, data: dict, conv) -> dict:
-        """params, skill and skill_params from the controls (only the options the user moved)."""
+        """params, skill and skill_params from the controls (only the options the user moved; `conv`: the
+        conversation's view, whose defaults the sliders started at)."""
         ui, parley = self.ui, self.state.parley
-        params = controls.overrides(self.state.defaults(conv), [data[c] for c in ui.options])
+        params = controls.overrides(conv.defaults, [data[c] for c in ui.options])
         name = data[ui.skill] or None
         skill_params = {}
         if name is not None:
             skill_params = controls.skill_params(parley.skills.get(name), [data[s] for s in ui.slots])
-        return {"params": params or None, "skill": name, "skill_params": skill_params or None,
-                "prompt_limit": self.state.options.prompt_limit}
+        return {"params": params or None, "skill": name, "skill_params": skill_params or None}
 
     def _prepare(self, data: dict, owner: str):
         """The conversation to talk in (a new one when the page has none yet), its system prompt as the box says."""
@@ -77,9 +77,10 @@ class Chat:
         cid = data[ui.conv]
         if cid is None:
             return state.create(owner, system=system)
-        conv = state.conversation(cid, owner)
+        convs = state.conversations(owner)
+        conv = convs.get(cid, messages=False)
         if system != conv.system:
-            conv = state.sessions.update(cid, system=system)
+            conv = convs.update(cid, system=system)
         return conv
 
     @handler
@@ -92,16 +93,16 @@ class Chat:
         owner = self.state.owner(request)
         created = data[ui.conv] is None
         conv = await off(self._prepare, data, owner)
-        sessions = self.state.sessions
+        convs = self.state.conversations(owner)
 
         def start(loop):
             try:
-                return sessions.send(conv.id, text, loop=loop, **self._turn_args(data, conv))
+                return convs.send(conv.id, text, loop=loop, **self._turn_args(data, conv))
             except Exception:
                 if created:   # refused (a bad option, a message too long): no empty conversation stays behind
-                    sessions.delete(conv.id)
+                    convs.delete(conv.id)
                 raise
-        async with aclosing(self._stream(start, conv.id, request.session_hash,
+        async with aclosing(self._stream(start, owner, conv.id, request.session_hash,
                                          {ui.text: "", ui.conv: conv.id})) as updates:
             async for update in updates:
                 yield update
@@ -130,14 +131,13 @@ class Chat:
             gr.Warning("There is nothing to retry yet.")
             return
         owner = self.state.owner(request)
-        conv = await off(self.state.conversation, cid, owner)
-        args = await off(self._turn_args, data, conv)
-        sessions = self.state.sessions
-        params, prompt_limit = args["params"], args["prompt_limit"]
+        convs = self.state.conversations(owner)
+        conv = await off(convs.get, cid, messages=False)
+        params = (await off(self._turn_args, data, conv))["params"]
 
         def start(loop):
-            return sessions.retry(cid, message_id=message_id, params=params, prompt_limit=prompt_limit, loop=loop)
-        async with aclosing(self._stream(start, cid, request.session_hash, {})) as updates:
+            return convs.retry(cid, message_id=message_id, params=params, loop=loop)
+        async with aclosing(self._stream(start, owner, cid, request.session_hash, {})) as updates:
             async for update in updates:
                 yield update
 
@@ -150,24 +150,25 @@ class Chat:
             raise gr.Error("That message is no longer in this conversation.")
         text = evt.value if isinstance(evt.value, str) else str(evt.value)
         owner = self.state.owner(request)
-        conv = await off(self.state.conversation, cid, owner)
+        convs = self.state.conversations(owner)
+        conv = await off(convs.get, cid, messages=False)
         args = await off(self._turn_args, data, conv)
-        sessions = self.state.sessions
 
         def start(loop):
-            return sessions.edit(cid, ids[index], text, loop=loop, **args)
-        async with aclosing(self._stream(start, cid, request.session_hash, {})) as updates:
+            return convs.edit(cid, ids[index], text, loop=loop, **args)
+        async with aclosing(self._stream(start, owner, cid, request.session_hash, {})) as updates:
             async for update in updates:
                 yield update
 
     # ---- streaming -----------------------------------------------------------------------------------------
-    async def _stream(self, start, cid: str, session: str, first: dict):
+    async def _stream(self, start, owner: str, cid: str, session: str, first: dict):
         ui, state = self.ui, self.state
         loop = asyncio.get_running_loop()
+        convs = state.conversations(owner)
         reply = await off(start, loop)       # raises before anything is shown (a full context, a busy chat)
         state.live[session] = reply
         try:
-            shown, ids = view.chat_messages(await off(state.branch, cid))   # the new rows: ..., user, reply ""
+            shown, ids = view.chat_messages((await off(convs.get, cid)).messages)   # ..., user, reply ""
             yield {**first, ui.chatbot: shown, ui.ids: ids, ui.status: ""}
             text, pushed, dirty, counting = "", 0.0, False, False
             async with aclosing(chunks(reply)) as stream:
@@ -175,7 +176,7 @@ class Chat:
                     if chunk is not None:
                         text, dirty = text + chunk.text, True
                     elif not text:
-                        read, total = reply.stream.progress()
+                        read, total = reply.progress()
                         if total >= PROGRESS_MIN and read < total:
                             counting = True
                             yield {ui.status: view.progress(read, total)}
@@ -184,8 +185,8 @@ class Chat:
                         shown = [*shown[:-1], {"role": "assistant", "content": text}]
                         yield {ui.chatbot: shown, **({ui.status: ""} if counting else {})}
                         counting = False
-            shown, ids = view.chat_messages(await off(state.branch, cid))   # as recorded, with its numbers
-            yield {ui.chatbot: shown, ui.ids: ids, ui.status: reply.note}
+            shown, ids = view.chat_messages((await off(convs.get, cid)).messages)   # as recorded, with numbers
+            yield {ui.chatbot: shown, ui.ids: ids, ui.status: reply.meta.note}
         finally:
             if state.live.get(session) is reply:
                 del state.live[session]
@@ -200,12 +201,12 @@ class Chat:
         state.cancel_session(request.session_hash)
         if cid is None:
             return {}
-        owner = state.owner(request)
-        await off(state.conversation, cid, owner)
+        convs = state.conversations(state.owner(request))
+        await off(convs.get, cid, messages=False)      # this browser's, or a 404
         deadline = asyncio.get_running_loop().time() + STOP_WAIT_S
-        while state.sessions.generating(cid) and asyncio.get_running_loop().time() < deadline:
+        while convs.generating(cid) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        shown, ids = view.chat_messages(await off(state.branch, cid))
+        shown, ids = view.chat_messages((await off(convs.get, cid)).messages)
         return {ui.chatbot: shown, ui.ids: ids, ui.status: ""}
 
     async def closed(self, request: gr.Request):

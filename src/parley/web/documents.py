@@ -2,10 +2,10 @@
 retrieval, what loading skipped), tick the ones to ask about, ask, and read the answer as it streams with the
 cited sources under it.
 
-Everything goes through the facade's `parley.documents`: an upload is Documents.add_bytes (text, Markdown, HTML,
-PDF, code, archives; the same limits and refusals as `POST /v1/documents`), a question is Documents.ask, so the
-document's KV is read once, pinned, and shared by every question from any page (and by `parley ask`). While a
-document is first read the status line says so; Stop ends the answer like a reply.
+Everything goes through the facade's `parley.documents`, scoped to this browser: an upload is add_bytes (text,
+Markdown, HTML, PDF, code, archives; the same limits and refusals as `POST /v1/documents`), a question is ask,
+so the document's KV is read once, pinned, and shared by every question from any page (and by `parley ask`).
+While a document is first read the status line says so; Stop ends the answer like a reply.
 """
 
 from __future__ import annotations
@@ -42,12 +42,14 @@ def listing(docs) -> str:
 
 
 def answer_footer(answer, result=None) -> str:
-    """Under the answer: its sources (cited as file, page or lines) and, once done, its numbers."""
+    """Under the answer (a Stream whose meta is an AnswerMeta): its sources (cited as file, page or lines) and,
+    once done, its numbers."""
     out = []
-    if answer.sources:
-        given = [s for s in answer.sources if s.given]
+    sources = answer.meta.sources
+    if sources:
+        given = [s for s in sources if s.given]
         label = "Passages given with the question" if given else "Where the document says it"
-        cites = "; ".join(html.escape(s.cite) for s in (given or answer.sources))
+        cites = "; ".join(html.escape(s.cite) for s in (given or sources))
         out.append(f"**Sources** ({label.lower()}): {cites}")
     if result is not None:
         parts = [f"{result.generated_tokens} tokens",
@@ -71,13 +73,9 @@ class DocumentsPanel:
         self.state = state
         self.ui = ui
 
-    @property
-    def documents(self):
-        return self.state.parley.documents
-
     def shown(self, owner: str, selected: list[str] | None = None) -> dict:
         ui = self.ui
-        docs = self.documents.list(owner=owner)
+        docs = self.state.documents(owner).list()
         ids = {d.id for d in docs}
         keep = [i for i in (selected or []) if i in ids]
         return {ui.doc_list: listing(docs), ui.doc_pick: gr.CheckboxGroup(choices=choices(docs), value=keep)}
@@ -95,7 +93,7 @@ class DocumentsPanel:
 
         def add(path: str):
             data = Path(path).read_bytes()
-            return self.documents.add_bytes(Path(path).name, data, owner=owner)
+            return self.state.documents(owner).add_bytes(Path(path).name, data)
         for path in paths:
             info = await off(add, path)
             if info.id not in picked:
@@ -105,10 +103,11 @@ class DocumentsPanel:
     @handler
     async def delete(self, selected, request: gr.Request):
         owner = self.state.owner(request)
-        mine = {d.id for d in await off(self.documents.list, owner=owner)}
+        docs = self.state.documents(owner)
+        mine = {d.id for d in await off(docs.list)}
         for doc_id in selected or []:
             if doc_id in mine:
-                await off(self.documents.delete, doc_id)
+                await off(docs.delete, doc_id)
         return await off(self.shown, owner, [])
 
     @handler
@@ -119,7 +118,8 @@ class DocumentsPanel:
             gr.Warning("Type a question about the documents first.")
             return
         owner = state.owner(request)
-        mine = {d.id: d for d in await off(self.documents.list, owner=owner)}
+        docs = state.documents(owner)
+        mine = {d.id: d for d in await off(docs.list)}
         ids = [i for i in (selected or []) if i in mine]
         if not ids:
             gr.Warning("Tick at least one document to ask about (upload one first).")
@@ -127,7 +127,7 @@ class DocumentsPanel:
         yield {ui.doc_answer: "", ui.doc_status: ""}
         loop = asyncio.get_running_loop()
         reading: list = []          # the document's first read, if this question starts one
-        asking = asyncio.ensure_future(off(self.documents.ask, ids, question, loop=loop, watch=reading.append))
+        asking = asyncio.ensure_future(off(docs.ask, ids, question, loop=loop, watch=reading.append))
         try:
             while not asking.done():    # a document read for the first time: count its tokens as they are read
                 await asyncio.wait({asking}, timeout=TICK_S)

@@ -9,8 +9,6 @@ route first, GET / falls through to the page. The page adds no operation to /ope
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import gradio as gr
 from gradio.routes import INTERNAL_ROUTES
 from starlette.routing import Match, Mount
@@ -20,15 +18,6 @@ from parley.web.owner import OwnerCookie
 
 # first path segments Gradio serves (its login/logout and monitoring pages are not used: parley has its own login)
 PAGE_SEGMENTS = frozenset(INTERNAL_ROUTES) - {"login", "logout", "monitoring"}
-
-
-@dataclass(frozen=True)
-class PageOptions:
-    max_concurrent: int = 64         # replies streaming at once over every page (the server's --max-concurrent)
-    max_tokens: int = 4096           # the max tokens slider's end (the server's cap, at most the context)
-    prompt_limit: int = 0            # most prompt tokens (0: the context less one)
-    max_file_bytes: int = 2 << 20    # largest upload: a card (--max-body-bytes) or a document (--docs-max-mb)
-    keyed: bool = False              # the server has an API key: the page shows a way to log out
 
 
 def is_page_path(path: str) -> bool:
@@ -70,15 +59,17 @@ class Page:
         self.gradio_app.stop_event.set()
 
 
-def mount_page(app, parley: Parley, options: PageOptions | None = None) -> Page:
-    """Build the page and mount it on `app` (before the app starts: Gradio's queue starts in its lifespan)."""
+def mount_page(app, parley: Parley, settings) -> Page:
+    """Build the page and mount it on `app` (before the app starts: Gradio's queue starts in its lifespan).
+    `parley` is the server's door (its limits: the max tokens slider's end); `settings` the server's own
+    (parley.server.ServerSettings: --max-concurrent is the page's too, --api-key gives it a log-out link, and
+    the largest upload is a card's body or a document, whichever limit is larger)."""
     from parley.web.page import CSS, build
 
-    options = options or PageOptions()
-    blocks, state = build(parley, options)
+    blocks, state = build(parley, settings)
+    max_file = max(settings.max_body_bytes, parley.documents.limits.max_total_bytes)
     gr.mount_gradio_app(app, blocks, path="/", footer_links=[], ssr_mode=False, mcp_server=False,
-                        enable_monitoring=False, pwa=False, show_error=True, max_file_size=options.max_file_bytes,
-                        css=CSS)
+                        enable_monitoring=False, pwa=False, show_error=True, max_file_size=max_file, css=CSS)
     mounted = app.router.routes.pop()
     if not isinstance(mounted, Mount):  # pragma: no cover - Gradio changed how it mounts
         raise RuntimeError(f"gradio's mount_gradio_app added {mounted!r}, not a Mount")

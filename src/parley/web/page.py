@@ -37,8 +37,10 @@ CSS = f"""
 """
 
 
-def build(parley: Parley, options) -> tuple[gr.Blocks, PageState]:
-    state = PageState(parley, options)
+def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
+    """The page over the server's door and settings (mount.mount_page says which of them the page reads)."""
+    state = PageState(parley, settings)
+    max_tokens = parley.limits.max_tokens
     ui = SimpleNamespace()
     info = parley.info
     skill_names = parley.skills.names()
@@ -64,7 +66,7 @@ def build(parley: Parley, options) -> tuple[gr.Blocks, PageState]:
             ui.export_json = gr.Textbox(visible="hidden")
             ui.export_name = gr.Textbox(visible="hidden")
 
-        links = '<a href="/docs">API docs</a>' + (' · <a href="/logout">log out</a>' if options.keyed else "")
+        links = '<a href="/docs">API docs</a>' + (' · <a href="/logout">log out</a>' if settings.api_key else "")
         with gr.Row():
             with gr.Column(scale=5):
                 ui.header = gr.Markdown(f"**{html.escape(info.name)}** · context {info.context_size:,} tokens",
@@ -108,14 +110,14 @@ def build(parley: Parley, options) -> tuple[gr.Blocks, PageState]:
                     ui.card = gr.File(label="Import a character card (JSON or PNG)", file_types=[".json", ".png"],
                                       type="filepath", height=110, elem_id="parley-card")
                 with gr.Accordion("Advanced options", open=False, elem_id="parley-options"):
-                    start = controls.default_values(options.max_tokens)
+                    start = controls.default_values(max_tokens)
                     ui.options = [
                         gr.Slider(0, 2, value=start[0], step=0.05, label="Temperature (0: always the likeliest)"),
                         gr.Slider(0.01, 1, value=start[1], step=0.01, label="Top-p"),
                         gr.Slider(0, 200, value=start[2], step=1, label="Top-k (0: off)"),
                         gr.Slider(0, 1, value=start[3], step=0.01, label="Min-p (0: off)"),
                         gr.Slider(0.5, 2, value=start[4], step=0.01, label="Repetition penalty (1: off)"),
-                        gr.Slider(1, options.max_tokens, value=start[5], step=1, label="Max tokens",
+                        gr.Slider(1, max_tokens, value=start[5], step=1, label="Max tokens",
                                   elem_id="parley-max-tokens"),
                         gr.Number(value=start[6], precision=0, minimum=0, label="Seed (empty: random)"),
                         gr.Textbox(value=start[7], label="Stop strings (one per line)", lines=2, max_lines=6)]
@@ -148,7 +150,7 @@ def build(parley: Parley, options) -> tuple[gr.Blocks, PageState]:
 
         # ---- replies --------------------------------------------------------------------------------------
         replies = {"show_progress": "hidden", "concurrency_id": "replies",
-                   "concurrency_limit": options.max_concurrent}     # one limit over every kind of reply
+                   "concurrency_limit": settings.max_concurrent}     # one limit over every kind of reply
         streams = [
             ui.text.submit(chat.send, turn_in, stream_out, **replies),
             ui.send.click(chat.send, turn_in, stream_out, **replies),
@@ -206,7 +208,7 @@ def build(parley: Parley, options) -> tuple[gr.Blocks, PageState]:
 
         @handler
         async def example_picked(name, index):
-            v = await off(controls.skill_view, parley.skills.get(name))
+            v = await off(lambda: controls.skill_view(parley.skills.get(name)))
             if index is None or not 0 <= index < len(v.examples):
                 return {}
             row = v.examples[index]
@@ -232,11 +234,12 @@ def build(parley: Parley, options) -> tuple[gr.Blocks, PageState]:
         async def loaded(name, request: gr.Request):
             owner = state.owner(request)
             listing = await off(side.listing, owner, [], None)
-            personas_now = gr.Dropdown(choices=persona.choices(parley.personas.names()), value=persona.NONE)
+            names = await off(parley.personas.names)
+            personas_now = gr.Dropdown(choices=persona.choices(names), value=persona.NONE)
             return {**listing, ui.persona: personas_now, ui.header: await header(),
                     **(await off(skill_shown, name)), **(await off(docs.shown, owner))}
 
         demo.load(loaded, ui.skill, [*sidebar_out, ui.persona, ui.header, *skill_out, *doc_out],
                   show_progress="hidden")
-    demo.queue(default_concurrency_limit=options.max_concurrent, api_open=False)
+    demo.queue(default_concurrency_limit=settings.max_concurrent, api_open=False)
     return demo, state

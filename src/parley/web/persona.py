@@ -1,6 +1,6 @@
 """Personas on the page: pick one (bundled or imported) to start a conversation with it (its greeting opens it),
-edit the narrative and the characters of the conversation's persona (Sessions.update(persona=Persona.with_changes
-(...))), import a character card (SillyTavern JSON or PNG, read by the facade's load_card and saved with the
+edit the narrative and the characters of the conversation's persona (conversations.update(persona=Persona.
+with_changes(...))), import a character card (SillyTavern JSON or PNG, read by the facade's load_card and saved with the
 user's personas, so every page lists it)."""
 
 from __future__ import annotations
@@ -80,18 +80,18 @@ class PersonaPanel:
         system = (data[ui.system] or "").strip() or None
 
         def apply():
-            conv = state.conversation(cid, owner) if cid else None
-            current = state.sessions.persona_of(conv) if conv is not None else None
+            convs = state.conversations(owner)
+            current = convs.persona(cid) if cid else None
             if current is None:
                 if not name or name == NONE:
                     raise gr.Error("Pick a persona first: its narrative and characters are what you edit here.")
                 current = state.parley.personas.get(name)
             edited = current.with_changes(**edits)
-            if conv is None:
-                conv = state.create(owner, system=system, persona=edited)
+            if not cid:
+                cid_now = state.create(owner, system=system, persona=edited).id
             else:
-                state.sessions.update(cid, persona=edited)
-            return self.sidebar.opened(owner, conv.id, data[ui.pages])
+                cid_now = convs.update(cid, persona=edited).id
+            return self.sidebar.opened(owner, cid_now, data[ui.pages])
         update = await off(apply)
         gr.Info("The persona is updated: the next reply reads it.")
         return update
@@ -111,7 +111,7 @@ class PersonaPanel:
             p = load_card(file.read_bytes(), file.name)
             registry = state.parley.personas
             try:
-                name = registry.save(p).stem
+                name = registry.save(p)
             except ParleyError:
                 existing = [n for n in registry.names() if registry.get(n) == p]
                 if not existing:

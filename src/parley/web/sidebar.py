@@ -30,14 +30,12 @@ DOWNLOAD_JS = """(text, name) => {
 def refresh(state: PageState, ui, owner: str, anchors: list, current: str | None) -> dict:
     """The list at the page `anchors` points to (a stack of `before` ids: [] is the newest page)."""
     before = anchors[-1] if anchors else None
-    convs = state.store.list_conversations(owner=owner, limit=PAGE + 1, before=before)
-    more = len(convs) > PAGE
-    convs = convs[:PAGE]
-    choices = [(view.conversation_label(c), c.id) for c in convs]
-    value = current if any(c.id == current for c in convs) else None
+    page = state.conversations(owner).list(limit=PAGE, before=before)
+    choices = [(view.conversation_label(c), c.id) for c in page.items]
+    value = current if any(c.id == current for c in page.items) else None
     return {ui.conv_list: gr.Radio(choices=choices, value=value), ui.pages: anchors,
-            ui.newer: gr.Button(interactive=bool(anchors)), ui.older: gr.Button(interactive=more),
-            ui.older_anchor: convs[-1].id if more else None}
+            ui.newer: gr.Button(interactive=bool(anchors)), ui.older: gr.Button(interactive=page.has_more),
+            ui.older_anchor: page.next_before}
 
 
 def file_name(title: str | None, cid: str) -> str:
@@ -78,13 +76,13 @@ class Sidebar:
     def opened(self, owner: str, cid: str, anchors: list) -> dict:
         """Everything the page shows of conversation `cid` (also after Clear picks a persona)."""
         ui, state = self.ui, self.state
-        conv = state.conversation(cid, owner)
-        shown, ids = view.chat_messages(state.branch(cid))
-        stored = conv.settings.get("persona") or {}
-        p = state.sessions.persona_of(conv)
+        convs = state.conversations(owner)
+        conv = convs.get(cid)
+        shown, ids = view.chat_messages(conv.messages)
+        p = convs.persona(cid)
         names = state.parley.personas.names()
-        picked = stored.get("name") if stored.get("name") in names else persona.NONE
-        values = controls.option_values(state.defaults(conv), state.options.max_tokens)
+        picked = conv.persona if conv.persona in names else persona.NONE
+        values = controls.option_values(conv.defaults, state.parley.limits.max_tokens)
         return {ui.chatbot: shown, ui.ids: ids, ui.conv: cid, ui.system: conv.system or "",
                 ui.title: conv.title or "", ui.status: "",
                 ui.persona: gr.Dropdown(choices=persona.choices(names), value=picked),
@@ -103,8 +101,7 @@ class Sidebar:
         title = (data[ui.title] or "").strip() or None
 
         def rename():
-            state.conversation(cid, owner)
-            state.sessions.update(cid, title=title)
+            state.conversations(owner).update(cid, title=title)
             return refresh(state, ui, owner, data[ui.pages], cid)
         return await off(rename)
 
@@ -117,8 +114,7 @@ class Sidebar:
         owner = state.owner(request)
 
         def delete():
-            state.conversation(cid, owner)
-            state.sessions.delete(cid)     # ends a reply still being written
+            state.conversations(owner).delete(cid)     # ends a reply still being written
             return refresh(state, ui, owner, [], None)
         update = await off(delete)
         return {**update, ui.chatbot: [], ui.ids: [], ui.conv: None, ui.title: "", ui.status: "Deleted."}
@@ -133,7 +129,8 @@ class Sidebar:
         owner = state.owner(request)
 
         def export():
-            conv = state.conversation(cid, owner)
-            return json.dumps(state.sessions.export(cid), ensure_ascii=False, indent=1), file_name(conv.title, cid)
+            convs = state.conversations(owner)
+            data = convs.export(cid)
+            return json.dumps(data, ensure_ascii=False, indent=1), file_name(data["conversation"]["title"], cid)
         text, name = await off(export)
         return {ui.export_json: text, ui.export_name: name}

@@ -1,9 +1,10 @@
-"""What every handler of the page shares: the facade, the page's options, the replies being streamed (one per
-open page, keyed by Gradio's session hash, so one page's Stop ends only its own reply), and the checks every
-handler makes (the conversation is this browser's; a facade error becomes a readable message).
+"""What every handler of the page shares: the facade, the server's settings, the replies being streamed (one per
+open page, keyed by Gradio's session hash, so one page's Stop ends only its own reply), this browser's scope of
+the conversations and documents services (another browser's look like none), and how a facade error reaches
+the page (a readable message).
 
-Facade calls that touch SQLite or tokenize run off the event loop (asyncio.to_thread): the loop also streams
-every other page's reply.
+Every facade call runs off the event loop (`off`: asyncio.to_thread), the loop also streams every other page's
+reply; the facade refuses a blocking call made on it (api/guard.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from parley.api import Parley, Reply
-from parley.errors import NotFound, ParleyError
+from parley.api import Parley, Stream
+from parley.errors import ParleyError
 from parley.sampling import CHAT_PRESET
 from parley.web.owner import owner_of
 
@@ -67,40 +68,23 @@ def handler(fn):
 
 @dataclass
 class PageState:
-    parley: Parley
-    options: object                                   # mount.PageOptions
-    live: dict[str, Reply] = field(default_factory=dict)
-
-    @property
-    def sessions(self):
-        return self.parley.conversations
-
-    @property
-    def store(self):
-        return self.parley.conversations.store
+    parley: Parley                                    # the server's door (its limits, its event-loop guard)
+    settings: object                                  # the server's (parley.server.ServerSettings)
+    live: dict[str, Stream] = field(default_factory=dict)
 
     def owner(self, request: gr.Request) -> str:
         return owner_of(request)
 
-    def conversation(self, cid: str, owner: str):
-        """The conversation `cid` if it is this browser's (another browser's looks like none at all)."""
-        conv = self.store.get_conversation(cid)
-        if conv.owner != owner:
-            raise NotFound(f"no conversation {cid} in this browser", param="conversation_id")
-        return conv
+    def conversations(self, owner: str):
+        """The conversations service scoped to one browser: another browser's conversation looks like none."""
+        return self.parley.conversations.owned_by(owner)
 
-    def branch(self, cid: str):
-        return self.store.branch(self.store.get_conversation(cid).leaf_id)
-
-    def defaults(self, conv):
-        """The conversation's sampling defaults as the sliders show them (its own stop strings, not the chat
-        format's)."""
-        params = self.sessions.defaults(conv)
-        return params.replace(stop=tuple(self.sessions.stored_defaults(params)["stop"]))
+    def documents(self, owner: str):
+        return self.parley.documents.owned_by(owner)
 
     def create(self, owner: str, *, system: str | None = None, persona=None):
         """A new conversation of this browser, with the chat preset's sampling (the sliders start there)."""
-        return self.sessions.create(owner=owner, system=system or None, persona=persona, defaults=CHAT_PRESET)
+        return self.conversations(owner).create(system=system or None, persona=persona, defaults=CHAT_PRESET)
 
     def cancel_session(self, session: str | None) -> bool:
         reply = self.live.get(session or "")

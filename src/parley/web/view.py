@@ -1,4 +1,4 @@
-"""What the page shows, rendered from the store's rows and the scheduler's stats (plain functions, no Gradio).
+"""What the page shows, rendered from the facade's views and the scheduler's stats (plain functions, no Gradio).
 
 Chat messages are Gradio's messages format ({"role", "content"}), with the ids of the stored messages beside
 them (the page maps a clicked message back to its row). Under each finished reply: who spoke (a persona's
@@ -89,8 +89,9 @@ def progress(read: int, total: int, what: str = "the prompt") -> str:
 
 
 def conversation_label(conv, now: float | None = None) -> str:
-    """"Title · 4 messages · 2 min ago"; untitled: the persona's name, else what it is."""
-    persona = ((conv.settings.get("persona") or {}).get("card") or {}).get("data", {}).get("name")
+    """"Title · 4 messages · 2 min ago" (conv: a ConversationView); untitled: the persona's character, else
+    what it is."""
+    persona = conv.character
     title = conv.title or (f"With {persona}" if persona else "Untitled" if conv.message_count else "Empty")
     n = conv.message_count
     return f"{title} · {n} message{'' if n == 1 else 's'} · {ago(conv.updated, now)}"

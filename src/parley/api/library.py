@@ -1,0 +1,30 @@
+"""Library: the stored conversations without loading a model (what `parley conversations` uses): the same
+conversations service as a loaded Parley's, over the store alone, so listing, reading, searching, exporting,
+importing, deleting and forking work exactly as they do there. Sending needs a model (parley.load())."""
+
+from __future__ import annotations
+
+import os
+
+from parley.api.conversations import ConversationsService
+from parley.api.guard import LoopGuard
+from parley.chat.conversations import Conversations
+from parley.chat.limits import Limits
+from parley.settings import Settings
+from parley.store import Store
+
+
+class Library(ConversationsService):
+    def __init__(self, home: str | os.PathLike | None = None):
+        s = Settings.from_env(**({"home": str(home)} if home else {}))
+        self._store_file = Store(s.data_dir / "parley.db")
+        super().__init__(Conversations(self._store_file), None, lambda: Limits(2), LoopGuard())
+
+    def close(self) -> None:
+        self._store_file.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

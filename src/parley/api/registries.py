@@ -1,0 +1,112 @@
+"""The personas and skills services (`parley.personas`, `parley.skills`): the bundled files plus the user's own
+($PARLEY_HOME/personas, $PARLEY_HOME/skills), as plain values: Persona and Skill objects (frozen), and the
+JSON-ready dicts `view()` and `listing()` give. Reading and writing files blocks: an edge that serves an event
+loop calls these in a worker thread (api/guard.py checks).
+
+`registries(home)` gives both without loading a model (what `parley personas` / `parley skills` use).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from parley.api.guard import LoopGuard, blocking
+from parley.chat.personas import Persona, Personas
+from parley.chat.skills import Skill, Skills
+from parley.settings import Settings
+
+
+class PersonasService:
+    def __init__(self, registry: Personas, guard: LoopGuard):
+        self._reg = registry
+        self._guard = guard
+
+    @blocking
+    def names(self) -> list[str]:
+        return self._reg.names()
+
+    @blocking
+    def get(self, name: str) -> Persona:
+        """The persona a name gives (an unknown name is a 404 listing the known ones)."""
+        return self._reg.get(name)
+
+    @blocking
+    def view(self, name: str, *, full: bool = True) -> dict[str, Any]:
+        return self._reg.view(name, full=full)
+
+    @blocking
+    def listing(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every persona's summary, and a warning for each user file that does not load."""
+        return self._reg.listing()
+
+    @blocking
+    def save(self, persona: Persona, *, overwrite: bool = False) -> str:
+        """Keep `persona` with the user's personas; returns its name."""
+        return self._reg.save(persona, overwrite=overwrite).stem
+
+    @blocking
+    def import_card(self, data: bytes, filename: str = "", *, overwrite: bool = False) -> tuple[str, Persona]:
+        """A character card file (SillyTavern JSON or PNG) saved with the user's personas: (its name, it)."""
+        return self._reg.import_card(data, filename, overwrite=overwrite)
+
+    @blocking
+    def import_file(self, path: str | Path, *, overwrite: bool = False) -> tuple[str, Persona]:
+        return self._reg.import_file(Path(path), overwrite=overwrite)
+
+    @blocking
+    def export_card(self, name: str, spec: str = "v2", *, png: bool = False) -> bytes:
+        return self._reg.export_card(name, spec, png=png)
+
+    @blocking
+    def delete(self, name: str) -> bool:
+        """Delete a user persona; True when a bundled persona of the same name is back."""
+        self._reg.delete(name)
+        return name in self._reg.names()
+
+
+class SkillsService:
+    def __init__(self, registry: Skills, guard: LoopGuard):
+        self._reg = registry
+        self._guard = guard
+
+    @blocking
+    def names(self) -> list[str]:
+        return self._reg.names()
+
+    @blocking
+    def get(self, name: str) -> Skill:
+        """The skill a name gives (an unknown name is a 404 listing the known ones)."""
+        return self._reg.get(name)
+
+    @blocking
+    def view(self, name: str) -> dict[str, Any]:
+        return self._reg.view(name)
+
+    @blocking
+    def listing(self) -> tuple[list[dict[str, Any]], list[str]]:
+        return self._reg.listing()
+
+    @blocking
+    def describe(self) -> str:
+        return self._reg.describe()
+
+
+@dataclass(frozen=True, slots=True)
+class Registries:
+    personas: PersonasService
+    skills: SkillsService
+
+
+def open_registries(data_dir: Path, guard: LoopGuard) -> Registries:
+    return Registries(PersonasService(Personas(data_dir / "personas"), guard),
+                      SkillsService(Skills(data_dir / "skills"), guard))
+
+
+def registries(home: str | os.PathLike | None = None) -> Registries:
+    """The personas and skills without loading a model; a loaded Parley has the same as `.personas` and
+    `.skills`."""
+    s = Settings.from_env(**({"home": str(home)} if home else {}))
+    return open_registries(s.data_dir, LoopGuard())
