@@ -93,6 +93,23 @@ def test_skills_list_and_show(tmp_path):
     assert out.returncode == 2 and "unknown skill 'juggle'; known: chat, explain-code, proofread" in out.stderr
 
 
+def test_lists_mark_user_files_and_warn_about_broken_ones_on_stderr(tmp_path):
+    (tmp_path / "home" / "skills").mkdir(parents=True)
+    (tmp_path / "home" / "skills" / "haiku.toml").write_text('description = "A haiku."\ntemplate = "Haiku: {text}"\n')
+    (tmp_path / "home" / "skills" / "broken.toml").write_text('description = "d"\ntemplate = "{text"\n')
+    out = run(tmp_path, "skills", "list")
+    assert out.returncode == 0 and "warning" not in out.stdout
+    assert "haiku          -                    A haiku. [user file]" in out.stdout.splitlines()
+    assert out.stderr.startswith("warning: skill 'broken' skipped: ") and "broken.toml" in out.stderr
+    (tmp_path / "home" / "personas").mkdir()
+    (tmp_path / "home" / "personas" / "tutor.toml").write_text('name = "Mine"\n')
+    (tmp_path / "home" / "personas" / "bad.json").write_text("{not json")
+    out = run(tmp_path, "personas", "list")
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()}
+    assert out.returncode == 0 and "user, replaces bundled  -" in rows["tutor"] and "bad" not in rows
+    assert out.stderr.startswith("warning: persona 'bad' skipped: ") and "bad.json holds invalid JSON" in out.stderr
+
+
 def test_chat_skill_errors_list_what_exists(tmp_path):
     fast = ["--temperature", "0", "--disk-cache-mb", "0", "--kv-size", "1024", "-n", "6"]
     out = run(tmp_path, "chat", "-p", "Hallo", "--skill", "juggle", *fast)

@@ -2,7 +2,7 @@
 
 Contract:
 - `read_card(data, filename) -> dict` turns a card file (JSON, or a PNG holding one) into the keyword arguments of
-  `parley.chat.personas.Persona`; `card_dict(persona, spec)` and `card_png_bytes(persona, spec, image)` write one.
+  `parley.chat.persona.Persona`; `card_dict(persona, spec)` and `card_png_bytes(persona, spec, image)` write one.
   Callers use the wrappers in `parley.chat.personas` (`load_card`, `card_json`, `card_png`).
 - Card shapes. V1: a flat object (`name`, `description`, `personality`, `scenario`, `first_mes`, `mes_example`;
   the old `char_name` / `char_persona` / `world_scenario` / `char_greeting` / `example_dialogue` spellings too,
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from parley.errors import InvalidRequest, LimitExceeded
 
 if TYPE_CHECKING:
-    from parley.chat.personas import Persona
+    from parley.chat.persona import Persona
 
 MB = 1024 * 1024
 MAX_CARD_BYTES = 20 * MB       # a card file (JSON or PNG, image included)

@@ -28,9 +28,10 @@ Contract:
 
   Unknown keys, a template that never uses {text}, a placeholder that is not a parameter, a parameter the
   template never uses, a stray brace, or an example that does not apply are errors naming the file.
-- `Skills(user_dir)`: the bundled files (src/parley/data/skills) plus the user's ($PARLEY_HOME/skills/*.toml);
-  a user file replaces the bundled skill of the same name, and `describe()` says so. A broken user file is an
-  error naming the file when it is used, and a warning line (not a crash) when listing. `Skill.as_dict()` and
+- `Skills(user_dir)`: the bundled files (src/parley/data/skills) plus the user's ($PARLEY_HOME/skills/*.toml),
+  a `parley.registry.FileRegistry`: a user file replaces the bundled skill of the same name, and `describe()`
+  says so. A broken user file is an error naming the file when it is used, and a warning line (not a crash)
+  when listing. `Skill.as_dict()` and
   `Skills.view()` / `listing()` give the same as plain, JSON-ready dicts (the HTTP API, `parley skills`).
 """
 
@@ -45,6 +46,7 @@ from typing import Any
 
 from parley.errors import InvalidRequest
 from parley.paths import data_dir
+from parley.registry import FileRegistry, decode_utf8, read_capped
 from parley.sampling import SamplingParams
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data" / "skills"
@@ -55,6 +57,8 @@ _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))
 _FILE_KEYS = ("description", "template", "system", "params", "sampling", "examples")
+_ORIGIN_NOTES = {"bundled": "", "user": " [user file]",                 # describe(): after the description
+                 "user, replaces bundled": " [user file, replaces the bundled one]"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,61 +282,25 @@ def default_dir() -> Path:
 
 
 def read_file(path: Path) -> Skill:
-    try:
-        if path.stat().st_size > MAX_SKILL_BYTES:
-            raise InvalidRequest(f"{path} is over {MAX_SKILL_BYTES // 1024} KB; a skill file is at most that",
-                                 param="skill")
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InvalidRequest(f"cannot read skill file {path}: {e.strerror}", param="skill") from None
-    except UnicodeDecodeError as e:
-        raise InvalidRequest(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})", param="skill") from None
-    return load_skill(text, path.stem, str(path))
+    """A skill file (its size checked first); the skill is named after the file."""
+    path = Path(path)
+    return _decode(path, read_capped(path, MAX_SKILL_BYTES, "skill"))
 
 
-class Skills:
+def _decode(path: Path, data: bytes) -> Skill:
+    return load_skill(decode_utf8(data, path, "skill"), path.stem, str(path))
+
+
+class Skills(FileRegistry[Skill]):
     """The bundled skills plus the user's TOML files; a user file replaces the bundled skill of its name."""
 
     def __init__(self, user_dir: Path | None, bundled_dir: Path = BUNDLED_DIR):
-        self.user_dir = Path(user_dir) if user_dir is not None else None
-        self.bundled_dir = bundled_dir
-
-    def _bundled(self) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(self.bundled_dir.glob("*.toml"))}
-
-    def _user(self) -> dict[str, Path]:
-        if self.user_dir is None or not self.user_dir.is_dir():
-            return {}
-        return {p.stem: p for p in sorted(self.user_dir.glob("*.toml")) if p.is_file()}
-
-    def _files(self) -> dict[str, Path]:
-        return self._bundled() | self._user()
-
-    def names(self) -> list[str]:
-        return sorted(self._files())
-
-    def get(self, name: str) -> Skill:
-        files = self._files()
-        if name not in files:
-            raise InvalidRequest(f"unknown skill {name!r}; known: {', '.join(sorted(files))}", param="skill")
-        return read_file(files[name])
+        super().__init__("skill", user_dir, bundled_dir, suffixes=(".toml",), load=_decode,
+                         max_bytes=MAX_SKILL_BYTES)
 
     def load_all(self) -> tuple[list[Skill], list[str]]:
         """Every skill that loads, and one warning line for each file that does not."""
-        skills, problems = [], []
-        for name in self.names():
-            try:
-                skills.append(self.get(name))
-            except InvalidRequest as e:
-                problems.append(f"warning: skill {name!r} skipped: {e.message}")
-        return skills, problems
-
-    def origin(self, name: str) -> str:
-        """"bundled", "user", or "user, replaces bundled"."""
-        if name not in self._user():
-            self.get(name)  # unknown: the error lists what exists
-            return "bundled"
-        return "user, replaces bundled" if name in self._bundled() else "user"
+        return self.each(self.get)
 
     def view(self, name: str) -> dict[str, Any]:
         """get(name).as_dict() and where the skill comes from."""
@@ -340,24 +308,14 @@ class Skills:
 
     def listing(self) -> tuple[list[dict[str, Any]], list[str]]:
         """view() of every skill that loads, and one warning line for each file that does not."""
-        views, problems = [], []
-        for name in self.names():
-            try:
-                views.append(self.view(name))
-            except InvalidRequest as e:
-                problems.append(f"warning: skill {name!r} skipped: {e.message}")
-        return views, problems
+        return self.each(self.view)
 
     def describe(self) -> str:
         """A table for listings (`parley chat /skill`): name, parameters, description; then any warnings."""
         skills, problems = self.load_all()
-        bundled, user = self._bundled(), self._user()
         rows = [("name", "params", "description")]
         for s in skills:
-            note = ""
-            if s.name in user:
-                note = " [user file, replaces the bundled one]" if s.name in bundled else " [user file]"
-            rows.append((s.name, s.params_text(), s.description + note))
+            rows.append((s.name, s.params_text(), s.description + _ORIGIN_NOTES[self.origin(s.name)]))
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         lines = [f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows]

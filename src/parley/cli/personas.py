@@ -12,10 +12,11 @@ No model is loaded: only the registry (parley.api.registries) is read and writte
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+from parley.cli.registry_verbs import add_list_show, list_entries, show_entry
 from parley.errors import InvalidRequest
 
 SHOWN = (("description", "description"), ("personality", "personality"), ("scenario", "scenario"),
@@ -29,11 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--home", metavar="DIR", help="data directory (default: $PARLEY_HOME, else "
                                                    "~/.local/share/parley)")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
-    ls = verbs.add_parser("list", help="bundled and imported personas")
-    ls.add_argument("--json", action="store_true")
-    show = verbs.add_parser("show", help="a persona's fields")
-    show.add_argument("name")
-    show.add_argument("--json", action="store_true")
+    add_list_show(verbs, list_help="bundled and imported personas", show_help="a persona's fields")
     imp = verbs.add_parser("import", help="a character card (.json, .png) or a persona file (.toml)")
     imp.add_argument("file")
     imp.add_argument("--force", action="store_true", help="replace a user persona of the same name")
@@ -55,19 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(personas, args) -> int:
-    views, warnings = personas.listing()
-    for w in warnings:
-        print(w, file=sys.stderr)
-    if args.json:
-        print(json.dumps(views, indent=1, ensure_ascii=False))
-        return 0
-    rows = [("name", "speaks as", "format", "from", "greeting")]
-    rows += [(v["name"], ", ".join(v["characters"]), v["format"], v["origin"], _line(v["greeting"] or "-", 60))
-             for v in views]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
-    return 0
+    return list_entries(personas.listing(), args.json, COLUMNS)
 
 
 def _line(text: str, n: int) -> str:
@@ -75,23 +60,27 @@ def _line(text: str, n: int) -> str:
     return flat if len(flat) <= n else flat[:n - 3] + "..."
 
 
+COLUMNS = (("name", lambda v: v["name"]), ("speaks as", lambda v: ", ".join(v["characters"])),
+           ("format", lambda v: v["format"]), ("from", lambda v: v["origin"]),
+           ("greeting", lambda v: _line(v["greeting"] or "-", 60)))
+
+
 def _show(personas, args) -> int:
-    v = personas.view(args.name)
-    if args.json:
-        print(json.dumps(v, indent=1, ensure_ascii=False))
-        return 0
-    print(f"{v['name']}: {v['character']} ({v['format']}, {v['origin']}); the user is {v['user_name']}")
+    return show_entry(personas.view(args.name), args.json, _page)
+
+
+def _page(v: dict) -> Iterator[str]:
+    yield f"{v['name']}: {v['character']} ({v['format']}, {v['origin']}); the user is {v['user_name']}"
     for c in v["group"]:
-        print(f"  also speaks as {c['name']}" + (f": {c['description']}" if c["description"] else ""))
+        yield f"  also speaks as {c['name']}" + (f": {c['description']}" if c["description"] else "")
     for key, label in SHOWN:
         if v[key].strip():
-            print(f"\n{label}:\n{v[key].strip()}")
+            yield f"\n{label}:\n{v[key].strip()}"
     for i, g in enumerate(v["greetings"], 1):
-        print(f"\ngreeting {i}:\n{g}")
+        yield f"\ngreeting {i}:\n{g}"
     if v["creator_notes"].strip():
-        print(f"\ncreator notes (for you; never in a prompt):\n{v['creator_notes'].strip()}")
-    print(f"\nthe narrative its prompts start with:\n{v['narrative']}")
-    return 0
+        yield f"\ncreator notes (for you; never in a prompt):\n{v['creator_notes'].strip()}"
+    yield f"\nthe narrative its prompts start with:\n{v['narrative']}"
 
 
 def _import(personas, args) -> int:

@@ -9,9 +9,10 @@ Use one with `parley chat --skill NAME --param key=value` (or /skill inside the 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import sys
+from collections.abc import Iterator
+
+from parley.cli.registry_verbs import add_list_show, list_entries, show_entry
 
 
 def add_parser(sub) -> None:
@@ -20,11 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--home", metavar="DIR", help="data directory (default: $PARLEY_HOME, else "
                                                    "~/.local/share/parley)")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
-    ls = verbs.add_parser("list", help="every skill")
-    ls.add_argument("--json", action="store_true")
-    show = verbs.add_parser("show", help="one skill")
-    show.add_argument("name")
-    show.add_argument("--json", action="store_true")
+    add_list_show(verbs, list_help="every skill", show_help="one skill")
     p.set_defaults(func=run)
 
 
@@ -33,30 +30,34 @@ def run(args: argparse.Namespace) -> int:
 
     skills = registries(args.home).skills
     if args.verb == "list":
-        if args.json:
-            views, warnings = skills.listing()
-            for w in warnings:
-                print(w, file=sys.stderr)
-            print(json.dumps(views, indent=1, ensure_ascii=False))
-        else:
-            print(skills.describe())
-        return 0
-    v = skills.view(args.name)
-    if args.json:
-        print(json.dumps(v, indent=1, ensure_ascii=False))
-        return 0
-    print(f"{v['name']}: {v['description']} ({v['origin']})")
-    print(f"\ntemplate ({{text}} is your message):\n{v['template']}")
+        return list_entries(skills.listing(), args.json, COLUMNS)
+    return show_entry(skills.view(args.name), args.json, _page)
+
+
+def _params(v: dict) -> str:
+    """"to (required), sentences=2", or "-" (as Skill.params_text says it)."""
+    return ", ".join(f"{n} (required)" if p["required"] else f"{n}={p['default']}"
+                     for n, p in v["params"].items()) or "-"
+
+
+NOTES = {"bundled": "", "user": " [user file]",                 # after the description, as Skills.describe()
+         "user, replaces bundled": " [user file, replaces the bundled one]"}
+COLUMNS = (("name", lambda v: v["name"]), ("params", _params),
+           ("description", lambda v: v["description"] + NOTES[v["origin"]]))
+
+
+def _page(v: dict) -> Iterator[str]:
+    yield f"{v['name']}: {v['description']} ({v['origin']})"
+    yield f"\ntemplate ({{text}} is your message):\n{v['template']}"
     if v["system"]:
-        print(f"\nsystem (put before it):\n{v['system']}")
+        yield f"\nsystem (put before it):\n{v['system']}"
     if v["params"]:
-        print("\nparameters:")
+        yield "\nparameters:"
         for name, p in v["params"].items():
             value = "required" if p["required"] else f"default {p['default']}"
-            print(f"  {name} ({value})" + (f": {p['description']}" if p["description"] else ""))
+            yield f"  {name} ({value})" + (f": {p['description']}" if p["description"] else "")
     if v["sampling"]:
-        print("\nsampling: " + ", ".join(f"{k}={val}" for k, val in v["sampling"].items()))
+        yield "\nsampling: " + ", ".join(f"{k}={val}" for k, val in v["sampling"].items())
     for ex in v["examples"]:
         params = [x for k, val in ex["params"].items() for x in ("--param", f"{k}={val}")]
-        print("\nexample: " + shlex.join(["parley", "chat", "--skill", v["name"], *params, "-p", ex["text"]]))
-    return 0
+        yield "\nexample: " + shlex.join(["parley", "chat", "--skill", v["name"], *params, "-p", ex["text"]])

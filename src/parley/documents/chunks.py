@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from parley.documents.load import LoadedDocument
+from parley.documents.document import LoadedDocument
 from parley.errors import InvalidRequest
 
 

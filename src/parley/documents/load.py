@@ -1,44 +1,33 @@
-"""Files to text with positions: a `LoadedDocument` of `Part`s, or a one-line error naming the file.
+"""Files, directories and archives to a `LoadedDocument`, or a one-line error naming the file.
 
 Entry points: `load_path` (a file, a directory or an archive), `load_paths` (several into one document) and
-`load_bytes` (an upload). Everything is read into memory and nothing is written anywhere.
+`load_bytes` (an upload). Everything is read into memory and nothing is written anywhere. This module walks
+and refuses; what a file's bytes say is formats.py's (and encoding.py, html.py, pdf.py), what a document is
+document.py's.
 
-- Kinds, by file name: plain text, Markdown, source code, LaTeX (kept as is), HTML (text, not tags: script and
-  style dropped, block elements become line breaks), PDF (the text layer via pypdf, page spans kept), and
-  archives of those (archives.py). A file with an unknown suffix is read as text if it decodes as text.
-- Encoding: a BOM, then strict UTF-8, then charset-normalizer (preferring cp1252 when it reads as cleanly as
-  the best guess: short Western texts are otherwise often taken for a neighbouring code page).
-- Text is normalised to "\\n" line ends and trailing whitespace at the end is dropped; line numbers stay those
-  of the file (HTML: of the extracted text).
-- `LoadedDocument.text` is the parts joined, each under a `=== name ===` header line, when there are several;
-  a single file has no header, so the same file under another name has the same text and `content_hash`.
+- A directory is walked in name order, never following a link; an archive is read in memory (archives.py);
+  several sources' part names start with each source's name.
 - Refused with `InvalidRequest` / `LimitExceeded` (parley.errors): a file given on its own that is binary,
   empty, a PDF without a text layer or encrypted; anything over a limit (limits.py); an unsafe archive member
-  (archives.py); a path outside `root` when one is given. Inside a directory or an archive, binary, empty and
-  unreadable files, nested archives, hidden files, symlinks and VCS/cache directories are skipped instead, each
-  with a line in `LoadedDocument.notes`; a collection with nothing readable left is refused.
+  (archives.py); a path outside `root` when one is given; a device, FIFO or socket; an upload name that is
+  empty or holds control characters. Inside a directory or an archive, binary, empty and unreadable files,
+  nested archives, hidden files, symlinks and VCS/cache directories are skipped instead, each with a line in
+  `LoadedDocument.notes`; a collection with nothing readable left is refused.
 """
 
 from __future__ import annotations
 
-import bisect
-import codecs
-import hashlib
-import io
 import os
 import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path, PurePosixPath
-from typing import NamedTuple
-
-import charset_normalizer
-import pypdf
-from bs4 import BeautifulSoup, NavigableString
+from pathlib import Path
 
 from parley.documents.archives import is_archive, iter_members
+from parley.documents.document import READABLE, LoadedDocument, Part, Unreadable
+from parley.documents.encoding import binary, has_utf16_32_bom
+from parley.documents.formats import kind_of, to_part
 from parley.documents.limits import (
     DEFAULT_LIMITS,
     Budget,
@@ -49,133 +38,10 @@ from parley.documents.limits import (
 )
 from parley.errors import InvalidRequest
 
-READABLE = "text, Markdown, source code, LaTeX, HTML, PDF, and .zip / .tar / .tar.gz archives of them"
 SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "__MACOSX"})  # beside every hidden (.git, .venv) one
 SNIFF_BYTES = 8192
 _SPLIT = "split the file or raise the limit"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a name: it would forge a header line
-_WESTERN_MARGIN = 0.1  # chaos points cp1252 may be behind charset-normalizer's best guess and still win
-
-_KINDS = {
-    "markdown": ".md .markdown .mdown .mkd .mdx",
-    "latex": ".tex .latex .ltx .sty .cls .bib",
-    "html": ".html .htm .xhtml",
-    "pdf": ".pdf",
-    "text": ".txt .text .log .rst .adoc .org .csv .tsv",
-    "code": ".py .pyi .pyx .ipynb .c .h .cc .cpp .cxx .hpp .hh .cu .rs .go .java .kt .kts .scala .groovy "
-            ".gradle .swift .m .mm .cs .fs .vb .js .mjs .cjs .jsx .ts .tsx .vue .svelte .css .scss .sass "
-            ".less .rb .php .pl .pm .lua .r .jl .hs .ml .mli .ex .exs .erl .clj .dart .zig .nim .sh .bash "
-            ".zsh .fish .ps1 .bat .sql .proto .graphql .json .jsonl .yaml .yml .toml .ini .cfg .conf .xml "
-            ".cmake .mk .s .asm .f90 .v .sv .vhd .tf .nix",
-}
-_SUFFIX_KIND = {suffix: kind for kind, suffixes in _KINDS.items() for suffix in suffixes.split()}
-_NAME_KIND = {n: "code" for n in ("makefile", "dockerfile", "containerfile", "rakefile", "gemfile", "justfile",
-                                  "cmakelists.txt", "build", "workspace")}
-
-
-class Page(NamedTuple):
-    number: int  # 1-based, the page's place in the file (not its printed label)
-    start: int  # character span in Part.text
-    end: int
-
-
-@dataclass(frozen=True)
-class Part:
-    """One file of a document: its name within the document, its kind, its text."""
-
-    name: str  # "paper.pdf", "src/app/main.py", "code.zip:src/main.py" (several sources)
-    kind: str  # text | markdown | code | latex | html | pdf
-    text: str
-    pages: tuple[Page, ...] = ()  # PDFs only
-    encoding: str | None = None  # what was detected; None for PDFs
-
-    def page_at(self, offset: int) -> int | None:
-        """The page holding `offset` of this part's text (the next page when it falls between two)."""
-        if not self.pages:
-            return None
-        i = bisect.bisect_right(self._page_ends, offset)
-        return self.pages[min(i, len(self.pages) - 1)].number
-
-    @cached_property
-    def _page_ends(self) -> list[int]:
-        return [p.end for p in self.pages]
-
-
-class Location(NamedTuple):
-    part: str
-    part_index: int
-    line: int  # 1-based, within the part
-    page: int | None
-
-
-def header(name: str) -> str:
-    return f"=== {name} ===\n"
-
-
-PART_SEPARATOR = "\n\n"
-
-
-@dataclass(frozen=True)
-class LoadedDocument:
-    """The parts and their joined text; `spans[i]` is part i's text span in `text` (after its header)."""
-
-    name: str
-    parts: tuple[Part, ...]
-    size_bytes: int  # source bytes read: each loaded file, an archive at its own (compressed) size
-    notes: tuple[str, ...] = ()  # what was skipped and why, one line each
-    text: str = field(init=False)
-    content_hash: str = field(init=False)  # sha256 hex of text (UTF-8)
-    spans: tuple[tuple[int, int], ...] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        text, spans = _join(self.parts)
-        object.__setattr__(self, "text", text)
-        object.__setattr__(self, "spans", spans)
-        object.__setattr__(self, "content_hash", hashlib.sha256(text.encode("utf-8")).hexdigest())
-
-    @cached_property
-    def _line_starts(self) -> tuple[list[int], ...]:
-        return tuple(line_starts(p.text) for p in self.parts)
-
-    @cached_property
-    def _part_starts(self) -> list[int]:
-        """Where each part's header (or, for a lone part, its text) starts in `text`."""
-        if len(self.parts) == 1:
-            return [0]
-        return [start - len(header(p.name)) for p, (start, _) in zip(self.parts, self.spans, strict=True)]
-
-    def part_at(self, offset: int) -> int:
-        """Index of the part whose header or text holds `offset` of `text` (a separator goes with the part before)."""
-        return max(bisect.bisect_right(self._part_starts, offset) - 1, 0)
-
-    def line_at(self, part_index: int, local: int) -> int:
-        """1-based line of character `local` of part `part_index`'s own text."""
-        return bisect.bisect_right(self._line_starts[part_index], local)
-
-    def locate(self, offset: int) -> Location:
-        """Where character `offset` of `text` comes from: part, line within it, page for a PDF."""
-        i = self.part_at(offset)
-        start, end = self.spans[i]
-        local = min(max(offset - start, 0), max(end - start - 1, 0))
-        part = self.parts[i]
-        return Location(part.name, i, self.line_at(i, local), part.page_at(local))
-
-
-def line_starts(text: str) -> list[int]:
-    return [0] + [m.end() for m in re.finditer("\n", text)]
-
-
-def _join(parts: Sequence[Part]) -> tuple[str, tuple[tuple[int, int], ...]]:
-    if len(parts) == 1:
-        return parts[0].text, ((0, len(parts[0].text)),)
-    pieces, spans, pos = [], [], 0
-    for i, part in enumerate(parts):
-        lead = (PART_SEPARATOR if i else "") + header(part.name)
-        pieces += [lead, part.text]
-        pos += len(lead)
-        spans.append((pos, pos + len(part.text)))
-        pos += len(part.text)
-    return "".join(pieces), tuple(spans)
 
 
 # --- entry points -----------------------------------------------------------------------------------------
@@ -216,10 +82,6 @@ class _Loaded:
     parts: list[Part] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     size: int = 0
-
-
-class _Unreadable(InvalidRequest):
-    """A file that is not text parley can read: refused on its own, skipped with a note inside a collection."""
 
 
 def _finish(name: str, parts: Sequence[Part], size: int, notes: Sequence[str]) -> LoadedDocument:
@@ -297,8 +159,8 @@ def _load_dir(path: Path, label: str, budget: Budget, prefix: str) -> _Loaded:
             continue
         try:
             data = _read_dir_file(full, display, budget)
-            part = _to_part(prefix + rel, display, data, budget, out.notes)
-        except _Unreadable as e:
+            part = to_part(prefix + rel, display, data, budget, out.notes)
+        except Unreadable as e:
             out.notes.append(f"{e}; skipped")
             continue
         out.parts.append(part)
@@ -347,13 +209,13 @@ def _read_dir_file(full: str, display: str, budget: Budget) -> bytes:
     try:
         with open(full, "rb") as f:
             head = f.read(SNIFF_BYTES)
-            if b"\x00" in head and _kind_of(display) != "pdf" and not _has_utf16_32_bom(head):
-                raise _binary(display)
+            if b"\x00" in head and kind_of(display) != "pdf" and not has_utf16_32_bom(head):
+                raise binary(display)
             size = os.fstat(f.fileno()).st_size
             check_file_size(display, size, budget.limits)
             data = head + f.read(budget.limits.max_file_bytes + 1 - len(head))
     except OSError as e:
-        raise _Unreadable(f"{display}: cannot be read ({e.strerror or e})") from None
+        raise Unreadable(f"{display}: cannot be read ({e.strerror or e})") from None
     budget.add_bytes(display, len(data))
     return data
 
@@ -370,7 +232,7 @@ def _load_blob(label: str, part_name: str, data: bytes, budget: Budget, several:
     budget.add_file(label)
     budget.add_bytes(label, len(data))
     out = _Loaded(size=len(data))
-    out.parts.append(_to_part(part_name, label, data, budget, out.notes))
+    out.parts.append(to_part(part_name, label, data, budget, out.notes))
     return out
 
 
@@ -388,8 +250,8 @@ def _load_archive(label: str, data: bytes, budget: Budget, prefix: str) -> _Load
             out.notes.append(f"{member.label}: nested archive, not read (extract it and load its files); skipped")
             continue
         try:
-            part = _to_part(prefix + member.path, member.label, member.read(), budget, out.notes)
-        except _Unreadable as e:
+            part = to_part(prefix + member.path, member.label, member.read(), budget, out.notes)
+        except Unreadable as e:
             out.notes.append(f"{e}; skipped")
             continue
         out.parts.append(part)
@@ -412,180 +274,4 @@ def _nothing_readable(label: str, notes: Sequence[str]) -> InvalidRequest:
     return InvalidRequest(f"{label}: no readable files ({shown or 'it is empty'}); parley reads {READABLE}")
 
 
-# --- one file's bytes to a Part ---------------------------------------------------------------------------
-
-
-def _kind_of(name: str) -> str | None:
-    base = PurePosixPath(name.rsplit(":", 1)[-1]).name.lower()
-    return _NAME_KIND.get(base) or _SUFFIX_KIND.get(PurePosixPath(base).suffix)
-
-
-def _to_part(name: str, label: str, data: bytes, budget: Budget, notes: list[str]) -> Part:
-    """`name` goes into the Part, `label` into messages; `notes` gets what is worth saying about the file."""
-    kind = _kind_of(label) or "text"
-    if kind == "pdf":
-        text, pages = pdf_text(label, data, budget, notes)
-        return Part(name, "pdf", text, pages, None)
-    text, encoding = decode_text(label, data)
-    if kind == "html":
-        text = html_to_text(text)
-    text = normalize(text)
-    if not text.strip():
-        raise _Unreadable(f"{label}: empty, nothing to read")
-    budget.add_chars(label, len(text))
-    return Part(name, kind, text, (), encoding)
-
-
-def normalize(text: str) -> str:
-    """"\\n" line ends, no trailing whitespace at the very end; earlier lines are kept as they are."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip()
-
-
-def _binary(label: str) -> _Unreadable:
-    return _Unreadable(f"{label}: binary file (NUL bytes), not text; parley reads {READABLE}")
-
-
-def _has_utf16_32_bom(data: bytes) -> bool:
-    return data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))  # the UTF-32 BOMs start the same way
-
-
-def decode_text(label: str, data: bytes) -> tuple[str, str]:
-    """(text, encoding): a BOM, then strict UTF-8, then charset-normalizer; binary data is refused."""
-    for bom, encoding in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"),
-                          (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
-                          (codecs.BOM_UTF16_BE, "utf-16")):
-        if data.startswith(bom):
-            try:
-                return data.decode(encoding), encoding
-            except UnicodeDecodeError:
-                break
-    if b"\x00" in data:  # valid UTF-8, but no text file holds NUL bytes (a BOM'd UTF-16/32 file returned above)
-        raise _binary(label)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    else:
-        if _mostly_control(text):
-            raise _binary(label)
-        return text, "utf-8"
-    best = _detect(data)
-    if best is None:
-        raise _Unreadable(f"{label}: not text in any encoding parley can detect (binary?); parley reads {READABLE}")
-    return str(best), best.encoding
-
-
-def _mostly_control(text: str, sample: int = 8192) -> bool:
-    """More than 10% control characters (other than tab, newlines, form feed) in the first `sample`: data."""
-    head = text[:sample]
-    n = sum(1 for ch in head if ord(ch) < 32 and ch not in "\t\n\r\f")
-    return bool(head) and n > len(head) // 10
-
-
-def _detect(data: bytes):
-    best = charset_normalizer.from_bytes(data).best()
-    western = charset_normalizer.from_bytes(data, cp_isolation=["cp1252"]).best()
-    if western is not None and (best is None or western.chaos <= best.chaos + _WESTERN_MARGIN):
-        return western
-    return best
-
-
-# --- HTML -------------------------------------------------------------------------------------------------
-
-_DROP = frozenset({"script", "style", "noscript", "template", "svg", "iframe", "object"})
-_PARAGRAPHS = ("address", "article", "aside", "blockquote", "details", "dialog", "dl", "fieldset", "figure",
-               "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "main", "nav", "ol", "p", "pre",
-               "section", "table", "ul")  # a blank line around each
-_LINES = ("caption", "dd", "div", "dt", "figcaption", "li", "summary", "title", "tr")  # a line break around each
-_NBSP = "\u00a0"
-_PARA, _LINE = "\x1e", "\x1f"  # gap markers, resolved once the text is out: the widest gap in a run wins
-_GAPS = {**{name: _PARA for name in _PARAGRAPHS}, **{name: _LINE for name in _LINES}}
-_GAP_RUN = re.compile(r"[ \t\n\x1e\x1f]*[\x1e\x1f][ \t\n\x1e\x1f]*")
-_PRE_IN, _PRE_OUT = object(), object()
-
-
-def html_to_text(html: str) -> str:
-    """The visible text: script/style dropped, whitespace collapsed as a browser would (kept inside <pre>),
-    paragraph-like blocks apart by a blank line, list items, rows and divs on lines of their own."""
-    soup = BeautifulSoup(html.replace(_PARA, " ").replace(_LINE, " "), "html.parser")
-    text = _GAP_RUN.sub(lambda m: "\n\n" if _PARA in m.group() else "\n", "".join(_html_pieces(soup)))
-    lines = [line.strip(" \t") for line in text.split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).replace(_NBSP, " ").strip("\n")
-
-
-def _html_pieces(soup: BeautifulSoup) -> Iterator[str]:
-    """The tree's text in document order with gap markers around blocks; a stack, not recursion, so deep
-    nesting is fine, and the tree is never modified (each bs4 insert is linear in the siblings)."""
-    pre = 0
-    stack: list = [soup]
-    while stack:
-        node = stack.pop()
-        if node is _PRE_IN or node is _PRE_OUT:
-            pre += 1 if node is _PRE_IN else -1
-        elif isinstance(node, NavigableString):
-            if type(node) is NavigableString:  # not a comment, doctype or processing instruction
-                yield node.replace(" ", _NBSP).replace("\t", _NBSP * 4) if pre else re.sub(r"\s+", " ", node)
-        elif isinstance(node, str):
-            yield node
-        elif node.name == "br":
-            yield "\n"
-        elif node.name not in _DROP:
-            gap = _GAPS.get(node.name, "")
-            inner = [_PRE_IN, *node.contents, _PRE_OUT] if node.name == "pre" else node.contents
-            after = " " if node.name in ("td", "th") else gap
-            stack.extend(reversed([gap, *inner, after]))
-
-
-# --- PDF --------------------------------------------------------------------------------------------------
-
-
-def pdf_text(label: str, data: bytes, budget: Budget, notes: list[str]) -> tuple[str, tuple[Page, ...]]:
-    """The text layer, pages joined by a blank line, each page's span kept."""
-    reader = _open_pdf(label, data)
-    if len(reader.pages) > budget.limits.max_pdf_pages:
-        raise over_limit(label, f"{len(reader.pages)} pages", "max_pdf_pages", str(budget.limits.max_pdf_pages),
-                         "split the PDF or raise the limit")
-    texts, pages, pos, empty = [], [], 0, 0
-    for number, page in enumerate(reader.pages, 1):
-        text = _page_text(label, number, page, notes)
-        budget.add_chars(label, len(text))
-        pos += len(PART_SEPARATOR) if texts else 0
-        pages.append(Page(number, pos, pos + len(text)))
-        texts.append(text)
-        pos += len(text)
-        empty += not text.strip()
-    if empty == len(texts):
-        raise _Unreadable(f"{label}: PDF without a text layer (scanned? run OCR first, e.g. `ocrmypdf in.pdf "
-                          f"out.pdf`)")
-    if empty:
-        notes.append(f"{label}: {empty} of {len(texts)} pages have no text layer (scanned pages?)")
-    return PART_SEPARATOR.join(texts), tuple(pages)
-
-
-def _open_pdf(label: str, data: bytes) -> pypdf.PdfReader:
-    try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise _Unreadable(f"{label}: encrypted PDF (a password is needed); decrypt it first, e.g. "
-                              f"`qpdf --decrypt --password=... in.pdf out.pdf`")
-        len(reader.pages)  # parses the page tree now, inside this try
-        return reader
-    except _Unreadable:
-        raise
-    except pypdf.errors.DependencyError:
-        raise _Unreadable(f"{label}: encrypted PDF (AES); decrypt it first, e.g. `qpdf --decrypt in.pdf "
-                          f"out.pdf`") from None
-    except Exception as e:  # pypdf raises many types on malformed input; none of them is the user's fix
-        raise _Unreadable(f"{label}: not a readable PDF ({type(e).__name__}: {e})") from None
-
-
-def _page_text(label: str, number: int, page: pypdf.PageObject, notes: list[str]) -> str:
-    try:
-        return normalize(page.extract_text() or "").strip("\n")
-    except Exception as e:  # one broken page costs that page, not the document
-        notes.append(f"{label} p. {number}: text could not be extracted ({type(e).__name__}); left empty")
-        return ""
-
-
-__all__ = ["LoadedDocument", "Location", "Page", "Part", "READABLE", "decode_text", "html_to_text", "load_bytes",
-           "load_path", "load_paths"]
+__all__ = ["SKIPPED_DIRS", "load_bytes", "load_path", "load_paths"]
