@@ -16,8 +16,8 @@ Sources:
 prometheus_client would add a `<name>_created` gauge per counter and histogram series; /metrics never had them
 (and `disable_created_metrics()` switches them off for the whole process), so _Observed drops those samples.
 Content type: text/plain version 0.0.4, what generate_latest writes by default and what prometheus_client's own
-HTTP handlers send for it; its CONTENT_TYPE_LATEST names version 1.0.0 (UTF-8 metric names) since 0.23, which
-scrapers that only know 0.0.4 refuse. Next to the hand-written exposition it replaced, the samples and their
+HTTP handlers send for it; its CONTENT_TYPE_LATEST names version 1.0.0 (UTF-8 metric names) since 0.23, a
+version that scrapers older than it do not know. Next to the hand-written exposition it replaced, the samples and their
 label sets are the same; the text differs only in how prometheus_client writes it: values as floats ("2.0"),
 labels in alphabetical order.
 """
