@@ -45,7 +45,7 @@ from parley.server.head import HeadAsGet
 from parley.server.hosts import HostCheck, HostPolicy
 from parley.server.lifecycle import DrainGate
 from parley.server.limits import BodyDeadline, BodyLimit, ConcurrencyGate
-from parley.server.metrics import HttpMetrics, Metrics
+from parley.server.metrics import CONTENT_TYPE, HttpMetrics, Metrics
 from parley.server.route_table import RouteTable
 from parley.server.settings import ServerSettings
 from parley.server.state import ServerState, State
@@ -102,7 +102,7 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
         except (TimeoutError, RuntimeError) as e:
             raise Overloaded(f"the scheduler did not answer for its stats: {e or 'timeout'}") from None
         text = state.metrics.render(stats, in_flight=state.gate.active, conversations=conversations)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     routes = RouteTable.of(app, routers)
     app.state.parley_routes = routes

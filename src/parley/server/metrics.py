@@ -1,76 +1,61 @@
-"""GET /metrics in the Prometheus text format (0.0.4), written by hand: no client library, no global registry.
+"""GET /metrics in the Prometheus text format (0.0.4), rendered by prometheus_client from a CollectorRegistry of
+this app's own (no global registry: tests build several apps in one process, and each counts only itself).
 
 Sources:
   - HttpMetrics (ASGI middleware): requests by route, method and status, including the 401s and 413s that
     never reach a route. Labels come from fixed sets, so no client can grow /metrics: routes are the app's
     route templates or "unmatched", methods the standard ones or "other". A request that ends without an
     answer because its client left (an abandoned body) counts as 499, never as a 500;
-  - Metrics.observe, a scheduler observer (runs on the scheduler thread, hence the lock): finish reasons, prompt /
-    cached / prefilled / generated tokens, where the cache came from, histograms of time to first token, time
-    per generated token and time queued;
-  - scheduler.stats() at scrape time: running / waiting requests, KV cells used and budget, RAM and disk tiers
-    (bytes and states), cache hits by tier, evictions.
+  - Metrics.observe, a scheduler observer (runs on the scheduler thread): finish reasons, prompt / cached /
+    prefilled / generated tokens, where the cache came from, histograms of time to first token, time per
+    generated token and time queued. These are prometheus_client Counters and Histograms;
+  - the snapshot render() is handed at scrape time (Parley.stats(), the requests generating now, the stored
+    conversations): running / waiting requests, KV cells used and budget, RAM and disk tiers (bytes and states),
+    cache hits by tier, evictions. A custom collector reads it, so one scrape shows one consistent snapshot.
+
+prometheus_client would add a `<name>_created` gauge per counter and histogram series; /metrics never had them
+(and `disable_created_metrics()` switches them off for the whole process), so _Observed drops those samples.
+Content type: text/plain version 0.0.4, what generate_latest writes by default and what prometheus_client's own
+HTTP handlers send for it; its CONTENT_TYPE_LATEST names version 1.0.0 (UTF-8 metric names) since 0.23, a
+version that scrapers older than it do not know. Next to the hand-written exposition it replaced, the samples and their
+label sets are the same; the text differs only in how prometheus_client writes it: values as floats ("2.0"),
+labels in alphabetical order.
 """
 
 from __future__ import annotations
 
-import collections
-import math
 import threading
+from dataclasses import dataclass
 
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CLIENT_LEFT = 499   # nginx's "client closed request": the status of a request nobody was left to answer
+FINISH_REASONS = ("stop", "length", "cancelled", "error")
+CACHE_SOURCES = ("live", "ram", "disk", "none")
+TIERS = ("live", "ram", "disk")
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5)
 QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def _esc(value) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """What one scrape reads besides the counters the server keeps itself."""
 
-
-def _labels(labels: dict) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items()) + "}"
-
-
-def _num(v: float) -> str:
-    if isinstance(v, float):
-        if math.isinf(v):
-            return "+Inf" if v > 0 else "-Inf"
-        return repr(v)
-    return str(v)
-
-
-class Histogram:
-    def __init__(self, buckets: tuple[float, ...]):
-        self.buckets = buckets
-        self.counts = [0] * len(buckets)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float, n: int = 1) -> None:
-        """Record `value` n times (n > 1: the same per-token latency for each token of a reply)."""
-        if n <= 0 or value != value:
-            return
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += n
-                break
-        self.sum += value * n
-        self.count += n
-
-    def lines(self, name: str) -> list[str]:
-        out, running = [], 0
-        for bound, c in zip(self.buckets, self.counts, strict=True):
-            running += c
-            out.append(f'{name}_bucket{{le="{bound}"}} {running}')
-        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum {_num(self.sum)}")
-        out.append(f"{name}_count {self.count}")
-        return out
+    stats: object           # Parley.stats(): a SchedulerStats (the edges import only parley.api)
+    in_flight: int          # HTTP requests generating now
+    conversations: int      # in the store
 
 
 class Metrics:
@@ -78,115 +63,156 @@ class Metrics:
         self.model = model_name
         self.version = version
         self.kv_cell_bytes = kv_cell_bytes
+        # observe() moves several counters for one finished request; holding this lock there and while they are
+        # collected, a scrape never sees a request's tokens without its finish reason
         self._lock = threading.Lock()
-        self.http: collections.Counter = collections.Counter()        # (route, method, status) -> n
-        self.finished: collections.Counter = collections.Counter()    # finish reason -> n
-        self.tokens: collections.Counter = collections.Counter()      # prompt / cached / prefilled / generated
-        self.sources: collections.Counter = collections.Counter()     # cache source -> requests
-        self.ttft = Histogram(TTFT_BUCKETS)
-        self.per_token = Histogram(TOKEN_BUCKETS)
-        self.queued = Histogram(QUEUE_BUCKETS)
+        self._rendering = threading.Lock()   # the snapshot collector holds one scrape's snapshot at a time
+        self.http = Counter("parley_http_requests", "HTTP requests answered, by route, method and status.",
+                            ("route", "method", "status"), registry=None)
+        self.finished = Counter("parley_requests_finished", "Generations finished, by finish reason.",
+                                ("reason",), registry=None)
+        self.prompt_tokens = Counter("parley_prompt_tokens", "Prompt tokens of finished generations.",
+                                     registry=None)
+        self.cached_tokens = Counter("parley_cached_tokens", "Prompt tokens whose KV was reused, not recomputed.",
+                                     registry=None)
+        self.prefilled_tokens = Counter("parley_prefilled_tokens", "Prompt tokens computed (not reused).",
+                                        registry=None)
+        self.generated_tokens = Counter("parley_generated_tokens", "Tokens generated.", registry=None)
+        self.sources = Counter("parley_requests_by_cache_source",
+                               "Generations by where their reused KV came from (live, ram, disk, none).",
+                               ("source",), registry=None)
+        self.ttft = Histogram("parley_time_to_first_token_seconds",
+                              "Time from submission to the first generated token.", buckets=TTFT_BUCKETS,
+                              registry=None)
+        self.per_token = Histogram("parley_time_per_output_token_seconds", "Time per generated token after the first.",
+                                   buckets=TOKEN_BUCKETS, registry=None)
+        self.queued = Histogram("parley_queue_seconds", "Time a request waited for a sequence.",
+                                buckets=QUEUE_BUCKETS, registry=None)
+        for reason in FINISH_REASONS:   # every known label from the first scrape on, at 0
+            self.finished.labels(reason)
+        for source in CACHE_SOURCES:
+            self.sources.labels(source)
+
+        self.registry = CollectorRegistry()
+        Info("parley", "The model this server runs (value 1).", registry=self.registry).info(
+            {"model": model_name, "version": version})
+        self.registry.register(_Observed(self._lock, (
+            self.http, self.finished, self.prompt_tokens, self.cached_tokens, self.prefilled_tokens,
+            self.generated_tokens, self.sources, self.ttft, self.per_token, self.queued)))
+        self._snapshot = _Snapshot(kv_cell_bytes)
+        self.registry.register(self._snapshot)
 
     # ---- inputs ------------------------------------------------------------------------------------------
     def observe(self, request, result) -> None:
         """Scheduler observer: called on the scheduler thread when a request finishes."""
         with self._lock:
-            self.finished[result.finish_reason] += 1
-            self.tokens["prompt"] += result.prompt_tokens
-            self.tokens["cached"] += result.cached_tokens
-            self.tokens["prefilled"] += result.prefilled_tokens
-            self.tokens["generated"] += result.generated_tokens
-            self.sources[result.cache_source] += 1
+            if result.finish_reason in FINISH_REASONS:   # fixed label sets: /metrics cannot grow
+                self.finished.labels(result.finish_reason).inc()
+            if result.cache_source in CACHE_SOURCES:
+                self.sources.labels(result.cache_source).inc()
+            self.prompt_tokens.inc(result.prompt_tokens)
+            self.cached_tokens.inc(result.cached_tokens)
+            self.prefilled_tokens.inc(result.prefilled_tokens)
+            self.generated_tokens.inc(result.generated_tokens)
             if result.generated_tokens > 0:
-                self.ttft.observe(result.ttft_s)
+                _observe(self.ttft, result.ttft_s)
             if result.generated_tokens > 1 and result.decode_tps > 0:
-                self.per_token.observe(1.0 / result.decode_tps, result.generated_tokens - 1)
-            self.queued.observe(result.queue_s)
+                # the reply's mean per-token time, once per token after the first. prometheus_client observes one
+                # value at a time: microseconds per token here, against milliseconds to decode each of them
+                for _ in range(result.generated_tokens - 1):
+                    _observe(self.per_token, 1.0 / result.decode_tps)
+            _observe(self.queued, result.queue_s)
 
     def count_http(self, route: str, method: str, status: int) -> None:
-        with self._lock:
-            self.http[(route, method, status)] += 1
+        # a labelled child has its own lock; HTTP counts need no consistency with the generation counters
+        self.http.labels(route, method, str(status)).inc()
 
     # ---- output ------------------------------------------------------------------------------------------
-    def render(self, stats, *, in_flight: int, conversations: int) -> str:
-        """The exposition text; `stats` is a parley SchedulerStats snapshot."""
-        lines: list[str] = []
+    def render(self, stats, *, in_flight: int, conversations: int) -> bytes:
+        """The exposition text (UTF-8) of one scrape; `stats` is what Parley.stats() returned for it."""
+        with self._rendering:
+            self._snapshot.scrape = Scrape(stats, in_flight, conversations)
+            try:
+                return generate_latest(self.registry)
+            finally:
+                self._snapshot.scrape = None
 
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                lines.append(f"{name}{_labels(labels)} {_num(value)}")
 
-        def hist(name: str, help_: str, h: Histogram) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} histogram")
-            lines.extend(h.lines(name))
+def _observe(histogram: Histogram, value: float) -> None:
+    if value == value:   # a NaN would turn the histogram's sum into NaN for good
+        histogram.observe(value)
 
-        s = stats
-        with self._lock:
-            metric("parley_info", "gauge", "The model this server runs (value 1).",
-                   [({"model": self.model, "version": self.version}, 1)])
-            metric("parley_http_requests_total", "counter", "HTTP requests answered, by route, method and status.",
-                   [({"route": r, "method": m, "status": st}, n) for (r, m, st), n in sorted(self.http.items())])
-            metric("parley_requests_finished_total", "counter", "Generations finished, by finish reason.",
-                   [({"reason": r}, self.finished.get(r, 0)) for r in ("stop", "length", "cancelled", "error")])
-            metric("parley_prompt_tokens_total", "counter", "Prompt tokens of finished generations.",
-                   [({}, self.tokens["prompt"])])
-            metric("parley_cached_tokens_total", "counter", "Prompt tokens whose KV was reused, not recomputed.",
-                   [({}, self.tokens["cached"])])
-            metric("parley_prefilled_tokens_total", "counter", "Prompt tokens computed (not reused).",
-                   [({}, self.tokens["prefilled"])])
-            metric("parley_generated_tokens_total", "counter", "Tokens generated.",
-                   [({}, self.tokens["generated"])])
-            metric("parley_requests_by_cache_source_total", "counter",
-                   "Generations by where their reused KV came from (live, ram, disk, none).",
-                   [({"source": k}, self.sources.get(k, 0)) for k in ("live", "ram", "disk", "none")])
-            hist("parley_time_to_first_token_seconds", "Time from submission to the first generated token.",
-                 self.ttft)
-            hist("parley_time_per_output_token_seconds", "Time per generated token after the first.",
-                 self.per_token)
-            hist("parley_queue_seconds", "Time a request waited for a sequence.", self.queued)
-        metric("parley_requests_running", "gauge", "Generations decoding or prefilling now.",
-               [({}, s.running)])
-        metric("parley_requests_waiting", "gauge", "Generations queued for a sequence.", [({}, s.waiting)])
-        metric("parley_http_requests_generating", "gauge", "HTTP requests generating now (max_concurrent caps it).",
-               [({}, in_flight)])
-        metric("parley_conversations", "gauge", "Conversations in the store (/v1/conversations).", [({}, conversations)])
-        metric("parley_kv_cells_used", "gauge", "KV cache cells (tokens) held by live sequences.",
-               [({}, s.kv_cells_used)])
-        metric("parley_kv_cells_idle", "gauge", "KV cells held only by idle conversations (--kv-idle-cells caps "
-               "them while anyone decodes).", [({}, s.kv_cells_idle)])
-        metric("parley_kv_cells_budget", "gauge", "KV cache cells available (--kv-size).",
-               [({}, s.kv_cells_budget)])
-        metric("parley_kv_sequences", "gauge", "Live KV sequences, and how many are pinned.",
-               [({"state": "live"}, s.live_sequences), ({"state": "pinned"}, s.pinned_sequences)])
-        tiers = [({"tier": "ram"}, s.ram_bytes), ({"tier": "disk"}, s.disk_bytes)]
+
+class _Observed:
+    """The server's own prometheus_client Counters and Histograms, without their `_created` samples."""
+
+    def __init__(self, lock: threading.Lock, metrics: tuple):
+        self.lock = lock
+        self.metrics = metrics
+
+    def describe(self):   # the names, so the registry refuses a collector that would repeat one
+        return [family for metric in self.metrics for family in metric.describe()]
+
+    def collect(self):
+        with self.lock:
+            families = [family for metric in self.metrics for family in metric.collect()]
+        for family in families:
+            family.samples = [s for s in family.samples if s.name != family.name + "_created"]
+            yield family
+
+
+class _Snapshot:
+    """The gauges (and the cache's own counters) of the snapshot Metrics.render hands over for one scrape."""
+
+    def __init__(self, kv_cell_bytes: int):
+        self.kv_cell_bytes = kv_cell_bytes
+        self.scrape: Scrape | None = None
+
+    def collect(self):
+        if self.scrape is None:   # collected outside Metrics.render (no snapshot): nothing to say
+            return
+        s, c = self.scrape.stats, self.scrape.stats.cache
+        yield GaugeMetricFamily("parley_requests_running", "Generations decoding or prefilling now.", s.running)
+        yield GaugeMetricFamily("parley_requests_waiting", "Generations queued for a sequence.", s.waiting)
+        yield GaugeMetricFamily("parley_http_requests_generating",
+                                "HTTP requests generating now (max_concurrent caps it).", self.scrape.in_flight)
+        yield GaugeMetricFamily("parley_conversations", "Conversations in the store (/v1/conversations).",
+                                self.scrape.conversations)
+        yield GaugeMetricFamily("parley_kv_cells_used", "KV cache cells (tokens) held by live sequences.",
+                                s.kv_cells_used)
+        yield GaugeMetricFamily("parley_kv_cells_idle", "KV cells held only by idle conversations (--kv-idle-cells "
+                                "caps them while anyone decodes).", s.kv_cells_idle)
+        yield GaugeMetricFamily("parley_kv_cells_budget", "KV cache cells available (--kv-size).", s.kv_cells_budget)
+        yield _labelled(GaugeMetricFamily, "parley_kv_sequences", "Live KV sequences, and how many are pinned.",
+                        "state", {"live": s.live_sequences, "pinned": s.pinned_sequences})
+        tiers = {"ram": s.ram_bytes, "disk": s.disk_bytes}
         if self.kv_cell_bytes:
-            tiers.insert(0, ({"tier": "live"}, s.kv_cells_used * self.kv_cell_bytes))
-        metric("parley_kv_bytes", "gauge", "KV cache bytes by tier (live: cells used x bytes per cell, estimated).",
-               tiers)
-        metric("parley_kv_states", "gauge", "Saved KV states by tier.",
-               [({"tier": "ram"}, s.ram_states), ({"tier": "disk"}, s.disk_states)])
-        metric("parley_cache_hits_total", "counter", "Prompts that reused a cached prefix, by tier.",
-               [({"tier": t}, getattr(s.cache, f"hits_{t}")) for t in ("live", "ram", "disk")])
-        metric("parley_cache_misses_total", "counter", "Prompts with no cached prefix.",
-               [({}, s.cache.misses)])
-        metric("parley_cache_evictions_total", "counter", "Sequences evicted from the live KV cache.",
-               [({}, s.cache.evictions)])
-        metric("parley_cache_idle_trims_total", "counter",
-               "Idle conversations moved out of the context to RAM/disk so decoding scans fewer cells.",
-               [({}, s.cache.idle_trims)])
-        metric("parley_cache_retired_total", "counter",
-               "Sequences of a conversation's earlier window moved out of the context once its window moved on.",
-               [({}, s.cache.retired)])
-        metric("parley_cache_saved_states_total", "counter", "KV states saved to RAM or disk.",
-               [({}, s.cache.saved_states)])
-        metric("parley_cache_restore_failures_total", "counter", "Saved KV states that could not be restored.",
-               [({}, s.cache.restore_failures)])
-        metric("parley_cache_corrupt_files", "gauge", "Disk cache files that failed their checks.",
-               [({}, s.corrupt_cache_files)])
-        return "\n".join(lines) + "\n"
+            tiers = {"live": s.kv_cells_used * self.kv_cell_bytes, **tiers}
+        yield _labelled(GaugeMetricFamily, "parley_kv_bytes",
+                        "KV cache bytes by tier (live: cells used x bytes per cell, estimated).", "tier", tiers)
+        yield _labelled(GaugeMetricFamily, "parley_kv_states", "Saved KV states by tier.", "tier",
+                        {"ram": s.ram_states, "disk": s.disk_states})
+        yield _labelled(CounterMetricFamily, "parley_cache_hits", "Prompts that reused a cached prefix, by tier.",
+                        "tier", {t: getattr(c, f"hits_{t}") for t in TIERS})
+        yield CounterMetricFamily("parley_cache_misses", "Prompts with no cached prefix.", c.misses)
+        yield CounterMetricFamily("parley_cache_evictions", "Sequences evicted from the live KV cache.", c.evictions)
+        yield CounterMetricFamily("parley_cache_idle_trims",
+                                  "Idle conversations moved out of the context to RAM/disk so decoding scans fewer "
+                                  "cells.", c.idle_trims)
+        yield CounterMetricFamily("parley_cache_retired", "Sequences of a conversation's earlier window moved out of "
+                                  "the context once its window moved on.", c.retired)
+        yield CounterMetricFamily("parley_cache_saved_states", "KV states saved to RAM or disk.", c.saved_states)
+        yield CounterMetricFamily("parley_cache_restore_failures", "Saved KV states that could not be restored.",
+                                  c.restore_failures)
+        yield GaugeMetricFamily("parley_cache_corrupt_files", "Disk cache files that failed their checks.",
+                                s.corrupt_cache_files)
+
+
+def _labelled(family_type, name: str, help_: str, label: str, values: dict[str, float]):
+    family = family_type(name, help_, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
 
 
 def method_label(method: str) -> str:
