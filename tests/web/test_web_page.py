@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 
 import httpx
@@ -17,6 +18,7 @@ BOT = '#parley-chat [data-testid="bot"]'
 USER = '#parley-chat [data-testid="user"]'
 SHOWN_TEXT = """el => { const c = el.cloneNode(true); c.querySelectorAll('.parley-stats').forEach(x => x.remove());
                         return c.innerText.trim(); }"""
+FEW_WORDS = 40     # characters of a reply: a few scheduler steps, the header is to show the reply by then
 STORY = "Tell me a long story about a dragon who learns to read, with many details."
 
 
@@ -89,6 +91,29 @@ def elsewhere(requests: list[str], url: str) -> list[str]:
     return [u for u in requests if not u.startswith((url + "/", "data:", "blob:"))]
 
 
+def header_state(page) -> dict:
+    """The last reply (its shown length, whether its numbers are there) and the header, read in one go."""
+    return page.evaluate("""bot => {
+        const bots = document.querySelectorAll(bot);
+        const last = bots[bots.length - 1];
+        let text = 0, done = false;
+        if (last) {
+            const c = last.cloneNode(true);
+            done = c.querySelectorAll('.parley-stats').length > 0;
+            c.querySelectorAll('.parley-stats').forEach(x => x.remove());
+            text = c.innerText.trim().length;
+        }
+        return {text, done, header: document.querySelector('#parley-header').innerText};
+    }""", BOT)
+
+
+def busy_cells(header: str) -> tuple[int, int]:
+    """(replies running, KV cells in use) as the header says them."""
+    running = re.search(r"(\d+) replying", header)
+    cells = re.search(r"live [^(]*\(([\d,]+) of", header)
+    return (int(running.group(1)) if running else 0), int(cells.group(1).replace(",", ""))
+
+
 def cancelled_count(url: str) -> int:
     text = httpx.get(url + "/metrics").text
     return int(float(re.search(r'parley_requests_finished_total\{reason="cancelled"\} (\S+)', text).group(1)))
@@ -147,6 +172,49 @@ def test_stop_ends_the_generation_on_the_server(long_server, parley, pages):
     assert cancelled_count(long_server.url) == before + 1
     assert ended_s < 2.0, f"the generation went on for {ended_s:.2f} s after Stop"
     assert plain(reply_text(page)).startswith(plain(reply.content)[:15])
+
+
+def test_the_header_follows_a_reply_while_it_streams(long_server, parley, pages):
+    page = pages.new(long_server.url)
+    assert busy_cells(page.inner_text("#parley-header"))[0] == 0
+    send(page, STORY)
+    samples, deadline = [], time.monotonic() + 60
+    while not (samples and samples[-1]["done"]) and time.monotonic() < deadline:
+        samples.append(header_state(page))
+        time.sleep(0.02)
+    streaming = [s for s in samples if s["text"] and not s["done"]]
+    assert len({s["text"] for s in streaming}) >= 3, f"the reply did not stream: {samples}"
+    for s in streaming:       # from its first few words on, the header says a reply runs and holds cells
+        running, cells = busy_cells(s["header"])
+        assert s["text"] < FEW_WORDS or (running >= 1 and cells > 0), \
+            f"while {s['text']} characters were shown: {s['header']!r}"
+    wait_until(lambda: "idle" in page.inner_text("#parley-header"))   # and says when it is over
+
+
+def test_the_header_shows_replies_of_other_clients(long_server, parley, pages):
+    page = pages.new(long_server.url)
+    assert busy_cells(page.inner_text("#parley-header"))[0] == 0
+    done = threading.Event()
+
+    def api_replies():            # one streamed chat completion after another until the header saw one
+        body = {"messages": [{"role": "user", "content": STORY}], "max_tokens": LONG_CAP, "ignore_eos": True,
+                "stream": True}
+        with httpx.Client(base_url=long_server.url, timeout=60) as client:
+            while not done.is_set():
+                with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                    assert r.status_code == 200
+                    for _ in r.iter_lines():
+                        pass
+    worker = threading.Thread(target=api_replies, daemon=True)
+    worker.start()
+    try:
+        header = wait_until(lambda: (h := page.inner_text("#parley-header")) and busy_cells(h)[0] >= 1 and h,
+                            timeout=30)
+        assert busy_cells(header)[1] > 0
+    finally:
+        done.set()
+        worker.join(30)
+    wait_until(lambda: "idle" in page.inner_text("#parley-header"), timeout=30)
 
 
 def test_retry_and_edit_make_branches(server, parley, pages):
