@@ -309,6 +309,37 @@ def test_reload_finds_the_conversation_and_continues_it(server, parley, pages):
     assert second.stats.cached_tokens >= first_reply.stats.prompt_tokens + first_reply.stats.generated_tokens - 2
 
 
+CUT_IN_CODE = {        # replies that max tokens cut off inside a code fence
+    "top level": "Sure:\n\n```python\ndef area(r):\n    return 3.14 * r * r\n",
+    "in a list item": "Steps:\n\n1. Write it:\n\n   ```python\n   def area(r):\n       return 3.14 * r * r",
+    "a longer fence": "Markdown:\n\n````markdown\n```python\ndef area(r): pass\n```\n\ndef area(r):",
+}
+
+
+@pytest.mark.parametrize("case", list(CUT_IN_CODE))
+def test_a_reply_cut_inside_a_code_fence_shows_its_numbers_outside_the_code(server, parley, pages, case):
+    page = pages.new(server.url)
+    parley.conversations.import_({"format": "parley.conversation", "version": 1,
+        "conversation": {"title": "Cut in code", "leaf_id": "m2"},
+        "messages": [{"id": "m1", "parent_id": None, "role": "user", "content": "Write area(r) in Python."},
+                     {"id": "m2", "parent_id": "m1", "role": "assistant", "finish_reason": "length",
+                      "content": CUT_IN_CODE[case],
+                      "stats": {"generated_tokens": 67, "prompt_tokens": 54, "cached_tokens": 26}}]},
+        owner=owner(page))
+    page.reload()
+    open_page(page, server.url)
+    page.locator("#parley-conversations label", has_text="Cut in code").click()
+    code = page.locator(f"{BOT} pre code").last
+    code.wait_for()
+    assert "def area(r):" in code.inner_text() and "parley-stats" not in code.inner_text()
+    assert page.locator(f"{BOT} pre .parley-stats").count() == 0
+    numbers = page.locator(f"{BOT} .parley-stats")
+    assert numbers.inner_text() == "67 tokens · 26 of 54 prompt tokens cached · cut at max tokens"
+    if case == "in a list item":          # the code stays in its item
+        assert page.locator(f"{BOT} ol li pre code").count() == 1
+    pages.shoot(page, "-code")
+
+
 def test_sidebar_pages_renames_exports_and_deletes(server, parley, pages):
     page = pages.new(server.url)
     mine = owner(page)
