@@ -21,7 +21,7 @@ os.environ["PARLEY_HOME"] = _HOME
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 from srvutil import LiveServer  # noqa: E402
-from webutil import API_KEY, LONG_CAP, SHORT_CAP, open_page  # noqa: E402
+from webutil import API_KEY, CORS_ORIGIN, LONG_CAP, SHORT_CAP, open_page  # noqa: E402
 
 from parley.server import ServerSettings  # noqa: E402
 
@@ -70,6 +70,14 @@ def long_server(parley):
 @pytest.fixture(scope="session")
 def keyed_server(parley):
     s = _serve(parley, api_key=API_KEY, max_tokens_cap=SHORT_CAP)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def cors_server(parley):
+    """Keyed, and pages from CORS_ORIGIN may call it (--cors-origin)."""
+    s = _serve(parley, api_key=API_KEY, max_tokens_cap=SHORT_CAP, cors_origins=(CORS_ORIGIN,))
     yield s
     s.stop()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 
 import httpx
@@ -17,6 +18,7 @@ BOT = '#parley-chat [data-testid="bot"]'
 USER = '#parley-chat [data-testid="user"]'
 SHOWN_TEXT = """el => { const c = el.cloneNode(true); c.querySelectorAll('.parley-stats').forEach(x => x.remove());
                         return c.innerText.trim(); }"""
+FEW_WORDS = 40     # characters of a reply: a few scheduler steps, the header is to show the reply by then
 STORY = "Tell me a long story about a dragon who learns to read, with many details."
 
 
@@ -89,6 +91,29 @@ def elsewhere(requests: list[str], url: str) -> list[str]:
     return [u for u in requests if not u.startswith((url + "/", "data:", "blob:"))]
 
 
+def header_state(page) -> dict:
+    """The last reply (its shown length, whether its numbers are there) and the header, read in one go."""
+    return page.evaluate("""bot => {
+        const bots = document.querySelectorAll(bot);
+        const last = bots[bots.length - 1];
+        let text = 0, done = false;
+        if (last) {
+            const c = last.cloneNode(true);
+            done = c.querySelectorAll('.parley-stats').length > 0;
+            c.querySelectorAll('.parley-stats').forEach(x => x.remove());
+            text = c.innerText.trim().length;
+        }
+        return {text, done, header: document.querySelector('#parley-header').innerText};
+    }""", BOT)
+
+
+def busy_cells(header: str) -> tuple[int, int]:
+    """(replies running, KV cells in use) as the header says them."""
+    running = re.search(r"(\d+) replying", header)
+    cells = re.search(r"live [^(]*\(([\d,]+) of", header)
+    return (int(running.group(1)) if running else 0), int(cells.group(1).replace(",", ""))
+
+
 def cancelled_count(url: str) -> int:
     text = httpx.get(url + "/metrics").text
     return int(float(re.search(r'parley_requests_finished_total\{reason="cancelled"\} (\S+)', text).group(1)))
@@ -147,6 +172,49 @@ def test_stop_ends_the_generation_on_the_server(long_server, parley, pages):
     assert cancelled_count(long_server.url) == before + 1
     assert ended_s < 2.0, f"the generation went on for {ended_s:.2f} s after Stop"
     assert plain(reply_text(page)).startswith(plain(reply.content)[:15])
+
+
+def test_the_header_follows_a_reply_while_it_streams(long_server, parley, pages):
+    page = pages.new(long_server.url)
+    assert busy_cells(page.inner_text("#parley-header"))[0] == 0
+    send(page, STORY)
+    samples, deadline = [], time.monotonic() + 60
+    while not (samples and samples[-1]["done"]) and time.monotonic() < deadline:
+        samples.append(header_state(page))
+        time.sleep(0.02)
+    streaming = [s for s in samples if s["text"] and not s["done"]]
+    assert len({s["text"] for s in streaming}) >= 3, f"the reply did not stream: {samples}"
+    for s in streaming:       # from its first few words on, the header says a reply runs and holds cells
+        running, cells = busy_cells(s["header"])
+        assert s["text"] < FEW_WORDS or (running >= 1 and cells > 0), \
+            f"while {s['text']} characters were shown: {s['header']!r}"
+    wait_until(lambda: "idle" in page.inner_text("#parley-header"))   # and says when it is over
+
+
+def test_the_header_shows_replies_of_other_clients(long_server, parley, pages):
+    page = pages.new(long_server.url)
+    assert busy_cells(page.inner_text("#parley-header"))[0] == 0
+    done = threading.Event()
+
+    def api_replies():            # one streamed chat completion after another until the header saw one
+        body = {"messages": [{"role": "user", "content": STORY}], "max_tokens": LONG_CAP, "ignore_eos": True,
+                "stream": True}
+        with httpx.Client(base_url=long_server.url, timeout=60) as client:
+            while not done.is_set():
+                with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                    assert r.status_code == 200
+                    for _ in r.iter_lines():
+                        pass
+    worker = threading.Thread(target=api_replies, daemon=True)
+    worker.start()
+    try:
+        header = wait_until(lambda: (h := page.inner_text("#parley-header")) and busy_cells(h)[0] >= 1 and h,
+                            timeout=30)
+        assert busy_cells(header)[1] > 0
+    finally:
+        done.set()
+        worker.join(30)
+    wait_until(lambda: "idle" in page.inner_text("#parley-header"), timeout=30)
 
 
 def test_retry_and_edit_make_branches(server, parley, pages):
@@ -239,6 +307,37 @@ def test_reload_finds_the_conversation_and_continues_it(server, parley, pages):
     second = branch(parley, conv.id)[-1]
     # the first turn's prompt and reply were not read again: their KV came back from the cache
     assert second.stats.cached_tokens >= first_reply.stats.prompt_tokens + first_reply.stats.generated_tokens - 2
+
+
+CUT_IN_CODE = {        # replies that max tokens cut off inside a code fence
+    "top level": "Sure:\n\n```python\ndef area(r):\n    return 3.14 * r * r\n",
+    "in a list item": "Steps:\n\n1. Write it:\n\n   ```python\n   def area(r):\n       return 3.14 * r * r",
+    "a longer fence": "Markdown:\n\n````markdown\n```python\ndef area(r): pass\n```\n\ndef area(r):",
+}
+
+
+@pytest.mark.parametrize("case", list(CUT_IN_CODE))
+def test_a_reply_cut_inside_a_code_fence_shows_its_numbers_outside_the_code(server, parley, pages, case):
+    page = pages.new(server.url)
+    parley.conversations.import_({"format": "parley.conversation", "version": 1,
+        "conversation": {"title": "Cut in code", "leaf_id": "m2"},
+        "messages": [{"id": "m1", "parent_id": None, "role": "user", "content": "Write area(r) in Python."},
+                     {"id": "m2", "parent_id": "m1", "role": "assistant", "finish_reason": "length",
+                      "content": CUT_IN_CODE[case],
+                      "stats": {"generated_tokens": 67, "prompt_tokens": 54, "cached_tokens": 26}}]},
+        owner=owner(page))
+    page.reload()
+    open_page(page, server.url)
+    page.locator("#parley-conversations label", has_text="Cut in code").click()
+    code = page.locator(f"{BOT} pre code").last
+    code.wait_for()
+    assert "def area(r):" in code.inner_text() and "parley-stats" not in code.inner_text()
+    assert page.locator(f"{BOT} pre .parley-stats").count() == 0
+    numbers = page.locator(f"{BOT} .parley-stats")
+    assert numbers.inner_text() == "67 tokens · 26 of 54 prompt tokens cached · cut at max tokens"
+    if case == "in a list item":          # the code stays in its item
+        assert page.locator(f"{BOT} ol li pre code").count() == 1
+    pages.shoot(page, "-code")
 
 
 def test_sidebar_pages_renames_exports_and_deletes(server, parley, pages):

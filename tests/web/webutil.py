@@ -5,6 +5,7 @@ from __future__ import annotations
 
 API_KEY = "web-test-key-4242"
 SHORT_CAP = 48     # tokens per reply on the main test server: replies stay short
+CORS_ORIGIN = "http://localhost:5173"   # the one origin the CORS test server lets in
 LONG_CAP = 200     # the server for Stop and two pages at once: a reply lasts long enough to be watched
 
 

@@ -5,11 +5,17 @@ would catch every path: the API's own 404 and 405 answers (GET /v1/chat/completi
 Gradio's. So the mount is swapped for PageMount, which takes only the page's paths (GET /, /config, /gradio_api/...,
 /assets/..., /theme.css, ...); everything else stays the API's. POST / (TGI's compat route) matches the API's
 route first, GET / falls through to the page. The page adds no operation to /openapi.json.
+
+CORS on the page is the API's (server/app.py: only with --cors-origin, only those origins). Gradio's own CORS
+layer is removed from the mounted app: on a server at localhost or 127.0.0.1 it echoes any localhost Origin with
+credentials allowed, so a page on another port of the same host (same-site: it gets the login cookie) could
+read the page's routes.
 """
 
 from __future__ import annotations
 
 import gradio as gr
+from gradio.route_utils import CustomCORSMiddleware
 from gradio.routes import INTERNAL_ROUTES
 from starlette.routing import Match, Mount
 
@@ -73,5 +79,15 @@ def mount_page(app, parley: Parley, settings) -> Page:
     mounted = app.router.routes.pop()
     if not isinstance(mounted, Mount):  # pragma: no cover - Gradio changed how it mounts
         raise RuntimeError(f"gradio's mount_gradio_app added {mounted!r}, not a Mount")
+    without_gradio_cors(mounted.app)
     app.router.routes.append(PageMount(OwnerCookie(mounted.app)))
     return Page(blocks, state, mounted.app)
+
+
+def without_gradio_cors(gradio_app) -> None:
+    """Drop Gradio's CORS middleware from its app (see the module docstring); the app has not started, so its
+    middleware stack is built later from the list that is left."""
+    kept = [m for m in gradio_app.user_middleware if m.cls is not CustomCORSMiddleware]
+    if len(kept) == len(gradio_app.user_middleware) or gradio_app.middleware_stack is not None:
+        raise RuntimeError("gradio's app no longer adds its CORS middleware as parley expects")  # pragma: no cover
+    gradio_app.user_middleware[:] = kept

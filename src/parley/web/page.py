@@ -2,7 +2,9 @@
 what, into what.
 
     sidebar        New conversation; this browser's conversations (paged); rename, export, delete
-    header         the model, its context, the cache (live KV / RAM / disk), refreshed every few seconds
+    header         the model, its context, what the server is doing (replies running and waiting, the cache:
+                   live KV / RAM / disk); the page's replies carry it as they stream, a timer shows what other
+                   clients do (header.py)
     chat           the replies (Markdown, highlighted code, copy buttons; edit a message, retry a reply); the
                    status line (prompt reading progress, notes); the message box (Enter sends, Shift+Enter is a
                    new line); Send, Stop, Retry
@@ -25,11 +27,11 @@ from parley.api import Parley
 from parley.web import controls, documents, persona, view
 from parley.web.chat import Chat
 from parley.web.documents import DocumentsPanel
+from parley.web.header import TIMER_S, Feed, follow
 from parley.web.persona import PersonaPanel
 from parley.web.sidebar import DOWNLOAD_JS, Sidebar
 from parley.web.state import PageState, handler, off
 
-HEADER_EVERY_S = 3.0
 CSS = f"""
 .{view.STATS_CLASS} {{ font-size: 0.78em; opacity: 0.65; margin-top: 0.5em; }}
 #parley-status {{ min-height: 1.5em; font-size: 0.9em; }}
@@ -41,6 +43,7 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
     """The page over the server's door and settings (mount.mount_page says which of them the page reads)."""
     state = PageState(parley, settings)
     max_tokens = parley.limits.max_tokens
+    feed = Feed(parley)                   # the header's stats, shared by the timer and every reply
     ui = SimpleNamespace()
     info = parley.info
     skill_names = parley.skills.names()
@@ -145,22 +148,26 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
         sidebar_out = [ui.conv_list, ui.pages, ui.newer, ui.older, ui.older_anchor]
         view_out = [ui.chatbot, ui.ids, ui.conv, ui.status, ui.title]
         open_out = [*view_out, ui.system, ui.persona, *ui.persona_fields, *ui.options, *sidebar_out]
-        stream_out = [*view_out, ui.text, *sidebar_out]
+        stream_out = [*view_out, ui.text, *sidebar_out, ui.header]
         turn_in = {ui.text, ui.conv, ui.ids, ui.skill, *ui.slots, ui.system, *ui.options}
 
         # ---- replies --------------------------------------------------------------------------------------
         replies = {"show_progress": "hidden", "concurrency_id": "replies",
                    "concurrency_limit": settings.max_concurrent}     # one limit over every kind of reply
+
+        def live(fn):                     # the reply's updates carry the header (header.py says why)
+            return handler(follow(feed, ui.header, fn))
+        ask_out = [ui.doc_answer, ui.doc_status, ui.header]
         streams = [
-            ui.text.submit(chat.send, turn_in, stream_out, **replies),
-            ui.send.click(chat.send, turn_in, stream_out, **replies),
-            ui.retry.click(chat.retry, turn_in, stream_out, **replies),
-            ui.chatbot.retry(chat.retry_at, turn_in, stream_out, **replies),
-            ui.chatbot.edit(chat.edit, turn_in, stream_out, **replies),
-            *(trigger(docs.ask, [ui.doc_question, ui.doc_pick], [ui.doc_answer, ui.doc_status], **replies)
+            ui.text.submit(live(chat.send), turn_in, stream_out, **replies),
+            ui.send.click(live(chat.send), turn_in, stream_out, **replies),
+            ui.retry.click(live(chat.retry), turn_in, stream_out, **replies),
+            ui.chatbot.retry(live(chat.retry_at), turn_in, stream_out, **replies),
+            ui.chatbot.edit(live(chat.edit), turn_in, stream_out, **replies),
+            *(trigger(live(docs.ask), [ui.doc_question, ui.doc_pick], ask_out, **replies)
               for trigger in (ui.doc_ask.click, ui.doc_question.submit)),
         ]
-        ui.stop.click(chat.stop, {ui.conv}, [ui.chatbot, ui.ids, ui.status], cancels=streams,
+        ui.stop.click(live(chat.stop), {ui.conv}, [ui.chatbot, ui.ids, ui.status, ui.header], cancels=streams,
                       show_progress="hidden")
         demo.unload(chat.closed)
 
@@ -219,15 +226,8 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
         ui.examples.click(example_picked, [ui.skill, ui.examples], [ui.text, *ui.slots])
 
         # ---- header and first load -------------------------------------------------------------------------
-        @handler
-        async def header():
-            try:
-                stats = await off(parley.stats, 5.0)
-            except (TimeoutError, RuntimeError):
-                return gr.skip()
-            return view.header(parley.info, stats)
-
-        ui.timer = gr.Timer(HEADER_EVERY_S)
+        header = handler(feed.handler())
+        ui.timer = gr.Timer(TIMER_S)      # what other clients do: the page's own replies refresh it themselves
         ui.timer.tick(header, None, ui.header, show_progress="hidden", queue=False)
 
         @handler

@@ -3,13 +3,16 @@
 Chat messages are Gradio's messages format ({"role", "content"}), with the ids of the stored messages beside
 them (the page maps a clicked message back to its row). Under each finished reply: who spoke (a persona's
 character), its tokens, the prompt tokens the cache gave back, the time to first token and tokens/s, and how it
-ended when it did not end by itself.
+ended when it did not end by itself. The line is HTML after the message's Markdown, so a code fence the message
+leaves open is closed before it (fences.py).
 """
 
 from __future__ import annotations
 
 import html
 import time
+
+from parley.web.fences import close_fences
 
 STATS_CLASS = "parley-stats"
 PLAIN_SKILL = "chat"       # the message as it is: nothing to say under it
@@ -59,7 +62,9 @@ def footer(m) -> str:
 
 
 def with_footer(content: str, line: str) -> str:
-    return f"{content}\n\n{line}" if line else content
+    """The message with its line under it, outside the Markdown before it: a fence the text leaves open (a
+    reply cut off mid-code) is closed first, or the line would render as code."""
+    return f"{close_fences(content)}\n\n{line}" if line else content
 
 
 def chat_messages(branch) -> tuple[list[dict], list[str]]:
