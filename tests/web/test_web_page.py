@@ -319,13 +319,12 @@ CUT_IN_CODE = {        # replies that max tokens cut off inside a code fence
 @pytest.mark.parametrize("case", list(CUT_IN_CODE))
 def test_a_reply_cut_inside_a_code_fence_shows_its_numbers_outside_the_code(server, parley, pages, case):
     page = pages.new(server.url)
-    parley.conversations.import_({"format": "parley.conversation", "version": 1,
+    parley.conversations.owned_by(owner(page)).import_({"format": "parley.conversation", "version": 1,
         "conversation": {"title": "Cut in code", "leaf_id": "m2"},
         "messages": [{"id": "m1", "parent_id": None, "role": "user", "content": "Write area(r) in Python."},
                      {"id": "m2", "parent_id": "m1", "role": "assistant", "finish_reason": "length",
                       "content": CUT_IN_CODE[case],
-                      "stats": {"generated_tokens": 67, "prompt_tokens": 54, "cached_tokens": 26}}]},
-        owner=owner(page))
+                      "stats": {"generated_tokens": 67, "prompt_tokens": 54, "cached_tokens": 26}}]})
     page.reload()
     open_page(page, server.url)
     page.locator("#parley-conversations label", has_text="Cut in code").click()
@@ -442,7 +441,7 @@ def test_a_document_is_uploaded_and_answers_cite_it(server, parley, pages, tmp_p
     listed = page.inner_text("#parley-doc-list")
     assert "tokens" in listed and "whole in the context" in listed
 
-    mine = parley.documents.list(owner=owner(page))
+    mine = parley.documents.owned_by(owner(page)).list()
     assert [d.name for d in mine] == ["harbour-notes.md"]
     doc = mine[0]
     assert page.locator("#parley-doc-pick input[type=checkbox]").first.is_checked()   # a new upload is ticked
@@ -475,7 +474,7 @@ def test_a_document_is_uploaded_and_answers_cite_it(server, parley, pages, tmp_p
 
     page.click("#parley-doc-delete")
     page.locator("#parley-doc-list", has_text="No documents yet").wait_for()
-    assert parley.documents.list(owner=owner(page)) == []
+    assert parley.documents.owned_by(owner(page)).list() == []
 
 
 def test_a_long_document_shows_its_reading_progress(server, parley, pages, tmp_path):

@@ -140,10 +140,12 @@ class Parley:
         door._open(self._core, limits)
         return door
 
-    def guard_event_loop(self) -> None:
-        """From now on a blocking call made on an event loop's thread raises (api/guard.py): what an edge that
-        serves an event loop switches on, for every door over this model."""
-        self._guard.on = True
+    def guard_event_loop(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """From now on a blocking call made on `loop` (while it runs) raises (api/guard.py): what an edge that
+        serves an event loop switches on when it starts, for every door over this model. Returns the function
+        that lifts it (when the loop stops)."""
+        self._guard.guard(loop)
+        return lambda: self._guard.release(loop)
 
     # ---- what runs ---------------------------------------------------------------------------------------
     @property

@@ -2,28 +2,38 @@
 
 Most of what the facade does blocks: SQLite reads and writes, tokenizing, reading files, waiting for the
 scheduler thread. An edge that serves an event loop (the HTTP server, the web page) must call those in a worker
-thread, or one slow call stalls every stream and /health. `Parley.guard_event_loop()` switches the check on for
-one loaded model; from then on a blocking call made on a thread that runs an event loop raises at once, naming
-the call, so a reach onto the loop fails the first test that takes that path instead of slowing production.
-It stays off for the Python API (a notebook runs its cells inside an event loop, and blocking there is fine).
+thread, or one slow call stalls every stream and /health. `Parley.guard_event_loop(loop)` names such a loop
+(the server does, when its app starts on it); from then on a blocking call made while that loop runs on the
+calling thread raises at once, naming the call, so a reach onto the loop fails the first test that takes that
+path instead of slowing production. Other loops are left alone: a notebook runs its cells inside an event loop,
+and a Python user blocking there is fine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import weakref
 
 
 class LoopGuard:
     def __init__(self) -> None:
-        self.on = False
+        self._loops: weakref.WeakSet = weakref.WeakSet()
+
+    def guard(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loops.add(loop)
+
+    def release(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loops.discard(loop)
 
     def check(self, what: str) -> None:
-        if not self.on:
+        if not self._loops:
             return
         try:
-            asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
+            return
+        if loop not in self._loops:
             return
         raise RuntimeError(f"{what} blocks and was called on the event loop's thread: run it in a worker "
                            "thread (asyncio.to_thread)")

@@ -3,8 +3,10 @@ web chat page at GET / (parley.web, mounted last so that only the page's own pat
 /redoc served offline (docs.py) and, with --api-key, a login page (login.py) for the browser.
 
 The app does not own the Parley: whoever made it closes it (so tests can share one model between apps, and
-`parley serve` closes it after uvicorn has stopped, saving the KV cache to disk). The lifespan only adds and
-removes the metrics observer on the scheduler.
+`parley serve` closes it after uvicorn has stopped, saving the KV cache to disk). The app serves it through a
+door of its own (Parley.with_limits: --max-prompt-tokens and --max-tokens-cap, fixed once). The lifespan adds
+and removes the metrics observer on the scheduler, and guards the server's event loop: a blocking facade call
+made on it raises (api/guard.py), so no handler can stall every stream by reading SQLite or tokenizing there.
 
 Layers, outermost first: CORS (only with --cors-origin; answers a browser's preflight, which carries no key) ->
 HttpMetrics (counts every response, labels from fixed sets) -> BodyDeadline (408 for a body that is late) ->
@@ -64,10 +66,8 @@ WEB_PAGE = "web page"   # the /metrics route label of everything the page serves
 
 def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
-    # one door for every route and the page: the server's limits fixed once, over the shared model, and no
-    # blocking facade call allowed on the event loop from now on (api/guard.py)
+    # one door for every route and the page: the server's limits fixed once, over the shared model
     parley = parley.with_limits(settings.limits(parley.context_size))
-    parley.guard_event_loop()
     metrics = Metrics(parley.name, __version__, parley.info.kv_bytes_per_cell)
     state = ServerState(parley=parley, settings=settings, metrics=metrics,
                         gate=ConcurrencyGate(settings.max_concurrent))
@@ -75,9 +75,11 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         remove = parley.on_finish(metrics.observe)
+        unguard = parley.guard_event_loop(asyncio.get_running_loop())   # no blocking facade call on this loop
         try:
             yield
         finally:
+            unguard()
             remove()
 
     app = FastAPI(title="parley", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
