@@ -8,7 +8,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "parley"
 EDGES = ("cli", "server", "web")
-LEAVES = {"parley", "parley.api", "parley.errors", "parley.sampling", "parley.settings"}
+LEAVES = {"parley", "parley.api", "parley.config", "parley.errors", "parley.sampling", "parley.settings"}
 ALSO = {"cli": {"parley.server", "parley.bench"}, "server": {"parley.web"}, "web": set()}  # an edge may start another
 
 

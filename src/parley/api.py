@@ -104,21 +104,22 @@ class Parley:
         self.context_size = self.scheduler.context_size
 
     def _load(self, s: Settings) -> None:
-        self.engine = LlamaCppEngine(EngineConfig.from_settings(s))
+        self.engine = LlamaCppEngine(EngineConfig.from_settings(s.engine, batch_tokens=s.scheduler.batch_tokens))
         try:
             engine = self.engine
-            self.template = resolve_template(engine.chat_template, s.chat_format, bos_token=engine.bos_text,
+            self.template = resolve_template(engine.chat_template, s.template.chat_format, bos_token=engine.bos_text,
                                              eos_token=engine.eos_text)
             self.builder = PromptBuilder(self.template, engine.tokenize, bos_text=engine.bos_text,
                                          add_bos=engine.add_bos)
-            self.scheduler = Scheduler(engine, s, cache_dir=s.data_dir if s.disk_cache_mb > 0 else None)
+            self.scheduler = Scheduler(engine, s.scheduler,
+                                       cache_dir=s.data_dir if s.scheduler.disk_cache_mb > 0 else None)
             self.store = Store(s.data_dir / "parley.db") if s.store else Store()
             key = hashlib.sha256((engine.vocab_fingerprint() + self.template.source).encode()).hexdigest()[:16]
             self.personas = Personas(s.data_dir / "personas")
             self.skills = Skills(s.data_dir / "skills")
             model = Model(self.builder, self.scheduler, self.scheduler.context_size, key, self.template.stops,
                           label=f"{engine.name}:{key}", kv_cells=self.scheduler.cache.kv_budget)
-            self.documents = Documents(model, self.store, s.document_limits)
+            self.documents = Documents(model, self.store, s.documents.limits)
             self.conversations = Sessions(model, self.store, personas=self.personas, skills=self.skills,
                                           documents=self.documents)
         except BaseException:
@@ -131,8 +132,8 @@ class Parley:
         e = self.engine
         return ModelInfo(name=e.name, path=str(e.model_path), context_size=self.context_size, kv_size=e.n_ctx,
                          kv_bytes_per_cell=e.kv_bytes_per_cell, device=e.device, threads=e.n_threads,
-                         chat_format=self.template.name, max_running=self.settings.max_running,
-                         deterministic=self.settings.deterministic)
+                         chat_format=self.template.name, max_running=self.settings.scheduler.max_running,
+                         deterministic=self.settings.engine.deterministic)
 
     @property
     def chat_stops(self) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ live in the context when kept, restored from RAM when moved). Ratios are medians
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from parley.bench.common import (
     timed_parley,
 )
 from parley.bench.content import story_tokens
-from parley.settings import Settings
+from parley.scheduler.settings import SchedulerSettings
 
 WHAT = "decode tok/s while idle conversations fill the context: every idle cell kept vs moved to RAM past the cap"
 
@@ -50,7 +51,7 @@ class Sizes:
 FULL = Sizes(conversations=24, conv_tokens=500, prompt=64, gen=128, reps=5)
 QUICK = Sizes(conversations=16, conv_tokens=500, prompt=64, gen=64, reps=3)
 
-CAP = Settings().kv_idle_cells
+CAP = SchedulerSettings().kv_idle_cells
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
@@ -77,7 +78,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
 
     def set_cap(cap: int) -> None:
         def apply():
-            sched.settings = sched.settings.replace(kv_idle_cells=cap)
+            sched.settings = dataclasses.replace(sched.settings, kv_idle_cells=cap)
         sched.call(apply)
 
     def enter(state: str) -> None:

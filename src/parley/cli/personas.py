@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from parley.cli.options import add_home_option
 from parley.errors import InvalidRequest
 
 SHOWN = (("description", "description"), ("personality", "personality"), ("scenario", "scenario"),
@@ -26,8 +27,7 @@ SHOWN = (("description", "description"), ("personality", "personality"), ("scena
 def add_parser(sub) -> None:
     p = sub.add_parser("personas", help="list, show, import, export, delete personas (character cards)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--home", metavar="DIR", help="data directory (default: $PARLEY_HOME, else "
-                                                   "~/.local/share/parley)")
+    add_home_option(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     ls = verbs.add_parser("list", help="bundled and imported personas")
     ls.add_argument("--json", action="store_true")

@@ -13,12 +13,13 @@ import json
 import shlex
 import sys
 
+from parley.cli.options import add_home_option
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("skills", help="list and show skills (recipes that wrap your message)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--home", metavar="DIR", help="data directory (default: $PARLEY_HOME, else "
-                                                   "~/.local/share/parley)")
+    add_home_option(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     ls = verbs.add_parser("list", help="every skill")
     ls.add_argument("--json", action="store_true")

@@ -30,9 +30,9 @@ from parley.scheduler.kv_store import KVStore, model_fingerprint
 from parley.scheduler.prefix_cache import PrefixCache, Slot
 from parley.scheduler.prefix_index import BLOCK, chain_hashes, shared_blocks
 from parley.scheduler.request import Chunk, Request, Result, Status
+from parley.scheduler.settings import SchedulerSettings
 from parley.scheduler.stats import SchedulerStats, Totals
 from parley.scheduler.stream import Stream
-from parley.settings import Settings
 from parley.text.detokenize import IncrementalDetokenizer
 from parley.text.stops import StopMatcher
 
@@ -42,7 +42,7 @@ MiB = 1 << 20
 SHARE_MIN_TOKENS = 64  # a waiting request holds back for a running prefill that will compute this much of its prompt
 
 
-def make_store(model_path: Path, settings: Settings, cache_dir: Path | None) -> KVStore | None:
+def make_store(model_path: Path, settings: SchedulerSettings, cache_dir: Path | None) -> KVStore | None:
     """The RAM/disk tiers the settings ask for. The disk tier lives in the data directory, checked first: a file
     in the way or a directory that cannot be created is a DataDirError, one that cannot be written is used
     read-only."""
@@ -67,11 +67,12 @@ class Batch(NamedTuple):
 
 
 class Scheduler:
-    """`settings` gives the limits (max_running, max_waiting, batch_tokens, prefill_chunk, ctx_size,
-    kv_idle_cells, the RAM/disk budgets); `cache_dir` is where the disk tier lives (None: no disk tier)."""
+    """`settings` (the scheduler's section) gives the limits (max_running, max_waiting, batch_tokens,
+    prefill_chunk, ctx_size, kv_idle_cells, the RAM/disk budgets); `cache_dir` is where the disk tier lives
+    (None: no disk tier)."""
 
-    def __init__(self, engine, settings: Settings | None = None, *, cache_dir: Path | None = None):
-        s = settings or Settings()
+    def __init__(self, engine, settings: SchedulerSettings | None = None, *, cache_dir: Path | None = None):
+        s = settings or SchedulerSettings()
         self.engine = engine
         self.settings = s
         self.context_size = min(s.ctx_size or engine.n_ctx_train or engine.n_ctx, engine.n_ctx)

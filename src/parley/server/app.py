@@ -100,7 +100,7 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     routes = RouteTable.of(app, routers)
     app.state.parley_routes = routes
     page = _mount_page(app, parley, settings, routes)
-    docs_limit = parley.settings.document_limits.max_total_bytes
+    docs_limit = parley.settings.documents.limits.max_total_bytes
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        uploads={"/v1/documents": (docs_limit, "docs_max_mb, `parley serve --docs-max-mb`")})
     app.add_middleware(HeadAsGet, routes=routes)
@@ -125,7 +125,7 @@ def _mount_page(app: FastAPI, parley: Parley, settings: ServerSettings, routes: 
     mounted = mount_page(app, parley, PageOptions(
         max_concurrent=settings.max_concurrent, max_tokens=settings.tokens_cap(parley.context_size),
         prompt_limit=settings.prompt_limit(parley.context_size), keyed=bool(settings.api_key),
-        max_file_bytes=max(settings.max_body_bytes, parley.settings.document_limits.max_total_bytes)))
+        max_file_bytes=max(settings.max_body_bytes, parley.settings.documents.limits.max_total_bytes)))
     app.state.parley_server.attached.append(mounted)     # drained with the API on SIGTERM / Ctrl-C
     routes.label(WEB_PAGE, is_page_path)
 
