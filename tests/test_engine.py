@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parley.engine.llamacpp import LlamaCppEngine
+from parley.engine.llamacpp import EngineConfig, LlamaCppEngine
 from parley.errors import InvalidRequest, ModelError
 from parley.sampling import SamplingParams
 from tests.conftest import chatml
@@ -30,15 +30,24 @@ def greedy_continue(engine, seq: int, tokens: list[int], start: int, n: int) -> 
     return out
 
 
+@pytest.fixture(scope="module")
+def bare():
+    """An engine no scheduler owns (deterministic, as the session's `det`), driven here from the test's thread:
+    the scheduler's engine belongs to the scheduler's thread, which runs only its own tasks."""
+    engine = LlamaCppEngine(EngineConfig(n_ctx=1024, deterministic=True))
+    yield engine
+    engine.close()
+
+
 @pytest.fixture()
-def clean(engine):
-    """A scratch engine state: tests here drive sequences 40..47 directly; the scheduler never gets that far."""
+def clean(bare):
+    """A scratch engine state: tests here drive sequences 40..47 directly."""
     seqs = list(range(40, 48))
     for s in seqs:
-        engine.kv_remove(s)
+        bare.kv_remove(s)
     yield seqs
     for s in seqs:
-        engine.kv_remove(s)
+        bare.kv_remove(s)
 
 
 def test_model_facts(engine):
@@ -56,116 +65,86 @@ def test_tokenize_round_trip(engine):
     assert ids[0] == engine.bos_id and engine.eos_id in ids
 
 
-def run_on_engine(det, fn):
-    """Engine calls belong to the scheduler thread: run the test body there."""
-    return det.scheduler.call(fn)
-
-
-def test_greedy_is_deterministic(det, clean):
-    engine = det.engine
+def test_greedy_is_deterministic(bare, clean):
+    engine = bare
     prompt = engine.tokenize(chatml("Name a colour."))
-
-    def body():
-        a = greedy_continue(engine, 40, prompt, 0, 12)
-        engine.kv_remove(40)
-        b = greedy_continue(engine, 40, prompt, 0, 12)
-        return a, b
-
-    a, b = run_on_engine(det, body)
+    a = greedy_continue(engine, 40, prompt, 0, 12)
+    engine.kv_remove(40)
+    b = greedy_continue(engine, 40, prompt, 0, 12)
     assert a == b and len(a) == 12
 
 
-def test_fork_shares_a_prefix(det, clean):
+def test_fork_shares_a_prefix(bare, clean):
     """kv_copy forks positions [0, n) zero-copy; both sequences continue exactly as a fresh one would."""
-    engine = det.engine
+    engine = bare
     prompt = engine.tokenize(chatml("Count from one to five."))
     n = len(prompt) - 3
-
-    def body():
-        fresh = greedy_continue(engine, 40, prompt, 0, 8)
-        engine.kv_remove(40)
-        engine.decode(prompt[:n], list(range(n)), [41] * n, [False] * n)
-        engine.kv_copy(41, 42, 0, n)
-        forked = greedy_continue(engine, 42, prompt, n, 8)
-        original = greedy_continue(engine, 41, prompt, n, 8)
-        return fresh, forked, original
-
-    fresh, forked, original = run_on_engine(det, body)
+    fresh = greedy_continue(engine, 40, prompt, 0, 8)
+    engine.kv_remove(40)
+    engine.decode(prompt[:n], list(range(n)), [41] * n, [False] * n)
+    engine.kv_copy(41, 42, 0, n)
+    forked = greedy_continue(engine, 42, prompt, n, 8)
+    original = greedy_continue(engine, 41, prompt, n, 8)
     assert forked == fresh and original == fresh
 
 
-def test_trim_and_extend(det, clean):
+def test_trim_and_extend(bare, clean):
     """Removing the tail of a sequence and reading different tokens gives what a fresh prefill gives."""
-    engine = det.engine
+    engine = bare
     a = engine.tokenize(chatml("Say yes."))
     b = engine.tokenize(chatml("Say no."))
     common = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
-
-    def body():
-        ref = greedy_continue(engine, 40, b, 0, 6)
-        engine.decode(a, list(range(len(a))), [41] * len(a), [False] * len(a))
-        engine.kv_remove(41, common, -1)
-        assert engine.kv_pos_max(41) == common - 1
-        return ref, greedy_continue(engine, 41, b, common, 6)
-
-    ref, reused = run_on_engine(det, body)
-    assert reused == ref
+    ref = greedy_continue(engine, 40, b, 0, 6)
+    engine.decode(a, list(range(len(a))), [41] * len(a), [False] * len(a))
+    engine.kv_remove(41, common, -1)
+    assert engine.kv_pos_max(41) == common - 1
+    assert greedy_continue(engine, 41, b, common, 6) == ref
 
 
-def test_state_bytes_round_trip(det, clean):
+def test_state_bytes_round_trip(bare, clean):
     """A sequence saved to bytes, dropped and restored continues token for token."""
-    engine = det.engine
+    engine = bare
     prompt = engine.tokenize(chatml("Tell me about the sea."))
     split = len(prompt) - 2
-
-    def body():
-        ref = greedy_continue(engine, 40, prompt, 0, 8)
-        engine.decode(prompt[:split], list(range(split)), [41] * split, [False] * split)
-        data = bytes(engine.state_get(41))
-        engine.kv_remove(41)
-        assert engine.kv_pos_max(41) == -1
-        engine.state_set(43, data)
-        assert engine.kv_pos_max(43) == split - 1
-        return ref, greedy_continue(engine, 43, prompt, split, 8), len(data)
-
-    ref, restored, size = run_on_engine(det, body)
-    assert restored == ref
-    assert size > 1000 * split  # ~23 KB per token for this model: the KV really travelled
+    ref = greedy_continue(engine, 40, prompt, 0, 8)
+    engine.decode(prompt[:split], list(range(split)), [41] * split, [False] * split)
+    data = bytes(engine.state_get(41))
+    engine.kv_remove(41)
+    assert engine.kv_pos_max(41) == -1
+    engine.state_set(43, data)
+    assert engine.kv_pos_max(43) == split - 1
+    assert greedy_continue(engine, 43, prompt, split, 8) == ref
+    assert len(data) > 1000 * split  # ~23 KB per token for this model: the KV really travelled
 
 
-def test_batched_decode_matches_alone(det, clean):
+def test_batched_decode_matches_alone(bare, clean):
     """Several sequences decoded in one batch give the same greedy tokens as each decoded alone."""
-    engine = det.engine
+    engine = bare
     prompts = [engine.tokenize(chatml(q)) for q in ("Name a fruit.", "Name a city.", "Name a planet.")]
-
-    def body():
-        alone = []
-        for p in prompts:
-            alone.append(greedy_continue(engine, 40, p, 0, 10))
-            engine.kv_remove(40)
-        toks, pos, seqs, flags, last = [], [], [], [], []
-        for i, p in enumerate(prompts):
-            toks += p
-            pos += range(len(p))
-            seqs += [44 + i] * len(p)
-            flags += [False] * (len(p) - 1) + [True]
-            last.append(len(toks) - 1)
-        engine.decode(toks, pos, seqs, flags)
-        samplers = [engine.make_sampler(GREEDY) for _ in prompts]
-        cur = [engine.sample(s, i) for s, i in zip(samplers, last, strict=True)]
-        outs = [[t] for t in cur]
-        npos = [len(p) for p in prompts]
-        for _ in range(9):
-            engine.decode(cur, npos, [44, 45, 46], [True] * 3)
-            cur = [engine.sample(s, i) for i, s in enumerate(samplers)]
-            for o, t in zip(outs, cur, strict=True):
-                o.append(t)
-            npos = [n + 1 for n in npos]
-        for s in samplers:
-            s.close()
-        return alone, outs
-
-    alone, batched = run_on_engine(det, body)
+    alone = []
+    for p in prompts:
+        alone.append(greedy_continue(engine, 40, p, 0, 10))
+        engine.kv_remove(40)
+    toks, pos, seqs, flags, last = [], [], [], [], []
+    for i, p in enumerate(prompts):
+        toks += p
+        pos += range(len(p))
+        seqs += [44 + i] * len(p)
+        flags += [False] * (len(p) - 1) + [True]
+        last.append(len(toks) - 1)
+    engine.decode(toks, pos, seqs, flags)
+    samplers = [engine.make_sampler(GREEDY) for _ in prompts]
+    cur = [engine.sample(s, i) for s, i in zip(samplers, last, strict=True)]
+    batched = [[t] for t in cur]
+    npos = [len(p) for p in prompts]
+    for _ in range(9):
+        engine.decode(cur, npos, [44, 45, 46], [True] * 3)
+        cur = [engine.sample(s, i) for i, s in enumerate(samplers)]
+        for o, t in zip(batched, cur, strict=True):
+            o.append(t)
+        npos = [n + 1 for n in npos]
+    for s in samplers:
+        s.close()
     assert batched == alone
 
 
@@ -211,18 +190,14 @@ def test_sampler_chain_builds_for_every_stage(engine):
     s.close()  # closing twice is harmless
 
 
-def test_logits_are_finite(det, clean):
+def test_logits_are_finite(bare, clean):
     import llama_cpp.llama_cpp as llc
 
-    engine = det.engine
+    engine = bare
     prompt = engine.tokenize(chatml("Hi"))
-
-    def body():
-        engine.decode(prompt, list(range(len(prompt))), [40] * len(prompt), [False] * (len(prompt) - 1) + [True])
-        row = np.ctypeslib.as_array(llc.llama_get_logits_ith(engine._ctx, len(prompt) - 1), shape=(engine.n_vocab,))
-        return bool(np.isfinite(row).all())
-
-    assert run_on_engine(det, body)
+    engine.decode(prompt, list(range(len(prompt))), [40] * len(prompt), [False] * (len(prompt) - 1) + [True])
+    row = np.ctypeslib.as_array(llc.llama_get_logits_ith(engine._ctx, len(prompt) - 1), shape=(engine.n_vocab,))
+    assert np.isfinite(row).all()
 
 
 def test_gpu_layers_default_and_device_names():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "parley"
 EDGES = ("cli", "server", "web")
-LEAVES = {"parley", "parley.errors", "parley.sampling", "parley.settings", "parley.config"}
+LEAVES = {"parley", "parley.config", "parley.errors", "parley.sampling", "parley.settings"}
 ALSO = {"cli": {"parley.server", "parley.bench"}, "server": {"parley.web"}, "web": set()}  # an edge may start another
 # what the facade keeps below its door: the parts it is made of, and its private attributes
 BELOW = {"store", "scheduler", "engine", "builder", "prefix_cache", "sessions", "turns"}

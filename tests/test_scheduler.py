@@ -55,8 +55,7 @@ def test_cancel_mid_stream_frees_the_sequence(det):
     assert res.generated_tokens < 50  # stopped within a step or two, not at max_tokens
     stats = sched.stats()
     assert stats.running == 0
-    owners = sched.call(lambda: [s.owner for s in sched.cache.slots.values()])
-    assert all(o is None for o in owners)
+    assert stats.busy_sequences == 0 and stats.live_sequences > 0  # its sequence stays cached, owned by no one
 
 
 def test_leaving_a_stream_cancels(det):
@@ -130,8 +129,8 @@ def test_pinned_prefix_survives_pressure(tmp_path):
         for i in range(10):  # other conversations push every unpinned sequence out
             sched.generate(eng.tokenize(chatml(f"Question {i}: what is {i} plus {i}? " * 6)),
                            SamplingParams(temperature=0, max_tokens=16))
-        assert sched.call(lambda: handle.seq in sched.cache.slots and sched.cache.slots[handle.seq] is handle)
-        assert sched.stats().cache.evictions > 0
+        st = sched.stats()
+        assert st.pinned_sequences == 1 and st.cache.evictions > 0  # still live: the others were evicted, not it
         res = sched.generate(prefix + eng.tokenize("<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"),
                              SamplingParams(temperature=0, max_tokens=8))
         assert res.cached_tokens >= len(prefix) and res.cache_source == "live"

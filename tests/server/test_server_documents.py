@@ -102,7 +102,7 @@ def test_an_upload_over_the_documents_limit(parley):
     """The declared size alone refuses it (413 naming the limit), before a byte of the body is read."""
     from srvutil import connect
 
-    big = parley.settings.document_limits.max_total_bytes + 1
+    big = parley.settings.documents.limits.max_total_bytes + 1
     s = LiveServer(parley, ServerSettings())
     try:
         sock = connect(s.url)

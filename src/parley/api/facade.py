@@ -71,14 +71,16 @@ class _Core:
     def __init__(self, s: Settings):
         self.settings = s
         self.guard = LoopGuard()
-        self.engine = engine = LlamaCppEngine(EngineConfig.from_settings(s))
+        self.engine = engine = LlamaCppEngine(EngineConfig.from_settings(s.engine,
+                                                                         batch_tokens=s.scheduler.batch_tokens))
         self.scheduler = self.store = self.turns = None
         try:
-            self.template = resolve_template(engine.chat_template, s.chat_format, bos_token=engine.bos_text,
-                                             eos_token=engine.eos_text)
+            self.template = resolve_template(engine.chat_template, s.template.chat_format,
+                                             bos_token=engine.bos_text, eos_token=engine.eos_text)
             self.builder = PromptBuilder(self.template, engine.tokenize, bos_text=engine.bos_text,
                                          add_bos=engine.add_bos)
-            self.scheduler = Scheduler(engine, s, cache_dir=s.data_dir if s.disk_cache_mb > 0 else None)
+            self.scheduler = Scheduler(engine, s.scheduler,
+                                       cache_dir=s.data_dir if s.scheduler.disk_cache_mb > 0 else None)
             self.store = Store(s.data_dir / "parley.db") if s.store else Store()
             key = hashlib.sha256((engine.vocab_fingerprint() + self.template.source).encode()).hexdigest()[:16]
             self.personas = Personas(s.data_dir / "personas")
@@ -86,7 +88,7 @@ class _Core:
             self.model = Model(self.builder, self.scheduler, self.scheduler.context_size, key, self.template.stops,
                                label=f"{engine.name}:{key}", kv_cells=self.scheduler.cache.kv_budget,
                                token_bytes=lambda: max(len(engine.piece(t)) for t in range(engine.n_vocab)))
-            self.documents = Documents(self.model, self.store, s.document_limits)
+            self.documents = Documents(self.model, self.store, s.documents.limits)
             self.conversations = Conversations(self.store, self.model, personas=self.personas,
                                                documents=self.documents)
             self.turns = Turns(self.conversations, skills=self.skills)
@@ -153,8 +155,8 @@ class Parley:
         e, s = self._core.engine, self.settings
         return ModelInfo(name=e.name, path=str(e.model_path), context_size=self.context_size, kv_size=e.n_ctx,
                          kv_bytes_per_cell=e.kv_bytes_per_cell, device=e.device, threads=e.n_threads,
-                         chat_format=self._core.template.name, max_running=s.max_running,
-                         deterministic=s.deterministic)
+                         chat_format=self._core.template.name, max_running=s.scheduler.max_running,
+                         deterministic=s.engine.deterministic)
 
     @property
     def chat_stops(self) -> tuple[str, ...]:

@@ -3,7 +3,8 @@
 Three sides read the same prompt tokens (a ~512-token made-up story, raw text) and generate greedily:
     Llama              Llama.generate(tokens, temp=0), the path create_completion uses, after Llama.reset()
     parley engine      parley's LlamaCppEngine in a bare loop: one decode of the prompt, then decode + sample
-                       per token (run on the scheduler's thread with Scheduler.call)
+                       per token (an engine of its own, built from the scheduler's engine settings, driven
+                       from this thread as Llama is: no other thread may drive the scheduler's)
     parley scheduler   Scheduler.stream(tokens, greedy): what the Python API and the server get
 Repetitions are interleaved (the order rotates), each on a fresh prompt and an empty KV cache; medians reported.
 Prefill tok/s = prompt tokens / time to first token; decode tok/s = (tokens - 1) / (last - first token).
@@ -58,36 +59,29 @@ def _llama_run(llama, tokens: list[int], n_gen: int) -> Timed:
     return Timed(first - t0, end - t0, n, len(tokens))
 
 
-def _engine_run(scheduler, tokens: list[int], n_gen: int) -> Timed:
-    """The bare engine loop, on the scheduler's thread (the engine's owner) while the scheduler is idle."""
-    engine = scheduler.engine
-    seq = engine.n_seq_max - 1     # the prefix cache hands out low ids first; this one is free when idle
-
-    def fn() -> Timed:
-        if engine.kv_pos_max(seq) != -1:
-            raise RuntimeError(f"sequence {seq} is in use; the engine loop needs an idle scheduler")
-        sampler = engine.make_sampler(greedy(n_gen))
-        n = len(tokens)
-        try:
-            t0 = now()
-            for start in range(0, n, engine.n_batch):
-                end = min(n, start + engine.n_batch)
-                engine.decode(tokens[start:end], range(start, end), [seq] * (end - start),
-                              [False] * (end - start - 1) + [end == n])
-            tok = engine.sample(sampler, (n - 1) % engine.n_batch)
-            first = now()
-            pos = n
-            for _ in range(n_gen - 1):
-                engine.decode((tok,), (pos,), (seq,), (True,))
-                pos += 1
-                tok = engine.sample(sampler, 0)
-            last = now()
-        finally:
-            sampler.close()
-            engine.kv_remove(seq)
-        return Timed(first - t0, last - t0, n_gen, n)
-
-    return scheduler.call(fn)
+def _engine_run(engine, tokens: list[int], n_gen: int) -> Timed:
+    """The bare engine loop on an engine no scheduler owns, from an empty KV cache."""
+    seq = 0
+    sampler = engine.make_sampler(greedy(n_gen))
+    n = len(tokens)
+    try:
+        t0 = now()
+        for start in range(0, n, engine.n_batch):
+            end = min(n, start + engine.n_batch)
+            engine.decode(tokens[start:end], range(start, end), [seq] * (end - start),
+                          [False] * (end - start - 1) + [end == n])
+        tok = engine.sample(sampler, (n - 1) % engine.n_batch)
+        first = now()
+        pos = n
+        for _ in range(n_gen - 1):
+            engine.decode((tok,), (pos,), (seq,), (True,))
+            pos += 1
+            tok = engine.sample(sampler, 0)
+        last = now()
+    finally:
+        sampler.close()
+        engine.kv_remove(seq)
+    return Timed(first - t0, last - t0, n_gen, n)
 
 
 def _scheduler_run(scheduler, tokens: list[int], n_gen: int) -> Timed:
@@ -98,6 +92,7 @@ def _scheduler_run(scheduler, tokens: list[int], n_gen: int) -> Timed:
 
 def run(ctx: BenchContext) -> ScenarioResult:
     from parley.api import Parley
+    from parley.engine.llamacpp import EngineConfig, LlamaCppEngine
 
     sz = QUICK if ctx.quick else FULL
     n_ctx = 2048 if sz.prompt + sz.gen <= 2048 else sz.prompt + sz.gen
@@ -106,6 +101,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
         "n_batch": 512, "threads": ctx.threads, "flash_attn": True, "sampling": "greedy, no penalties"})
     parley = Parley(ctx.model, threads=ctx.threads, kv_size=n_ctx, disk_cache_mb=0, ram_cache_mb=0,
                     deterministic=ctx.deterministic)
+    s = parley.settings
+    bare = LlamaCppEngine(EngineConfig.from_settings(s.engine, batch_tokens=s.scheduler.batch_tokens))
     llama = make_llama(ctx, n_ctx)
     try:
         sched = parley.scheduler
@@ -113,7 +110,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
         prompts = [story_tokens(ctx.seed + i, sz.prompt, lambda s: tok(s, add_bos=False)) for i in range(sz.reps + 1)]
         sides = {
             "llama": lambda p: _llama_run(llama, p, sz.gen),
-            "engine": lambda p: _engine_run(sched, p, sz.gen),
+            "engine": lambda p: _engine_run(bare, p, sz.gen),
             "scheduler": lambda p: _scheduler_run(sched, p, sz.gen),
         }
         runs: dict[str, list[Timed]] = {k: [] for k in sides}
@@ -127,6 +124,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
                 f"{k} {runs[k][-1].decode_tps:.1f} tok/s" for k in sides))
     finally:
         llama.close()
+        bare.close()
         parley.close(save=False)
 
     med = {k: {"prefill_tps": median([t.prefill_tps for t in v]), "decode_tps": median([t.decode_tps for t in v])}

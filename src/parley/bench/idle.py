@@ -33,7 +33,7 @@ from parley.bench.common import (
     timed_parley,
 )
 from parley.bench.content import story_tokens
-from parley.settings import Settings
+from parley.scheduler.settings import SchedulerSettings
 
 WHAT = "decode tok/s while idle conversations fill the context: every idle cell kept vs moved to RAM past the cap"
 
@@ -50,7 +50,7 @@ class Sizes:
 FULL = Sizes(conversations=24, conv_tokens=500, prompt=64, gen=128, reps=5)
 QUICK = Sizes(conversations=16, conv_tokens=500, prompt=64, gen=64, reps=3)
 
-CAP = Settings().kv_idle_cells
+CAP = SchedulerSettings().kv_idle_cells
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
@@ -63,7 +63,6 @@ def run(ctx: BenchContext) -> ScenarioResult:
     parley = Parley(ctx.model, threads=ctx.threads, kv_size=16384, disk_cache_mb=0, ram_cache_mb=1024,
                     kv_idle_cells=-1)
     sched = parley.scheduler
-    cache = sched.cache
     tok = parley.engine.tokenize
 
     def toks(seed: int, n: int) -> list[int]:
@@ -75,21 +74,20 @@ def run(ctx: BenchContext) -> ScenarioResult:
     returning: dict[str, list[Timed]] = {"kept": [], "moved": []}
     idle_seen: dict[str, list[int]] = {"kept": [], "moved": []}
 
-    def set_cap(cap: int) -> None:
-        def apply():
-            sched.settings = sched.settings.replace(kv_idle_cells=cap)
-        sched.call(apply)
+    def moving() -> bool:
+        st = sched.stats()
+        return st.kv_idle_moving or st.kv_cells_idle > CAP
 
     def enter(state: str) -> None:
         if state == "kept":
-            set_cap(-1)
+            sched.set_idle_cells(-1)
             for c in convs:
                 timed_parley(sched, c, greedy(1))
         else:
-            set_cap(CAP)
-            while sched.call(lambda: cache.flushing or cache.idle_cells() > CAP):  # moves happen while decoding
+            sched.set_idle_cells(CAP)
+            while moving():  # moves happen while decoding
                 timed_parley(sched, probe, greedy(16))
-        idle_seen[state].append(sched.call(cache.idle_cells))
+        idle_seen[state].append(sched.stats().kv_cells_idle)
 
     try:
         timed_parley(sched, probe, greedy(8))  # warm-up

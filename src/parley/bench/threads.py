@@ -2,7 +2,7 @@
 quiet machine and while another process holds a core (issue #2: the default must not collapse under load).
 
 One engine reads the same prompt and generates greedily under three settings, switched between runs with
-`engine.set_threads`: 0 (the default: every core, fewer while another process competes; its governor keeps
+`Scheduler.set_threads`: 0 (the default: every core, fewer while another process competes; its governor keeps
 what it learnt from run to run, as in a long-running server), every core fixed, and 1 thread fixed. Each runs quiet and while this bench keeps one core busy with a
 spinning child process. Medians over interleaved repetitions. (Three engines in one process would disturb each
 other's OpenMP teams; one engine is also what a user runs.)
@@ -70,7 +70,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
             try:
                 for i in range(sz.reps):
                     for name in rotate(list(settings), i):
-                        sched.call(lambda n=settings[name]: parley.engine.set_threads(n))
+                        sched.set_threads(settings[name])
                         settle()
                         t = timed_parley(sched, prompt, greedy(sz.gen))
                         drop_idle(sched)

@@ -19,14 +19,14 @@ import json
 import sys
 from pathlib import Path
 
+from parley.cli.options import add_home_option
 from parley.errors import InvalidRequest
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("conversations", aliases=["conv"], help="list, show, search, export, import, delete, fork "
                        "stored conversations", description=__doc__.split("\n\n")[0])
-    p.add_argument("--home", metavar="DIR", help="data directory (default: $PARLEY_HOME, else "
-                                                   "~/.local/share/parley)")
+    add_home_option(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     ls = verbs.add_parser("list", help="newest first")
     ls.add_argument("--limit", type=int, default=50)

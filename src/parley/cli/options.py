@@ -1,21 +1,31 @@
-"""Command-line options shared by the subcommands: which model and how to run it, and sampling flags."""
+"""Command-line options shared by the subcommands: which model and how to run it, the data directory, and
+sampling flags."""
 
 from __future__ import annotations
 
 import argparse
 
+from parley.config import add_flags, from_args
 from parley.sampling import CHAT_PRESET, SamplingParams, describe
-from parley.settings import Settings, add_flags, from_args
+from parley.settings import Settings
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """The model and engine flags, generated from parley.settings.Settings (one name, one default, one help)."""
-    add_flags(p, title="model")
+    """The model and engine flags, generated from parley.settings.Settings and its sections (one name, one
+    default, one help)."""
+    add_flags(p, Settings, "model")
+
+
+def add_home_option(p: argparse.ArgumentParser) -> None:
+    """--home alone, for the subcommands that load no model: the Settings field's flag and help (declared once
+    there). Not given, `args.home` is None and the store's owner falls back to $PARLEY_HOME."""
+    add_flags(p, Settings, only=("home",))
+    p.set_defaults(home=None)
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
     """Settings from the flags given (the others: $PARLEY_MODEL / $PARLEY_HOME, then the defaults)."""
-    return from_args(args)
+    return from_args(args, Settings)
 
 
 def add_sampling_defaults(g, base: SamplingParams) -> None:

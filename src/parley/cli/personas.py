@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from parley.cli.options import add_home_option
 from parley.cli.registry_verbs import add_list_show, list_entries, show_entry
 from parley.errors import InvalidRequest
 
@@ -27,8 +28,7 @@ SHOWN = (("description", "description"), ("personality", "personality"), ("scena
 def add_parser(sub) -> None:
     p = sub.add_parser("personas", help="list, show, import, export, delete personas (character cards)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--home", metavar="DIR", help="data directory (default: $PARLEY_HOME, else "
-                                                   "~/.local/share/parley)")
+    add_home_option(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     add_list_show(verbs, list_help="bundled and imported personas", show_help="a persona's fields")
     imp = verbs.add_parser("import", help="a character card (.json, .png) or a persona file (.toml)")

@@ -16,9 +16,9 @@ import socket
 import sys
 
 from parley.cli.options import add_model_options, add_sampling_defaults, load_settings, sampling_defaults
+from parley.config import add_flags, from_args
 from parley.sampling import NEUTRAL, SamplingParams
 from parley.server.settings import ServerSettings
-from parley.settings import add_flags, from_args
 
 LOOPBACK_NAMES = ("localhost",)
 

@@ -12,14 +12,14 @@ import argparse
 import shlex
 from collections.abc import Iterator
 
+from parley.cli.options import add_home_option
 from parley.cli.registry_verbs import add_list_show, list_entries, show_entry
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("skills", help="list and show skills (recipes that wrap your message)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--home", metavar="DIR", help="data directory (default: $PARLEY_HOME, else "
-                                                   "~/.local/share/parley)")
+    add_home_option(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     add_list_show(verbs, list_help="every skill", show_help="one skill")
     p.set_defaults(func=run)

@@ -30,10 +30,10 @@ from parley.engine import logs
 from parley.engine.gguf import read_metadata
 from parley.engine.interrupt import deferred_sigint
 from parley.engine.model_path import model_display_name, resolve_model_path
+from parley.engine.settings import DECODE_BATCH, EngineSettings
 from parley.engine.threads import ThreadGovernor
 from parley.errors import InvalidRequest, ModelError, ParleyError
 from parley.sampling import SamplingParams
-from parley.settings import Settings
 
 _backend_ready = False
 log = logging.getLogger("parley.engine")
@@ -47,18 +47,18 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_DEFAULTS = Settings()
+_DEFAULTS = EngineSettings()
 
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """How to build the llama.cpp context, in llama.cpp's own terms (n_ctx is the KV budget in tokens, shared by
-    all sequences). Parley builds it from its Settings (`from_settings`); the defaults here are those of
-    Settings, so a number has one home."""
+    all sequences). Parley builds it from its EngineSettings (`from_settings`); the defaults here are those of
+    EngineSettings (n_batch: the scheduler's batch_tokens, DECODE_BATCH), so a number has one home."""
 
     model_path: Path | str | None = None
     n_ctx: int = _DEFAULTS.kv_size
-    n_batch: int = _DEFAULTS.batch_tokens
+    n_batch: int = DECODE_BATCH
     n_ubatch: int = 0  # 0 = n_batch (deterministic mode: at most 63)
     n_seq_max: int = _DEFAULTS.n_seq_max
     n_threads: int = _DEFAULTS.threads  # 0 = auto: every core, fewer while others compete (ThreadGovernor)
@@ -70,9 +70,10 @@ class EngineConfig:
     gpu_layers: int | None = _DEFAULTS.gpu_layers  # None = all when llama.cpp has a GPU backend, else 0
 
     @classmethod
-    def from_settings(cls, s: Settings) -> EngineConfig:
+    def from_settings(cls, s: EngineSettings, *, batch_tokens: int) -> EngineConfig:
+        """`batch_tokens`: the most tokens the scheduler puts in one decode call (its --batch-tokens)."""
         # llama.cpp needs n_batch >= n_seq_max; the scheduler keeps each call to batch_tokens
-        return cls(model_path=s.model, n_ctx=s.kv_size, n_batch=max(s.batch_tokens, s.n_seq_max),
+        return cls(model_path=s.model, n_ctx=s.kv_size, n_batch=max(batch_tokens, s.n_seq_max),
                    n_seq_max=s.n_seq_max, n_threads=s.threads, deterministic=s.deterministic,
                    gpu_layers=s.gpu_layers)
 

@@ -111,7 +111,3 @@ class Request:
     def outstanding_cells(self) -> int:
         """KV cells this request may still take: the rest of its prompt and of its max_tokens."""
         return max(0, len(self.prompt) + self.max_new - self.n_past)
-
-    @property
-    def remaining_prompt(self) -> int:
-        return len(self.prompt) - self.n_past if self.status is Status.PREFILL else 0

@@ -1,6 +1,7 @@
 """Scheduler: the one thread that owns the engine. Continuous batching over every active request.
 
-Requests arrive on a queue from any thread or event loop (submit). Each step:
+Other threads reach this one only through its inbox, a closed set of typed tasks (tasks.py: Submit, Cancel,
+Stats, Persist, Unpin, Retire, Drop, SetThreads, SetIdleCells, Stop), between two steps. Each step:
     1. drop cancelled requests, admit waiting ones (prefix cache lookup, fork or restore, KV reservation),
     2. build ONE batch: one token for every decoding request, then prompt chunks of prefilling requests
        (chunked prefill: while anyone is decoding, at most `prefill_chunk` prompt tokens per step),
@@ -14,11 +15,9 @@ import asyncio
 import collections
 import dataclasses
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,9 +29,25 @@ from parley.scheduler.kv_store import KVStore, model_fingerprint
 from parley.scheduler.prefix_cache import PrefixCache, Slot
 from parley.scheduler.prefix_index import BLOCK, chain_hashes, shared_blocks
 from parley.scheduler.request import Chunk, Request, Result, Status
+from parley.scheduler.settings import SchedulerSettings
 from parley.scheduler.stats import SchedulerStats, Totals
 from parley.scheduler.stream import Stream
-from parley.settings import Settings
+from parley.scheduler.tasks import (
+    STOPPED,
+    Answering,
+    Cancel,
+    Drop,
+    Inbox,
+    Persist,
+    Retire,
+    SetIdleCells,
+    SetThreads,
+    Stats,
+    Stop,
+    Submit,
+    Task,
+    Unpin,
+)
 from parley.text.detokenize import IncrementalDetokenizer
 from parley.text.stops import StopMatcher
 
@@ -42,7 +57,7 @@ MiB = 1 << 20
 SHARE_MIN_TOKENS = 64  # a waiting request holds back for a running prefill that will compute this much of its prompt
 
 
-def make_store(model_path: Path, settings: Settings, cache_dir: Path | None) -> KVStore | None:
+def make_store(model_path: Path, settings: SchedulerSettings, cache_dir: Path | None) -> KVStore | None:
     """The RAM/disk tiers the settings ask for. The disk tier lives in the data directory, checked first: a file
     in the way or a directory that cannot be created is a DataDirError, one that cannot be written is used
     read-only."""
@@ -67,11 +82,12 @@ class Batch(NamedTuple):
 
 
 class Scheduler:
-    """`settings` gives the limits (max_running, max_waiting, batch_tokens, prefill_chunk, ctx_size,
-    kv_idle_cells, the RAM/disk budgets); `cache_dir` is where the disk tier lives (None: no disk tier)."""
+    """`settings` (the scheduler's section) gives the limits (max_running, max_waiting, batch_tokens,
+    prefill_chunk, ctx_size, kv_idle_cells, the RAM/disk budgets); `cache_dir` is where the disk tier lives
+    (None: no disk tier)."""
 
-    def __init__(self, engine, settings: Settings | None = None, *, cache_dir: Path | None = None):
-        s = settings or Settings()
+    def __init__(self, engine, settings: SchedulerSettings | None = None, *, cache_dir: Path | None = None):
+        s = settings or SchedulerSettings()
         self.engine = engine
         self.settings = s
         self.context_size = min(s.ctx_size or engine.n_ctx_train or engine.n_ctx, engine.n_ctx)
@@ -84,7 +100,7 @@ class Scheduler:
         self.waiting: collections.deque[Request] = collections.deque()
         self.observers: list[Callable[[Request, Result], None]] = []
         self.totals = Totals()
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._inbox = Inbox()
         self._stopping = False
         self._save_on_stop = True
         self._thread = threading.Thread(target=self._run, name="parley-scheduler", daemon=True)
@@ -114,7 +130,7 @@ class Scheduler:
         req.max_new = 0 if prefill_only else min(params.max_tokens, room)
         req.pin = pin
         req.internal = internal
-        self._inbox.put(("submit", req))
+        self._inbox.put(Submit(req))
         return req
 
     def stream(self, prompt: Sequence[int], params: SamplingParams, *, loop: asyncio.AbstractEventLoop | None = None,
@@ -134,18 +150,19 @@ class Scheduler:
         """Stop a request within one step; its KV so far stays cached."""
         if req.status is not Status.FINISHED and not req.cancelled:
             req.cancelled = True
-            self._inbox.put(("wake", None))
+            self._inbox.put(Cancel(req))
 
-    def call(self, fn: Callable, timeout: float | None = None):
-        """Run fn() on the scheduler thread (where the engine lives) and return its result. Raises RuntimeError
-        when the scheduler has stopped, TimeoutError after `timeout` seconds."""
+    def _ask(self, task: Answering, timeout: float | None = None):
+        """Hand `task` to the scheduler thread and wait for its answer (on that thread itself, an observer's
+        call say, it is handled at once). Raises RuntimeError when the scheduler has stopped, TimeoutError after
+        `timeout` seconds, and whatever the task raised."""
         if threading.current_thread() is self._thread:
-            return fn()
-        if not self._thread.is_alive():
-            raise RuntimeError("the scheduler has stopped")
-        fut: Future = Future()
-        self._inbox.put(("call", (fn, fut)))
-        return fut.result(timeout)
+            self._handle(task)
+        elif not self._thread.is_alive():
+            raise RuntimeError(STOPPED)
+        else:
+            self._inbox.put(task)
+        return task.future.result(timeout)
 
     def prefetch(self, tokens: Sequence[int]) -> None:
         """Read `tokens` into the cache now, generating nothing (the next turn's fixed header while the user
@@ -172,54 +189,51 @@ class Scheduler:
         if res.finish_reason == "error":
             raise InvalidRequest(f"could not pin the prefix: {res.error}", param="prefix")
         if persist:
-            self.call(lambda: self.cache.persist(req.slot))
+            self._ask(Persist(req.slot))
         return req.slot, res
 
     def retire(self, tokens: Sequence[int]) -> None:
         """The sequences holding `tokens` (a conversation's earlier window) will not be continued: move them out
         of the context between two steps (PrefixCache.retire). Does not wait."""
-        tokens = list(tokens)
         if self._thread.is_alive():
-            self._inbox.put(("call", (lambda: self.cache.retire(tokens), Future())))
+            self._inbox.put(Retire(tuple(tokens)))
 
     def drop_cached(self, *, save: bool = True) -> int:
         """Forget every idle, unpinned cached sequence (first saved to the RAM/disk tiers when `save` and they
         exist). Returns how many were dropped. For benchmarks and tests that need a cold cache."""
-        def fn() -> int:
-            idle = self.cache.idle_slots()
-            for slot in idle:
-                if save:
-                    self.cache.evict(slot)
-                else:
-                    self.cache.drop(slot)
-            return len(idle)
-        return self.call(fn)
+        return self._ask(Drop(save))
 
     def unpin(self, slot: Slot) -> None:
-        self.call(lambda: self.cache.unpin(slot))
+        self._ask(Unpin(slot))
 
     def stats(self, timeout: float | None = 30.0) -> SchedulerStats:
         """A snapshot for /metrics and the benchmarks (computed on the scheduler thread, between steps)."""
-        return self.call(self._stats, timeout)
+        return self._ask(Stats(), timeout)
+
+    def set_threads(self, n: int) -> None:
+        """Decode with `n` threads from the next step on (0: every core, with the thread governor, which keeps
+        what it learnt). For benchmarks that compare thread counts on one engine."""
+        self._ask(SetThreads(n))
+
+    def set_idle_cells(self, cells: int) -> None:
+        """Use `cells` as --kv-idle-cells from the next step on (-1: keep every idle conversation in the
+        context). For benchmarks that compare the cap on and off on one engine."""
+        self._ask(SetIdleCells(cells))
 
     def close(self, *, save: bool = True, timeout: float = 120.0) -> None:
         """Stop the loop. With save, idle sequences and RAM states are written to the disk tier first."""
         if not self._thread.is_alive():
             return
-        self._save_on_stop = save
-        self._inbox.put(("stop", None))
+        self._inbox.put(Stop(save))
         self._thread.join(timeout)
 
     # ---- the scheduler thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stopping:
             if not self.running and not self.waiting:
-                self._handle(*self._inbox.get())
-            while not self._stopping:
-                try:
-                    self._handle(*self._inbox.get_nowait())
-                except queue.Empty:
-                    break
+                self._handle(self._inbox.get())
+            while not self._stopping and (task := self._inbox.get_nowait()) is not None:
+                self._handle(task)
             if self._stopping:
                 break
             try:
@@ -230,33 +244,61 @@ class Scheduler:
                     self._finish(r, "error", error=f"internal error: {e}", code="internal")
         self._shutdown()
 
-    def _handle(self, op: str, arg) -> None:
-        if op == "submit":
-            self.waiting.append(arg)
-        elif op == "call":
-            fn, fut = arg
-            if fut.set_running_or_notify_cancel():
+    def _handle(self, task: Task) -> None:
+        match task:
+            case Submit(request=r):
+                self.waiting.append(r)
+            case Cancel():
+                pass  # the flag is set: the step that follows ends the request
+            case Stats():
+                _answer(task, self._stats)
+            case Persist(slot=slot):
+                _answer(task, lambda: self.cache.persist(slot))
+            case Unpin(slot=slot):
+                _answer(task, lambda: self.cache.unpin(slot))
+            case Retire(tokens=tokens):
                 try:
-                    fut.set_result(fn())
-                except BaseException as e:  # handed to the caller
-                    fut.set_exception(e)
-        elif op == "stop":
-            self._stopping = True
+                    self.cache.retire(tokens)
+                except Exception:  # nobody waits for this one, and the loop must go on
+                    log.exception("retiring a window's sequences failed")
+            case Drop(save=save):
+                _answer(task, lambda: self._drop_idle(save))
+            case SetThreads(n=n):
+                _answer(task, lambda: self.engine.set_threads(n))
+            case SetIdleCells(cells=cells):
+                _answer(task, lambda: self._set_idle_cells(cells))
+            case Stop(save=save):
+                self._save_on_stop = save
+                self._stopping = True
+            case _:  # Inbox.put refuses these; reaching here is a bug in this file
+                raise TypeError(f"not a scheduler task: {task!r}")
+
+    def _drop_idle(self, save: bool) -> int:
+        idle = self.cache.idle_slots()
+        for slot in idle:
+            if save:
+                self.cache.evict(slot)
+            else:
+                self.cache.drop(slot)
+        return len(idle)
+
+    def _set_idle_cells(self, cells: int) -> None:
+        self.settings = dataclasses.replace(self.settings, kv_idle_cells=cells)  # checked: at least -1
 
     def _shutdown(self) -> None:
         for r in list(self.running):
             self._finish(r, "cancelled")
         while self.waiting:
             self._finish_unadmitted(self.waiting.popleft(), "cancelled")
-        while True:  # answer calls and submissions that raced with the stop
-            try:
-                op, arg = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if op == "call":
-                arg[1].set_exception(RuntimeError("the scheduler has stopped"))
-            elif op == "submit":
-                self._finish_unadmitted(arg, "cancelled")
+        while (task := self._inbox.get_nowait()) is not None:  # answer what raced with the stop
+            match task:
+                case Submit(request=r):
+                    self._finish_unadmitted(r, "cancelled")
+                case Stats() | Persist() | Unpin() | Drop() | SetThreads() | SetIdleCells():
+                    if task.future.set_running_or_notify_cancel():
+                        task.future.set_exception(RuntimeError(STOPPED))
+                case Cancel() | Retire() | Stop():
+                    pass  # nobody waits for them; a cancelled request was finished above
         store = self.cache.store
         if store is not None:
             if self._save_on_stop:
@@ -532,7 +574,10 @@ class Scheduler:
             kv_cells_used=c.cells_used,
             kv_cells_idle=c.idle_cells(),
             kv_cells_budget=c.kv_budget,
+            kv_idle_cap=self.settings.kv_idle_cells,
+            kv_idle_moving=c.flushing,
             live_sequences=len(c.slots),
+            busy_sequences=sum(1 for s in c.slots.values() if s.owner is not None),
             pinned_sequences=sum(1 for s in c.slots.values() if s.pins),
             ram_bytes=store.ram_used if store else 0,
             disk_bytes=store.disk_used if store else 0,
@@ -542,3 +587,12 @@ class Scheduler:
             cache=dataclasses.replace(c.counters),
             totals=self.totals.copy(),
         )
+
+
+def _answer(task: Answering, fn: Callable) -> None:
+    """Run a task's work on the scheduler thread and hand the result, or what it raised, to its Future."""
+    if task.future.set_running_or_notify_cancel():
+        try:
+            task.future.set_result(fn())
+        except BaseException as e:  # handed to the caller
+            task.future.set_exception(e)

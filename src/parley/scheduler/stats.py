@@ -36,7 +36,10 @@ class SchedulerStats:
     kv_cells_used: int
     kv_cells_idle: int             # held only by idle conversations
     kv_cells_budget: int
+    kv_idle_cap: int               # --kv-idle-cells in effect (-1: idle conversations stay in the context)
+    kv_idle_moving: bool           # idle conversations are leaving the context, one per step, until none is left
     live_sequences: int
+    busy_sequences: int            # live sequences a running request holds (the others are idle or pinned)
     pinned_sequences: int
     ram_bytes: int
     disk_bytes: int

@@ -1,6 +1,6 @@
 """ServerSettings: the HTTP server's settings and named limits, one name each (the field), one home (here).
 
-`parley serve`'s flags are generated from these fields (parley.settings.add_flags), so a field, its flag and
+`parley serve`'s flags are generated from these fields (parley.config.add_flags), so a field, its flag and
 its help never drift apart. Every limit a request can hit is named in its error message, so a user reading a
 4xx knows which setting (or flag) to change.
 """
@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 
 from parley.api import Limits
+from parley.config import check, setting
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
-from parley.settings import check, setting
 
 MiB = 1 << 20
 _HOST = re.compile(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+")
