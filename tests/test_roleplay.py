@@ -194,3 +194,15 @@ def test_bench_roleplay_quick_json_is_well_formed(monkeypatch, capsys):
     assert all(t["prefilled"] >= t["request_prefilled"] for t in turns)   # + the read-ahead after the reply
     assert [r["target"] is not None for r in res["rows"]] == [True, True, False, False, False]
     assert doc["summary"]["targets"] == 2
+
+
+def test_a_persona_far_too_long_is_refused_before_it_is_tokenized(gemma):
+    """A 10 MB narrative used to take 12-17 s to be refused (tokenized whole first): its size alone proves it
+    cannot fit (no token is longer than the vocabulary's longest), so it is refused from that, naming a lower
+    bound."""
+    big = Persona(name="Archivist", format="transcript", description="x" * 10_000_000)
+    with pytest.raises(LimitExceeded) as err:
+        gemma.chat(persona=big)
+    e = err.value
+    assert e.param == "persona" and "are at least" in e.message and f"the context holds {gemma.context_size}" \
+        in e.message

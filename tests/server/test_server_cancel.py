@@ -98,7 +98,7 @@ def test_non_streaming_disconnect_cancels(server, parley, finished):
     wait_idle(parley, timeout=1.0)
     assert server.state.gate.active == 0
     metrics = httpx.get(server.url + "/metrics").text
-    assert 'parley_http_requests_total{route="/v1/completions",method="POST",status="499"}' in metrics
+    assert 'parley_http_requests_total{method="POST",route="/v1/completions",status="499"}' in metrics
 
 
 def test_conversation_stream_disconnect_keeps_the_partial_reply(server, parley, finished):

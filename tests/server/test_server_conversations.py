@@ -228,3 +228,65 @@ def test_overflow_policies(small_server, parley):
         assert r.json()["error"]["code"] == "context_length_exceeded"
         r = client.post(f"/v1/conversations/{strict}/messages", json={"content": line, "truncate": True})
         assert r.status_code == 200 and r.json()["parley"]["dropped_messages"] > 0
+
+
+def exported(conversation: dict, messages: list | None = None) -> dict:
+    return {"format": "parley.conversation", "version": 1, "conversation": {"title": "imported", **conversation},
+            "messages": messages if messages is not None else [
+                {"id": "m1", "parent_id": None, "role": "user", "content": "Hi."},
+                {"id": "m2", "parent_id": "m1", "role": "assistant", "content": "Hello."}]}
+
+
+@pytest.mark.parametrize("conversation,messages,field", [
+    ({"settings": {"persona": "x"}}, None, "conversation.settings.persona"),
+    ({"settings": {"persona": {"name": "x", "card": {"spec": "chara_card_v2"}}}}, None,
+     "conversation.settings.persona.card"),
+    ({"defaults": {"stop": 5}}, None, "conversation.defaults.stop"),
+    ({"defaults": {"stop": "abc"}}, None, "conversation.defaults.stop"),
+    ({"defaults": {"temperature": "hot"}}, None, "conversation.defaults.temperature"),
+    ({"settings": {"max_messages": "x"}}, None, "conversation.settings.max_messages"),
+    ({"settings": {"max_messages": 10**12}}, None, "conversation.settings.max_messages"),
+    ({"settings": {"overflow": "sideways"}}, None, "conversation.settings.overflow"),
+    ({"settings": {"documents": ["doc_elsewhere"]}}, None, "conversation.settings.documents[0]"),
+    ({}, [{"id": "m1", "role": "user", "content": "Hi.", "created": float("nan")}], "messages[0].created"),
+])
+def test_a_bad_import_is_a_400_naming_the_field_and_writes_nothing(client, parley_home, conversation, messages,
+                                                                     field):
+    """An import used to write the row first and check its settings after: a 500, a row that broke every
+    listing from then on, or a conversation whose every message was a 500 (and "abc" became three stop
+    strings). Every field is checked first; nothing is written unless all of it is good."""
+    before = client.get("/v1/conversations", params={"limit": 200}).json()["data"]
+    body = json.dumps(exported(conversation, messages), allow_nan=True)
+    r = client.post("/v1/conversations/import", content=body, headers={"Content-Type": "application/json"})
+    err = assert_error(r, 400, field)
+    assert err["param"] == field
+    assert parley_home not in err["message"]                     # never the store's path
+    listing = client.get("/v1/conversations", params={"limit": 200})
+    assert listing.status_code == 200 and listing.json()["data"] == before
+
+
+def test_a_stored_row_that_does_not_read_is_listed_marked_and_can_be_fixed(client, parley):
+    """A row written by hand (or an older parley) whose settings do not read never breaks a listing: it is
+    listed with the problem named, its turns are refused (409) until a PATCH fixes the field."""
+    row = parley.store.create_conversation(settings={"overflow": "truncate", "max_messages": "x"},
+                                           defaults={"temperature": 0, "max_tokens": 4})
+    try:
+        listing = client.get("/v1/conversations", params={"limit": 200})
+        assert listing.status_code == 200, listing.text
+        mine = next(c for c in listing.json()["data"] if c["id"] == row.id)
+        assert "max_messages" in mine["problem"]
+        assert "max_messages" in client.get(f"/v1/conversations/{row.id}").json()["problem"]
+        err = assert_error(client.post(f"/v1/conversations/{row.id}/messages", json={"content": "Hi."}), 409,
+                           "max_messages", "PATCH")
+        assert err["code"] == "conversation_invalid"
+        fixed = client.patch(f"/v1/conversations/{row.id}", json={"max_messages": 4})
+        assert fixed.status_code == 200 and "problem" not in fixed.json() and fixed.json()["max_messages"] == 4
+        assert send(client, row.id, "Hi.")["choices"][0]["finish_reason"] in ("stop", "length")
+    finally:
+        client.delete(f"/v1/conversations/{row.id}")
+
+
+def test_max_messages_has_an_upper_bound(client):
+    assert_error(client.post("/v1/conversations", json={"max_messages": 10**9}), 400, "max_messages", "100000")
+    cid = create(client)["id"]
+    assert_error(client.patch(f"/v1/conversations/{cid}", json={"max_messages": 10**9}), 400, "max_messages")

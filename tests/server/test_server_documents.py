@@ -119,3 +119,30 @@ def test_an_upload_over_the_documents_limit(parley):
         assert answer.startswith(b"HTTP/1.1 413") and b"docs_max_mb" in answer, answer[:400]
     finally:
         s.stop()
+
+
+def test_a_pinned_document_is_not_deleted_until_no_conversation_pins_it(client):
+    """Deleting a document a conversation pins used to break the conversation for good (every later message a
+    404, nothing able to unpin it): the delete is refused by name, PATCH changes document_ids, then it goes."""
+    doc = upload(client, "pinned.md", (TEXT + "\nThe camp was at the third lake.").encode()).json()
+    conv = client.post("/v1/conversations", json={"document_ids": [doc["id"]], "temperature": 0,
+                                                   "max_tokens": 4}).json()
+    err = assert_error(client.delete(f"/v1/documents/{doc['id']}"), 409, conv["id"], "document_ids")
+    assert err["code"] == "document_in_use" and err["param"] == "document_id"
+    assert client.get(f"/v1/documents/{doc['id']}").status_code == 200          # still there
+    ok = client.post(f"/v1/conversations/{conv['id']}/messages", json={"content": "Where was the camp?"})
+    assert ok.status_code == 200, ok.text
+
+    patched = client.patch(f"/v1/conversations/{conv['id']}", json={"document_ids": []})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["document_ids"] == []
+    assert client.delete(f"/v1/documents/{doc['id']}").json()["deleted"] is True
+    after = client.post(f"/v1/conversations/{conv['id']}/messages", json={"content": "And then?"})
+    assert after.status_code == 200, after.text                                # goes on without it
+    assert_error(client.patch(f"/v1/conversations/{conv['id']}", json={"document_ids": ["doc_gone"]}), 404,
+                 "doc_gone")
+
+
+def test_a_nul_byte_in_a_path_is_a_400_naming_path(client):
+    err = assert_error(client.post("/v1/documents", json={"path": "notes\u0000.md"}), 400, "NUL")
+    assert err["param"] == "path"

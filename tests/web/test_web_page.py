@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from webutil import API_KEY, LONG_CAP, open_page
+from webutil import API_KEY, LONG_CAP, fill, open_page
 
 pytestmark = pytest.mark.model
 
@@ -250,7 +250,7 @@ def test_retry_and_edit_make_branches(server, parley, pages):
 def test_errors_are_readable_messages(server, parley, pages):
     page = pages.new(server.url)
     page.click("#parley-options")
-    page.get_by_label("Stop strings (one per line)").fill("\n".join(f"stop{i}" for i in range(17)))
+    fill(page.get_by_label("Stop strings (one per line)"), "\n".join(f"stop{i}" for i in range(17)))
     send(page, "Hello there.")
     toast = page.locator(".toast-body", has_text="stop takes at most 16 strings")
     toast.wait_for()
@@ -408,7 +408,7 @@ def test_a_persona_greets_speaks_and_can_be_edited_or_imported(server, parley, p
     page.locator("#parley-header").scroll_into_view_if_needed()
     pages.shoot(page, "-reply")
 
-    page.get_by_label("Scenario").fill("A stormy night; the train has stopped at a small station.")
+    fill(page.get_by_label("Scenario"), "A stormy night; the train has stopped at a small station.")
     page.click("#parley-apply")
     page.locator(".toast-body", has_text="The persona is updated").wait_for()
     card = parley.store.get_conversation(conv.id).settings["persona"]["card"]

@@ -15,3 +15,18 @@ def open_page(page, url: str) -> None:
     page.goto(url, wait_until="load")
     page.wait_for_selector("#parley-input textarea")
     page.wait_for_selector("#parley-header:has-text('cache: live')")
+
+
+def fill(box, text: str, timeout_s: float = 10.0) -> None:
+    """Fill a text box until it holds `text`: a box inside an accordion that was just opened can be drawn anew a
+    moment later, and a fill of the first drawing is lost (the page then sends what the new one holds)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    box.wait_for(state="visible")
+    while True:
+        box.fill(text)
+        time.sleep(0.2)
+        if box.input_value() == text or time.monotonic() > deadline:
+            break
+    assert box.input_value() == text, "the text box did not keep what was typed"

@@ -71,8 +71,7 @@ class ConversationsService:
     def search(self, text: str, *, limit: int = 20) -> list[SearchHit]:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}, got {limit!r}", param="limit")
-        return [SearchHit(h.conversation_id, h.conversation_title, h.message_id, h.role, h.snippet, h.created)
-                for h in self._store.search(text, limit=limit, owner=self._owner)]
+        return self._store.search(text, limit=limit, owner=self._owner)
 
     @blocking
     def get(self, conversation_id: str, *, tree: bool = False, messages: bool = True) -> ConversationView:

@@ -19,8 +19,11 @@ from parley.chat.skills import Skill, Skills
 from parley.settings import Settings
 
 
-class PersonasService:
-    def __init__(self, registry: Personas, guard: LoopGuard):
+class _Registry:
+    """What both registries offer: the names, one entry, its JSON-ready view, and a listing of every entry with a
+    warning line for each user file that does not load."""
+
+    def __init__(self, registry, guard: LoopGuard):
         self._reg = registry
         self._guard = guard
 
@@ -29,18 +32,19 @@ class PersonasService:
         return self._reg.names()
 
     @blocking
-    def get(self, name: str) -> Persona:
-        """The persona a name gives (an unknown name is a 404 listing the known ones)."""
-        return self._reg.get(name)
-
-    @blocking
-    def view(self, name: str, *, full: bool = True) -> dict[str, Any]:
-        return self._reg.view(name, full=full)
+    def view(self, name: str, **options) -> dict[str, Any]:
+        return self._reg.view(name, **options)
 
     @blocking
     def listing(self) -> tuple[list[dict[str, Any]], list[str]]:
-        """Every persona's summary, and a warning for each user file that does not load."""
         return self._reg.listing()
+
+
+class PersonasService(_Registry):
+    @blocking
+    def get(self, name: str) -> Persona:
+        """The persona a name gives (an unknown name is an error listing the known ones)."""
+        return self._reg.get(name)
 
     @blocking
     def save(self, persona: Persona, *, overwrite: bool = False) -> str:
@@ -67,27 +71,11 @@ class PersonasService:
         return name in self._reg.names()
 
 
-class SkillsService:
-    def __init__(self, registry: Skills, guard: LoopGuard):
-        self._reg = registry
-        self._guard = guard
-
-    @blocking
-    def names(self) -> list[str]:
-        return self._reg.names()
-
+class SkillsService(_Registry):
     @blocking
     def get(self, name: str) -> Skill:
-        """The skill a name gives (an unknown name is a 404 listing the known ones)."""
+        """The skill a name gives (an unknown name is an error listing the known ones)."""
         return self._reg.get(name)
-
-    @blocking
-    def view(self, name: str) -> dict[str, Any]:
-        return self._reg.view(name)
-
-    @blocking
-    def listing(self) -> tuple[list[dict[str, Any]], list[str]]:
-        return self._reg.listing()
 
     @blocking
     def describe(self) -> str:

@@ -7,7 +7,7 @@ another thread.
                         (it is listed anyway), and its messages when asked for
     MessageView         one message: its text, how a reply ended and its numbers, the meta a user may see
     ConversationList    one page of conversations, newest first, and where the next page starts
-    SearchHit           a message that matches a search
+    SearchHit           a message that matches a search (the store's own frozen row)
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parley.sampling import SamplingParams
-from parley.store.rows import MessageStats
+from parley.store.rows import MessageStats, SearchHit
+
+__all__ = ["ConversationList", "ConversationView", "MessageView", "SearchHit"]   # SearchHit: the store's frozen row
 
 SHOWN_META = ("dropped", "note", "skill", "skill_params", "speaker")   # meta keys a user sees on a message
 
@@ -68,13 +70,3 @@ class ConversationList:
     @property
     def has_more(self) -> bool:
         return self.next_before is not None
-
-
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    conversation_id: str
-    conversation_title: str | None
-    message_id: str
-    role: str
-    snippet: str
-    created: float

@@ -455,9 +455,6 @@ class LlamaCppEngine:
         """The last position seq holds, -1 when empty."""
         return llc.llama_memory_seq_pos_max(self._mem, seq)
 
-    def kv_clear(self) -> None:
-        llc.llama_memory_clear(self._mem, True)
-
     def state_get(self, seq: int) -> bytearray:
         """Serialize one sequence's KV (the cells for its positions) to bytes."""
         size = llc.llama_state_seq_get_size(self._ctx, seq)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from parley.engine.llamacpp import KVFull
-from parley.errors import InvalidRequest, LimitExceeded, Overloaded
+from parley.errors import InvalidRequest, LimitExceeded, Overloaded, ShuttingDown
 from parley.paths import check_data_dir
 from parley.sampling import SamplingParams
 from parley.scheduler.kv_store import KVStore, model_fingerprint
@@ -115,7 +115,7 @@ class Scheduler:
         if not prompt:
             raise InvalidRequest("the prompt is empty", param=param)
         if self._stopping:
-            raise Overloaded("the scheduler is shutting down")
+            raise ShuttingDown("the scheduler is shutting down; no new requests")
         n = len(prompt)
         room = self.context_size - n
         if room < (0 if prefill_only else 1):
@@ -171,7 +171,7 @@ class Scheduler:
             return
         try:
             self.submit(tokens, SamplingParams(max_tokens=1), lambda ev: None, prefill_only=True, internal=True)
-        except (LimitExceeded, Overloaded, InvalidRequest):
+        except (LimitExceeded, Overloaded, InvalidRequest, ShuttingDown):
             pass
 
     def pin(self, tokens: Sequence[int], *, persist: bool = False,
