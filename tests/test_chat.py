@@ -245,3 +245,22 @@ def test_ignore_eos_runs_to_max_tokens(det):
     stream.wait()
     assert stream.result.generated_tokens == 40 and stream.result.finish_reason == "length"
     assert not any(det.engine.is_eog(t) for t in stream.result.token_ids)
+
+
+def test_a_door_with_tighter_limits_holds_every_path_to_them(det):
+    """Parley.with_limits (what a server builds at start): a stored conversation's own max_tokens, a raw
+    completion and a document's question are all held to the door's limits, and a prompt over its prompt limit
+    is refused naming the setting."""
+    from parley.api import Limits
+
+    door = det.with_limits(Limits(det.context_size, prompt_tokens=40, max_tokens=3,
+                                  prompt_setting="max_prompt_tokens, test"))
+    view = door.conversations.create(defaults=det.conversations.get(det.chat(max_tokens=50).id).defaults)
+    assert view.defaults.max_tokens == 50
+    assert door.conversations.send(view.id, "Count to ten.").wait().max_tokens == 3
+    assert door.generate("Once upon a time", SamplingParams(max_tokens=50)).wait().max_tokens == 3
+    with pytest.raises(LimitExceeded, match="max_prompt_tokens, test") as e:
+        door.generate("word " * 60)
+    assert e.value.param == "prompt"
+    with pytest.raises(LimitExceeded, match="max_prompt_tokens, test"):
+        door.conversations.send(view.id, "a long message " * 20)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ class Settings:
     def from_env(cls, **changes: Any) -> Settings:
         """Defaults, then environment fallbacks (PARLEY_MODEL, PARLEY_HOME), then `changes` (flat names)."""
         return config.from_args(argparse.Namespace(), cls, **changes)
+
+    @classmethod
+    def at_home(cls, home: str | os.PathLike | None) -> Settings:
+        """from_env(), with `home` as the data directory when given (else $PARLEY_HOME, else the default)."""
+        return cls.from_env(**({"home": str(home)} if home else {}))
 
     @property
     def data_dir(self) -> Path:

@@ -279,6 +279,8 @@ def test_a_stored_row_that_does_not_read_is_listed_marked_and_can_be_fixed(clien
         err = assert_error(client.post(f"/v1/conversations/{row.id}/messages", json={"content": "Hi."}), 409,
                            "max_messages", "PATCH")
         assert err["code"] == "conversation_invalid"
+        kept = client.patch(f"/v1/conversations/{row.id}", json={"defaults": {"max_tokens": 6}})
+        assert kept.status_code == 200 and kept.json()["defaults"]["temperature"] == 0   # the rest stays stored
         fixed = client.patch(f"/v1/conversations/{row.id}", json={"max_messages": 4})
         assert fixed.status_code == 200 and "problem" not in fixed.json() and fixed.json()["max_messages"] == 4
         assert send(client, row.id, "Hi.")["choices"][0]["finish_reason"] in ("stop", "length")

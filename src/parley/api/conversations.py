@@ -33,6 +33,11 @@ from parley.store.rows import Conversation, Message
 MAX_PAGE = 200
 
 
+def _check_page(limit) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}, got {limit!r}", param="limit")
+
+
 def message_view(m: Message) -> MessageView:
     return MessageView(id=m.id, parent_id=m.parent_id, role=m.role, content=m.content, created=m.created,
                        partial=m.partial, finish_reason=m.finish_reason, stats=m.stats,
@@ -58,8 +63,7 @@ class ConversationsService:
     @blocking
     def list(self, *, limit: int = 50, before: str | None = None) -> ConversationList:
         """Newest first, a page of `limit` (1 to 200) at a time; `before` pages on from a conversation id."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}, got {limit!r}", param="limit")
+        _check_page(limit)
         if before is not None:
             self._mine(before, "before")
         rows = self._store.list_conversations(limit=limit + 1, before=before, owner=self._owner)
@@ -69,8 +73,7 @@ class ConversationsService:
 
     @blocking
     def search(self, text: str, *, limit: int = 20) -> list[SearchHit]:
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}, got {limit!r}", param="limit")
+        _check_page(limit)
         return self._store.search(text, limit=limit, owner=self._owner)
 
     @blocking
@@ -82,7 +85,8 @@ class ConversationsService:
 
     @blocking
     def count(self) -> int:
-        return self._store.count_conversations()
+        """How many conversations there are (the owner's, when scoped)."""
+        return self._store.count_conversations(owner=self._owner)
 
     @blocking
     def export(self, conversation_id: str) -> dict:
@@ -124,19 +128,11 @@ class ConversationsService:
         """Change what is given (title/system: None clears them). `defaults` is the whole SamplingParams, or a
         dict of fields to change over the current ones; `leaf_id` switches the current branch; `persona`
         replaces its persona (an edited narrative); `document_ids` replaces its documents ([] for none)."""
-        conv = self._mine(conversation_id)
-        if isinstance(defaults, dict):
-            defaults = self._convs.read(conv).defaults.replace(**defaults)
+        self._mine(conversation_id)
         conv = self._convs.update(conversation_id, title=title, system=system, defaults=defaults,
                                   overflow=overflow, max_messages=max_messages, metadata=metadata, leaf_id=leaf_id,
                                   persona=persona, document_ids=document_ids)
         return self._view(conv, messages=self._messages(conv, False))
-
-    @blocking
-    def set_leaf(self, conversation_id: str, leaf_id: str | None) -> None:
-        """Move the current branch's end (None: before the first message)."""
-        self._mine(conversation_id)
-        self._convs.set_leaf(conversation_id, leaf_id)
 
     @blocking
     def back(self, conversation_id: str, n: int = 2) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from parley.api.guard import LoopGuard, blocking
 from parley.chat.documents import DocumentInfo, Documents
+from parley.chat.limits import Limits
 from parley.documents import DocumentLimits
 from parley.errors import InvalidRequest, NotFound
 from parley.sampling import SamplingParams
@@ -25,8 +26,10 @@ from parley.scheduler.stream import Stream
 
 
 class DocumentsService:
-    def __init__(self, documents: Documents, guard: LoopGuard, owner: str | None = None):
+    def __init__(self, documents: Documents, limits: Callable[[], Limits], guard: LoopGuard,
+                 owner: str | None = None):
         self._docs = documents
+        self._limits = limits          # the door's (a question's prompt and answer are held to them)
         self._guard = guard
         self._owner = owner
 
@@ -38,12 +41,17 @@ class DocumentsService:
     def owned_by(self, owner: str) -> DocumentsService:
         if not isinstance(owner, str) or not owner:
             raise InvalidRequest("owner must be a non-empty string", param="owner")
-        return DocumentsService(self._docs, self._guard, owner)
+        return DocumentsService(self._docs, self._limits, self._guard, owner)
 
     @blocking
     def add(self, paths: Sequence[str | Path], *, name: str | None = None, root: str | Path | None = None
             ) -> DocumentInfo:
         """Files, directories or archives as one document (`root`: every path must be inside it)."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        for p in paths:
+            if "\x00" in str(p):
+                raise InvalidRequest("a path holds a NUL character; name a file", param="path")
         return self._docs.add(paths, name=name, owner=self._owner, root=Path(root) if root is not None else None)
 
     @blocking
@@ -63,7 +71,7 @@ class DocumentsService:
     def delete(self, document_id: str) -> None:
         """Forget it and unpin its KV; refused (409) while a conversation pins it."""
         self._mine(document_id)
-        self._docs.delete(document_id)
+        self._docs.delete(document_id, owner=self._owner)
 
     @blocking
     def warm(self, document_ids: Sequence[str]) -> Result:
@@ -87,7 +95,8 @@ class DocumentsService:
         """Independent questions side by side: they fork the shared prefix and run in the same batches."""
         for d in document_ids:
             self._mine(d)
-        return self._docs.ask_many(document_ids, questions, params=params, loop=loop, watch=watch)
+        return self._docs.ask_many(document_ids, questions, params=params, loop=loop, watch=watch,
+                                   limits=self._limits())
 
     @blocking
     def pinned_text(self, document_ids: Sequence[str]) -> str:

@@ -37,7 +37,7 @@ from parley.chat.personas import Personas
 from parley.chat.prompt import PromptBuilder
 from parley.chat.skills import Skills
 from parley.chat.turns import Turns
-from parley.chat.window import PER_MESSAGE_TOKENS, PromptTooLong, WindowPolicy, fit, reply_room
+from parley.chat.window import PromptTooLong, WindowPolicy, fit, message_sizes, reply_room
 from parley.engine.interrupt import deferred_sigint
 from parley.engine.llamacpp import EngineConfig, LlamaCppEngine
 from parley.errors import InvalidRequest
@@ -128,7 +128,7 @@ class Parley:
         self.name = core.engine.name
         self.context_size = core.scheduler.context_size
         self.conversations = ConversationsService(core.conversations, core.turns, lambda: self.limits, core.guard)
-        self.documents = DocumentsService(core.documents, core.guard)
+        self.documents = DocumentsService(core.documents, lambda: self.limits, core.guard)
         self.personas = PersonasService(core.personas, core.guard)
         self.skills = SkillsService(core.skills, core.guard)
 
@@ -233,13 +233,11 @@ class Parley:
         ctx, builder = self.context_size, self._core.builder
         overflow = "truncate" if truncate else "error"
         budget = min(self.limits.prompt_tokens, ctx - reply_room(ctx, max_tokens, overflow))
-        count = builder.tokenize_text
+        count = self._core.model.count
         try:
             fitted = fit(lambda start, _ex: builder.build(pinned + history[start:] + [new]),
-                         sizes=[len(count(m["content"])) + PER_MESSAGE_TOKENS for m in history],
-                         roles=[m["role"] for m in history], budget=budget,
-                         policy=WindowPolicy(overflow=overflow),
-                         pinned_tokens=sum(len(count(m["content"])) + PER_MESSAGE_TOKENS for m in pinned),
+                         sizes=message_sizes(count, history), roles=[m["role"] for m in history], budget=budget,
+                         policy=WindowPolicy(overflow=overflow), pinned_tokens=sum(message_sizes(count, pinned)),
                          total_param=param)
         except PromptTooLong as e:
             if truncate:

@@ -16,7 +16,7 @@ from parley.store import Store
 
 class Library(ConversationsService):
     def __init__(self, home: str | os.PathLike | None = None):
-        s = Settings.from_env(**({"home": str(home)} if home else {}))
+        s = Settings.at_home(home)
         self._store_file = Store(s.data_dir / "parley.db")
         super().__init__(Conversations(self._store_file), None, lambda: Limits(2), LoopGuard())
 

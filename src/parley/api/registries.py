@@ -78,8 +78,8 @@ class SkillsService(_Registry):
         return self._reg.get(name)
 
     @blocking
-    def describe(self) -> str:
-        return self._reg.describe()
+    def describe(self, *, warnings: bool = True) -> str:
+        return self._reg.describe(warnings=warnings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,5 +96,5 @@ def open_registries(data_dir: Path, guard: LoopGuard) -> Registries:
 def registries(home: str | os.PathLike | None = None) -> Registries:
     """The personas and skills without loading a model; a loaded Parley has the same as `.personas` and
     `.skills`."""
-    s = Settings.from_env(**({"home": str(home)} if home else {}))
+    s = Settings.at_home(home)
     return open_registries(s.data_dir, LoopGuard())

@@ -1,6 +1,7 @@
-"""What the facade hands out about stored conversations: plain, frozen values, read once, holding nothing of the
-store (no rows, no lazy loading, no handle back into it), so an edge can keep them, render them, or hand them to
-another thread.
+"""What the facade hands out about stored conversations: plain, frozen values, read once, with no handle back
+into the store (no lazy loading, nothing to write through), so an edge can keep them, render them, or hand them
+to another thread. Two frozen values of the store's own are handed out as they are: a reply's MessageStats and
+a SearchHit.
 
     ConversationView    a conversation's fields as the user set them (defaults without the chat format's own stop
                         strings), whether a reply is being generated, `problem` when the stored row does not read

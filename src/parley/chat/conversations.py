@@ -65,8 +65,11 @@ class Settings:
             if self.persona else None
 
 
-def read_settings(raw: Any, where: str = "settings") -> Settings:
-    """Stored or imported settings -> Settings; an InvalidRequest naming the first bad field."""
+def read_settings(raw: Any, where: str = "settings", *, check_card: bool = False) -> Settings:
+    """Stored or imported settings -> Settings; an InvalidRequest naming the first bad field. `check_card` also
+    reads the persona's card whole (what arrives from outside: an import); a stored row was checked when it was
+    written, so reading it back only checks its shape (a listing reads 200 rows, a turn reads one several
+    times)."""
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{where} must be an object, got {type(raw).__name__}", param=where)
     overflow = raw.get("overflow", "truncate")
@@ -87,11 +90,12 @@ def read_settings(raw: Any, where: str = "settings") -> Settings:
                 or not isinstance(persona.get("card"), dict):
             raise InvalidRequest(f"{where}.persona must be an object with a name (a string) and a card (a "
                                  "character card's JSON object)", param=f"{where}.persona")
-        try:
-            load_card(json.dumps(persona["card"]).encode(), f"{where}.persona.card")
-        except ParleyError as e:
-            raise InvalidRequest(f"{where}.persona.card is not a character card: {e.message}",
-                                 param=f"{where}.persona.card") from None
+        if check_card:
+            try:
+                load_card(json.dumps(persona["card"]).encode(), f"{where}.persona.card")
+            except ParleyError as e:
+                raise InvalidRequest(f"{where}.persona.card is not a character card: {e.message}",
+                                     param=f"{where}.persona.card") from None
         persona = {"name": persona["name"], "card": persona["card"]}
     docs = raw.get("documents", [])
     if not isinstance(docs, list) or not all(isinstance(d, str) and d for d in docs):
@@ -155,10 +159,20 @@ class Conversations:
 
     # ---- reading -----------------------------------------------------------------------------------------
     def read(self, conv: Conversation) -> Read:
+        """Settings and defaults read back each on its own: what does not read is named in `problem` and shown
+        at its start values; what does is shown as stored."""
+        problems: list[str] = []
         try:
-            return Read(conv, read_settings(conv.settings), self.own_defaults(read_defaults(conv.defaults)))
+            settings = read_settings(conv.settings)
         except InvalidRequest as e:
-            return Read(conv, Settings(), SamplingParams(), problem=e.message)
+            settings = Settings()
+            problems.append(e.message)
+        try:
+            defaults = self.own_defaults(read_defaults(conv.defaults))
+        except InvalidRequest as e:
+            defaults = SamplingParams()
+            problems.append(e.message)
+        return Read(conv, settings, defaults, "; ".join(problems) or None)
 
     def settings_of(self, conv: Conversation) -> Settings:
         """The settings of a conversation about to be used: a row that does not read is refused by name."""
@@ -203,7 +217,7 @@ class Conversations:
         passages it needs)."""
         check_title(title)
         WindowPolicy(overflow=overflow, max_messages=max_messages)
-        settings = Settings(overflow, max_messages, documents=self._documents(document_ids))
+        settings = Settings(overflow, max_messages, documents=self._documents(document_ids, owner))
         greeting: list[NewMessage] = []
         if persona is not None:
             p = self._persona(persona)
@@ -225,12 +239,13 @@ class Conversations:
             leaf_id=greeting[0].id if greeting else None)
 
     def update(self, conversation_id: str, *, title: str | None = ..., system: str | None = ...,
-               defaults: SamplingParams | None = None, overflow: str | None = None,
+               defaults: SamplingParams | dict | None = None, overflow: str | None = None,
                max_messages: int | None = None, metadata: dict | None = None, leaf_id: str | None = None,
                persona: Persona | None = None, document_ids: list[str] | None = None) -> Conversation:
-        """Change a conversation. `leaf_id` switches the current branch (the next message continues from there;
-        the KV of the shared prefix is reused); `persona` replaces its persona (an edited narrative);
-        `document_ids` replaces its documents ([]: none)."""
+        """Change a conversation. `defaults`: the whole SamplingParams, or a dict of fields over the stored ones;
+        `leaf_id` switches the current branch (the next message continues from there; the KV of the shared
+        prefix is reused); `persona` replaces its persona (an edited narrative); `document_ids` replaces its
+        documents ([]: none)."""
         conv = self.store.get_conversation(conversation_id)
         fields: dict[str, Any] = {}
         if leaf_id is not None:
@@ -241,6 +256,10 @@ class Conversations:
             fields["title"] = title
         if system is not ...:
             fields["system"] = system or None
+        if isinstance(defaults, dict):   # over what is stored, so a PATCH never resets the fields it leaves out
+            raw_defaults = dict(conv.defaults) if isinstance(conv.defaults, dict) else {}
+            raw_defaults.update({k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()})
+            defaults = read_defaults(raw_defaults)
         if defaults is not None:
             fields["defaults"] = self.stored_defaults(defaults)
         # the stored dict with the changes over it, read back as a whole: a row that did not read (a bad
@@ -255,7 +274,7 @@ class Conversations:
             name = kept.get("name") if isinstance(kept, dict) and isinstance(kept.get("name"), str) else None
             raw["persona"] = {"name": name or persona.name, "card": card_json(persona, "v3")}
         if document_ids is not None:
-            raw["documents"] = list(self._documents(document_ids))
+            raw["documents"] = list(self._documents(document_ids, conv.owner))
         if raw != conv.settings:
             try:
                 fields["settings"] = read_settings(raw).stored()
@@ -275,15 +294,16 @@ class Conversations:
     def import_(self, data: Any, *, owner: str | None = None) -> Conversation:
         """An exported conversation as a new one. Every field is checked before anything is written: the store's
         own checks (exchange.parse), then the settings and defaults as this stage reads them."""
-        conv, _ = exchange.parse(data)
-        settings = read_settings(conv.get("settings") or {}, "conversation.settings")
+        conv, msgs = exchange.parse(data)
+        settings = read_settings(conv.get("settings") or {}, "conversation.settings", check_card=True)
         read_defaults(conv.get("defaults") or {}, "conversation.defaults")
+        self.check_pinned(settings, conv.get("system"))
         for i, d in enumerate(settings.documents):
             if not self._has_document(d):
                 raise InvalidRequest(f"conversation.settings.documents[{i}] names document {d!r}, which is not "
                                      "loaded here: load it first (POST /v1/documents) or leave it out of the file",
                                      param=f"conversation.settings.documents[{i}]")
-        return exchange.import_conversation(self.store, data, owner=owner)
+        return exchange.import_conversation(self.store, (conv, msgs), owner=owner)
 
     def fork(self, conversation_id: str, at: str, *, owner: str | None = None) -> Conversation:
         """Copy the branch from the root to message `at` into a new conversation (new ids, the same token ids,
@@ -362,10 +382,17 @@ class Conversations:
             return False
         return True
 
-    def _documents(self, document_ids: list[str] | None) -> tuple[str, ...]:
+    def _documents(self, document_ids: list[str] | None, owner: str | None) -> tuple[str, ...]:
+        """The documents a conversation of `owner` may pin: its owner's, or anyone's (no owner)."""
         if not document_ids:
             return ()
         if self.documents is None:
             raise InvalidRequest("documents are not available here", param="document_ids")
-        return tuple(self.documents.info(d).id for d in dict.fromkeys(document_ids))
+        out = []
+        for d in dict.fromkeys(document_ids):
+            info = self.documents.info(d)
+            if owner is not None and info.owner not in (None, owner):
+                raise NotFound(f"no document {str(d)[:64]} here", param="document_ids")
+            out.append(info.id)
+        return tuple(out)
 

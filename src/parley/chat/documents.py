@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parley.chat.limits import Limits
 from parley.chat.meta import AnswerMeta
 from parley.chat.prompt import Built
 from parley.documents import (
@@ -184,18 +185,20 @@ class Documents:
     def list(self, *, owner: str | None = None) -> list[DocumentInfo]:
         return [self._info(r) for r in self.store.list_documents(owner=owner)]
 
-    def delete(self, document_id: str) -> None:
-        """Forget a document and unpin its KV. Refused (409, naming them) while conversations pin it: change
-        their document_ids first (PATCH), or delete them."""
+    def delete(self, document_id: str, *, owner: str | None = None) -> None:
+        """Forget a document and unpin its KV. Refused (409) while conversations pin it: change their
+        document_ids first (PATCH), or delete them. `owner`: whose conversations the refusal may name."""
         loaded = self._get(document_id)
-        users = self.store.conversations_with_document(document_id)
+        users = self.store.delete_document(document_id)
         if users:
-            shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+            named = [cid for cid, who in users if owner is None or who == owner]
+            shown = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+            others = len(users) - len(named)
+            whose = f"{shown}{' and ' if shown and others else ''}{f'{others} of others' if others else ''}"
             raise Conflict(f"document {document_id} is pinned by {len(users)} conversation"
-                           f"{'' if len(users) == 1 else 's'} ({shown}): remove it from their document_ids "
+                           f"{'' if len(users) == 1 else 's'} ({whose}): remove it from their document_ids "
                            "(PATCH /v1/conversations/{id}) or delete them first", param="document_id",
                            code="document_in_use")
-        self.store.delete_document(document_id)
         with self._lock:
             self._loaded.pop(document_id, None)
         key = tuple(self._whole_prefix([loaded])) if self._fits(loaded.row.tokens or 0) else None
@@ -210,10 +213,11 @@ class Documents:
 
     def ask_many(self, document_ids: Sequence[str], questions: Sequence[str], *,
                  params: SamplingParams | None = None, loop: asyncio.AbstractEventLoop | None = None,
-                 watch: Callable | None = None) -> list[Stream]:
+                 watch: Callable | None = None, limits: Limits | None = None) -> list[Stream]:
         """Independent questions side by side: the prefix is read (or restored) once, then every question is
         submitted at once and forks it, so they run in the same batches. `watch` gets the Stream of the
-        prefix's first read, if there is one (its progress() counts the tokens read: a page shows it)."""
+        prefix's first read, if there is one (its progress() counts the tokens read: a page shows it).
+        `limits`: the door's (a prompt over them is refused before anything is read, max_tokens held to them)."""
         if not questions:
             raise InvalidRequest("ask at least one question", param="question")
         for i, q in enumerate(questions):
@@ -225,6 +229,11 @@ class Documents:
         loaded = [self._get(i) for i in ids]
         base = (params or SamplingParams(temperature=0.0)).with_stops(self.model.stops)
         plans = [self._plan(loaded, q) for q in questions]
+        if limits is not None:
+            for plan in plans:
+                limits.check_prompt(len(plan.built.tokens), param="question")
+            if base.max_tokens > limits.max_tokens:
+                base = base.replace(max_tokens=limits.max_tokens)
         self.warm_prefix(plans[0].prefix, watch=watch)
         sched = self.model.scheduler
         out = []

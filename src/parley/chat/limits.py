@@ -4,9 +4,10 @@ on it starts) and enforced below the door, so every edge refuses the same prompt
     Limits(context_size=8192)                                    the context less one token for the reply
     Limits(8192, prompt_tokens=64, prompt_setting="max_prompt_tokens, `parley serve --max-prompt-tokens`")
 
-`prompt_tokens` bounds every prompt a request makes (a chat, a completion, a conversation's turn);
-`max_tokens` bounds what one reply may generate. A setting named beside a limit is what an error tells the user
-to change; without one the limit is the context itself.
+`prompt_tokens` bounds every prompt a request makes (a chat, a completion, a conversation's turn, a question
+about documents); `max_tokens` bounds what one reply may generate. A setting named beside a limit is what an
+error tells the user to change (the server's flags: the errors say "this server"); without one the limit is
+the context itself.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Limits:
         if not self.prompt_setting:
             where = f"the context holds {self.context_size} (with at least 1 left for the reply)"
         else:
-            where = f"at most {limit} prompt tokens are allowed here ({self.prompt_setting})"
+            where = f"this server takes at most {limit} prompt tokens ({self.prompt_setting})"
         return LimitExceeded(f"the prompt is {n} tokens and {where}: {n - limit} tokens too many{hint}",
                              param=param, code="context_length_exceeded")
 
@@ -55,5 +56,5 @@ class Limits:
     def check_max_tokens(self, n: int, *, param: str = "max_tokens") -> None:
         if n > self.max_tokens:
             why = self.tokens_setting or "the context size"
-            raise LimitExceeded(f"{param} is {n}; at most {self.max_tokens} tokens are generated per request "
-                                f"here ({why})", param=param, code="max_tokens_exceeded")
+            raise LimitExceeded(f"{param} is {n}; this server generates at most {self.max_tokens} tokens per "
+                                f"request ({why})", param=param, code="max_tokens_exceeded")

@@ -310,8 +310,9 @@ class Skills(FileRegistry[Skill]):
         """view() of every skill that loads, and one warning line for each file that does not."""
         return self.each(self.view)
 
-    def describe(self) -> str:
-        """A table for listings (`parley chat /skill`): name, parameters, description; then any warnings."""
+    def describe(self, *, warnings: bool = True) -> str:
+        """A table for listings (`parley chat /skill`, `parley skills list`): name, parameters, description;
+        then any warnings (unless `warnings` is False: the CLI prints them on stderr)."""
         skills, problems = self.load_all()
         rows = [("name", "params", "description")]
         for s in skills:
@@ -319,4 +320,4 @@ class Skills(FileRegistry[Skill]):
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         lines = [f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows]
-        return "\n".join(lines + problems)
+        return "\n".join(lines + (problems if warnings else []))

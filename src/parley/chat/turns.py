@@ -38,7 +38,7 @@ from parley.chat.limits import Limits
 from parley.chat.liveness import MY_TAG, WRITER, mark_cut_short
 from parley.chat.meta import ReplyMeta
 from parley.chat.prompt import Built, Prefix
-from parley.chat.window import PER_MESSAGE_TOKENS, fit, reply_room
+from parley.chat.window import PromptTooLong, fit, message_sizes, reply_room
 from parley.errors import Conflict, InvalidRequest, ShuttingDown
 from parley.sampling import SamplingParams
 from parley.scheduler.request import Chunk, Result
@@ -59,6 +59,7 @@ class Plan:
     window_start: int                  # earlier history messages the prompt leaves out
     previous: Prefix | None            # the tokens the branch's KV holds, when this prompt continues them
     superseded: tuple[int, ...] = ()   # the previous window's tokens, when this prompt's window moved past them
+    messages: tuple[dict, ...] = ()    # what the prompt rendered (pinned blocks, the window, the new message)
 
     def delta(self) -> tuple[list[int], str, str]:
         """The tokens this turn adds after the previous reply ("prev"), or the whole prompt ("full")."""
@@ -159,7 +160,7 @@ class Turns:
             if shown != content:
                 user_meta[H.PROMPT_CONTENT] = shown
             new = frame.named({"role": "user", "content": shown})
-            turn_params = self._params(conv, {**extra, **(params or {})}, frame)
+            turn_params = self._params(conv, {**extra, **(params or {})}, frame, limits)
             plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits)
             tokens, text, base = plan.delta()
             user_meta.update({H.WINDOW: plan.window_start, H.TOKENS_BASE: base})
@@ -167,7 +168,7 @@ class Turns:
                 NewMessage("user", content, parent_id=parent, meta=user_meta, tokens=tokens, tokens_text=text,
                            tokens_key=frame.key),
                 NewMessage("assistant", "", partial=True, meta=self._reply_meta(plan, frame))])
-            return self._start(self._turn(conv, frame, user, reply_row.id, plan, new, branch, turn_params), loop)
+            return self._start(self._turn(conv, frame, user, reply_row.id, plan, turn_params), loop)
 
     def retry(self, conversation_id: str, *, limits: Limits, message_id: str | None = None,
               params: dict | None = None, overflow: str | None = None, speaker: str | None = None,
@@ -192,11 +193,11 @@ class Turns:
             branch = self.store.branch(msg.parent_id)
             frame = self.convs.frame(conv, branch, speaker, msg.content)
             new = H.prompt_message(msg)
-            turn_params = self._params(conv, params, frame)
+            turn_params = self._params(conv, params, frame, limits)
             plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits)
             (reply_row,) = self.store.add_messages(conversation_id, [
                 NewMessage("assistant", "", parent_id=msg.id, partial=True, meta=self._reply_meta(plan, frame))])
-            return self._start(self._turn(conv, frame, msg, reply_row.id, plan, new, branch, turn_params), loop)
+            return self._start(self._turn(conv, frame, msg, reply_row.id, plan, turn_params), loop)
 
     def edit(self, conversation_id: str, message_id: str, content: str, **kw) -> Stream:
         """A user message said differently: a sibling under the same parent, and its reply."""
@@ -215,7 +216,8 @@ class Turns:
         branch = self.store.branch(conv.leaf_id)
         frame = self.convs.frame(conv, branch, None, content)
         new = frame.named({"role": "user", "content": frame.wrap(content)})
-        return list(self._plan(conv, frame, branch, new, self._params(conv, params, frame), None, limits).built.tokens)
+        turn_params = self._params(conv, params, frame, limits)
+        return list(self._plan(conv, frame, branch, new, turn_params, None, limits).built.tokens)
 
     def held_tokens(self, conversation_id: str) -> list[int]:
         """The exact tokens the current branch's KV holds (chat/history.py), [] when they are not known."""
@@ -272,10 +274,12 @@ class Turns:
             raise InvalidRequest(f"unknown skill {name!r}: no skills here", param="skill")
         return self.skills.get(name)
 
-    def _params(self, conv: Conversation, overrides: dict | None, frame: Frame) -> SamplingParams:
+    def _params(self, conv: Conversation, overrides: dict | None, frame: Frame, limits: Limits) -> SamplingParams:
+        """The conversation's defaults, the turn's overrides over them, the frame's stop strings; a stored
+        max_tokens over the door's limit (a conversation made elsewhere) is held to it."""
         base = self.convs.defaults(conv)
-        params = base.replace(**overrides) if overrides else base
-        return params.with_stops(frame.stops)
+        params = (base.replace(**overrides) if overrides else base).with_stops(frame.stops)
+        return params.replace(max_tokens=limits.max_tokens) if params.max_tokens > limits.max_tokens else params
 
     @staticmethod
     def _reply_meta(plan: Plan, frame: Frame) -> dict:
@@ -301,20 +305,22 @@ class Turns:
             prev = ch.prefix if start == ch.window_start else None
             return frame.builder.build(frame.pinned[1 if examples else 0] + history[start:] + [new], prev)
 
-        sizes = [model.count(m["content"]) + PER_MESSAGE_TOKENS for m in history]
-        pinned_tokens = sum(model.count(m["content"]) + PER_MESSAGE_TOKENS for m in frame.pinned[1])
-        fitted = fit(build, sizes=sizes, roles=[m["role"] for m in history], budget=budget, policy=policy,
-                     has_examples=frame.pinned[1] != frame.pinned[0], pinned_tokens=pinned_tokens,
-                     min_start=min(ch.window_start, len(history)))
-        if len(fitted.built.tokens) > limits.prompt_tokens:  # pragma: no cover - fit() keeps within the budget
-            raise limits.too_long(len(fitted.built.tokens), param="messages")
+        try:
+            fitted = fit(build, sizes=message_sizes(model.count, history), roles=[m["role"] for m in history],
+                         budget=budget, policy=policy, has_examples=frame.pinned[1] != frame.pinned[0],
+                         pinned_tokens=sum(message_sizes(model.count, frame.pinned[1])),
+                         min_start=min(ch.window_start, len(history)))
+        except PromptTooLong as e:
+            if limits.prompt_setting and budget == limits.prompt_tokens:   # the door's limit, not the context's
+                raise limits.too_long(e.tokens, param="content") from None
+            raise
         moved = fitted.start > ch.window_start and ch.prefix is not None
         return Plan(fitted.built, fitted.start, ch.prefix if fitted.start == ch.window_start else None,
-                    ch.prefix.tokens if moved else ())
+                    ch.prefix.tokens if moved else (),
+                    tuple(frame.pinned[1] + history[fitted.start:] + [new]))
 
-    def _turn(self, conv: Conversation, frame: Frame, user: Message, reply_id: str, plan: Plan, new: dict,
-              branch: list[Message], params: SamplingParams) -> Turn:
-        history = [frame.named(m) for m in H.prompt_messages(branch)]
+    def _turn(self, conv: Conversation, frame: Frame, user: Message, reply_id: str, plan: Plan,
+              params: SamplingParams) -> Turn:
         notes = []
         if plan.window_start:
             notes.append(f"{plan.window_start} earlier messages are outside the window (context "
@@ -322,8 +328,7 @@ class Turns:
         if plan.built.note and plan.previous is not None:
             notes.append(plan.built.note)
         return Turn(conversation_id=conv.id, user=user, reply_id=reply_id, plan=plan, params=params,
-                    messages=frame.pinned[1] + history[plan.window_start:] + [new], frame=frame,
-                    note="; ".join(notes))
+                    messages=list(plan.messages), frame=frame, note="; ".join(notes))
 
     # ---- generating and recording ------------------------------------------------------------------------
     def _start(self, turn: Turn, loop) -> Stream:

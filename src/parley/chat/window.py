@@ -27,6 +27,11 @@ MAX_MESSAGES_CAP = 100_000   # the most a message cap may say (a stored conversa
 REPLY_SHARE = 4           # a reply may keep up to a quarter of the context free of prompt
 
 
+def message_sizes(count: Callable[[str], int], messages: Sequence[dict]) -> list[int]:
+    """Each message's tokens as the window sizes blocks with (its content, and the markup around it)."""
+    return [count(m["content"]) + PER_MESSAGE_TOKENS for m in messages]
+
+
 def reply_room(context_size: int, max_tokens: int | None = None, overflow: str = "truncate") -> int:
     """Tokens of the context a prompt leaves for its reply: the one home of this rule. "error" (a prompt that
     does not fit is refused) needs only one; "truncate" keeps up to a quarter of the context, or max_tokens when

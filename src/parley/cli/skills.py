@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from collections.abc import Iterator
 
 from parley.cli.options import add_home_option
@@ -30,20 +31,14 @@ def run(args: argparse.Namespace) -> int:
 
     skills = registries(args.home).skills
     if args.verb == "list":
-        return list_entries(skills.listing(), args.json, COLUMNS)
+        if args.json:
+            return list_entries(skills.listing(), True, ())
+        _, warnings = skills.listing()
+        for w in warnings:
+            print(w, file=sys.stderr)
+        print(skills.describe(warnings=False))   # the table `parley chat /skill` shows too
+        return 0
     return show_entry(skills.view(args.name), args.json, _page)
-
-
-def _params(v: dict) -> str:
-    """"to (required), sentences=2", or "-" (as Skill.params_text says it)."""
-    return ", ".join(f"{n} (required)" if p["required"] else f"{n}={p['default']}"
-                     for n, p in v["params"].items()) or "-"
-
-
-NOTES = {"bundled": "", "user": " [user file]",                 # after the description, as Skills.describe()
-         "user, replaces bundled": " [user file, replaces the bundled one]"}
-COLUMNS = (("name", lambda v: v["name"]), ("params", _params),
-           ("description", lambda v: v["description"] + NOTES[v["origin"]]))
 
 
 def _page(v: dict) -> Iterator[str]:

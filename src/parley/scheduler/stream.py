@@ -6,8 +6,8 @@ The scheduler thread calls `put()` (the request's sink) with Chunks and, last, t
 chunks in order; `result` is set when the Result arrives. Leaving an iteration before the end (break, an
 exception, Ctrl-C, a client that went away) cancels the request; its KV so far stays cached.
 
-`meta` is what the stage that made the stream says about it (a conversation reply's ids and window, a document
-answer's sources: chat/reply.py, chat/documents.py), None for a raw completion.
+`meta` is what the stage that made the stream says about it (chat/meta.py: a raw completion's Prompt, a
+conversation reply's ids and window, a document answer's sources); None for the scheduler's own streams.
 """
 
 from __future__ import annotations

@@ -169,6 +169,7 @@ async def _reply(state: ServerState, request: Request, conversation_id: str, bod
     params = _sampling(state, body) or None
     overflow = None if body.truncate is None else ("truncate" if body.truncate else "error")
     convs = state.parley.conversations
+    await off_loop(convs.get, conversation_id, messages=False)   # a 404 before a concurrency slot is taken
     gen = await Generation.start(state, lambda loop: begin(convs, params, overflow, loop))
     meta = gen.stream.meta
     extra = {"conversation_id": conversation_id, "message_id": meta.message_id,

@@ -228,7 +228,7 @@ class HttpMetrics:
         self.routes = routes   # route_table.RouteTable
 
     def _route(self, scope) -> str:
-        return self.routes.template(scope["path"]) or "unmatched"
+        return self.routes.route_of(scope["path"]) or "unmatched"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -164,6 +164,7 @@ def check_completion(body: CompletionRequest) -> None:
 def text_prompt(state: ServerState, body: CompletionRequest) -> tuple[Prompt, str]:
     """(the prompt that fits, the prompt's text) in a worker thread: tokenizing 2 MB of text takes a while."""
     tokens, text = completion_prompt(state, body.prompt)
+    state.parley.limits.check_prompt(len(tokens), param="prompt")   # a 400 before a concurrency slot is taken
     return Prompt(tokens).add_note(llama_compat.note(body)), text
 
 

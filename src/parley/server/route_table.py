@@ -37,7 +37,7 @@ class RouteTable:
         """Name the paths no route template names (`template` falls back to it)."""
         self.labels.append((name, matches))
 
-    def template(self, path: str) -> str | None:
+    def route_of(self, path: str) -> str | None:
         """The template of the first route whose path matches (whatever its methods), else a label's name."""
         found = next((e.path for e in self.entries if e.regex.match(path)), None)
         return found or next((name for name, matches in self.labels if matches(path)), None)

@@ -47,7 +47,7 @@ class Generation:
     def __init__(self, state, stream, *, time_limit_s: float | None = None):
         self._state = state
         self._closed = False
-        self.stream = stream              # parley.api.Stream (or a Reply: the same reading interface)
+        self.stream = stream              # parley.api.Stream; its meta says what it is (chat/meta.py)
         self.client_gone = False
         self.note = ""                  # why the server ended it early ("" when it did not)
         self.time_limit_s = time_limit_s

@@ -106,7 +106,8 @@ class _Prepared:
             if len(tokens) > p.truncate:
                 self.truncated = len(tokens) - p.truncate
                 tokens = tokens[-p.truncate:]
-        self.prompt = Prompt(tokens)    # the facade checks it against the limits when it starts
+        state.parley.limits.check_prompt(len(tokens), param="inputs")   # before a concurrency slot is taken
+        self.prompt = Prompt(tokens)
         if self.truncated:
             self.prompt.note = f"the first {self.truncated} prompt tokens were cut (parameters.truncate)"
         self.prefix = body.inputs if p.return_full_text else ""

@@ -70,6 +70,18 @@ _DOC_COLS = "id, name, content_hash, size_bytes, text, parts, notes, tokens, tok
 _CONV_FIELDS = frozenset({"title", "title_auto", "system", "defaults", "settings", "model", "leaf_id", "owner",
                           "metadata"})
 _JSON_FIELDS = frozenset({"defaults", "settings", "metadata"})
+def _check_documents(db: sqlite3.Connection, settings: Any) -> None:
+    """Inside a write: every document a conversation's settings pin is still there (a delete cannot slip in
+    between a check and the write that pins it)."""
+    docs = settings.get("documents") if isinstance(settings, dict) else None
+    for i, d in enumerate(docs if isinstance(docs, list) else ()):
+        if db.execute("SELECT 1 FROM documents WHERE id = ?", (d,)).fetchone() is None:
+            raise NotFound(f"no document {_short(str(d))}", param=f"document_ids[{i}]")
+
+
+# the conversations whose settings pin a document (settings.documents is a list of document ids)
+_PINNED_BY = ("SELECT c.id, c.owner FROM conversations c, json_each(c.settings, '$.documents') d "
+              "WHERE json_type(c.settings, '$.documents') = 'array' AND d.value = ? ORDER BY c.updated DESC")
 
 
 def _conversation(row: Sequence, count: int = 0) -> Conversation:
@@ -211,6 +223,7 @@ class Store:
         if auto and first_user:
             title = auto_title(first_user)
         with self._write("creating a conversation") as db:
+            _check_documents(db, settings)
             db.execute(f"INSERT INTO conversations ({_CONV_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
                        (cid, title, int(auto), system, _json(defaults or {}), _json(settings or {}),
                         model, owner, _json(metadata or {}), now, now))
@@ -245,8 +258,8 @@ class Store:
             (*args, limit))
         return [_conversation(r[:-1], r[-1]) for r in rows]
 
-    def count_conversations(self) -> int:
-        return self._read("SELECT COUNT(*) FROM conversations")[0][0]
+    def count_conversations(self, *, owner: str | None = None) -> int:
+        return self._read("SELECT COUNT(*) FROM conversations WHERE owner IS ? OR ? IS NULL", (owner, owner))[0][0]
 
     def update_conversation(self, conversation_id: str, **fields: Any) -> Conversation:
         unknown = set(fields) - _CONV_FIELDS
@@ -259,6 +272,7 @@ class Store:
         sets = ", ".join(f"{k} = ?" for k in fields) + ", updated = ?"
         values = [(_json(v) if k in _JSON_FIELDS else int(v) if k == "title_auto" else v) for k, v in fields.items()]
         with self._write("updating a conversation") as db:
+            _check_documents(db, fields.get("settings"))
             n = db.execute(f"UPDATE conversations SET {sets} WHERE id = ?",
                            (*values, time.time(), conversation_id)).rowcount
         if not n:
@@ -445,18 +459,18 @@ class Store:
             db.execute("UPDATE documents SET tokens = ?, tokens_key = ? WHERE id = ?", (tokens, tokens_key,
                                                                                        document_id))
 
-    def conversations_with_document(self, document_id: str) -> list[str]:
-        """The ids of the conversations whose settings pin this document, newest first."""
-        rows = self._read("SELECT c.id FROM conversations c, json_each(c.settings, '$.documents') d "
-                          "WHERE json_type(c.settings, '$.documents') = 'array' "
-                          "AND d.value = ? ORDER BY c.updated DESC", (document_id,))
-        return [r[0] for r in rows]
-
-    def delete_document(self, document_id: str) -> None:
+    def delete_document(self, document_id: str) -> list[tuple[str, str | None]]:
+        """Delete a document unless conversations pin it, deciding both in one transaction (a conversation made
+        to pin it meanwhile either comes first and keeps it, or finds it gone). Returns the (id, owner) of the
+        conversations that pin it, newest first: [] when it was deleted."""
         with self._write("deleting a document") as db:
+            users = db.execute(_PINNED_BY, (document_id,)).fetchall()
+            if users:
+                return [(r[0], r[1]) for r in users]
             n = db.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount
         if not n:
             raise NotFound(f"no document {_short(document_id)}", param="document_id")
+        return []
 
     # ---- search ------------------------------------------------------------------------------------------
     def search(self, text: str, *, limit: int = 20, owner: str | None = None) -> list[SearchHit]:

@@ -146,8 +146,9 @@ def _ordered(msgs: list[dict]) -> list[dict]:
 
 
 def import_conversation(store: Store, data: Any, *, owner: str | None = None) -> Conversation:
-    """Write a checked conversation file as a new conversation (one transaction)."""
-    conv, msgs = parse(data)
+    """Write a checked conversation file as a new conversation (one transaction). `data`: the parsed JSON
+    document, or what parse() made of it."""
+    conv, msgs = data if isinstance(data, tuple) else parse(data)
     ids = {m["id"]: new_id("msg") for m in msgs}
     rows = [NewMessage(role=m["role"], content=m["content"], id=ids[m["id"]],
                        parent_id=ids[m["parent_id"]] if m.get("parent_id") else None,

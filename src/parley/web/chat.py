@@ -1,10 +1,11 @@
 """Replies streamed into the page: send, retry, edit, and Stop.
 
-Each handler is an async generator. The Reply is created with the running loop and read with `async for`, so
-the text flows as the scheduler makes it; when Gradio cancels the event (Stop, a closed tab) the generator is
-closed, and closing it cancels the engine request within a step (the store keeps the reply, marked partial and
-cancelled). Stop also cancels this page's reply itself, by the page's session hash, so another page's reply
-never stops. While a long prompt is read the status line counts its tokens (Stream.progress()).
+Each handler is an async generator. The reply (a Stream) is made with the running loop and read with
+`async for`, so the text flows as the scheduler makes it; when Gradio cancels the event (Stop, a closed tab)
+the generator is closed, and closing it cancels the engine request within a step (the store keeps the reply,
+marked partial and cancelled). Stop also cancels this page's reply itself, by the page's session hash, so
+another page's reply never stops. While a long prompt is read the status line counts its tokens
+(Stream.progress()).
 """
 
 from __future__ import annotations

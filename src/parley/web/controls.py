@@ -26,7 +26,7 @@ def default_values(max_tokens_cap: int) -> list:
 
 
 def overrides(defaults: SamplingParams, values: list) -> dict:
-    """The options that differ from the conversation's defaults (what Sessions.send(params=...) takes)."""
+    """The options that differ from the conversation's defaults (what conversations.send(params=...) takes)."""
     out = {}
     for name, value in zip(OPTIONS, values, strict=True):
         if name == "stop":

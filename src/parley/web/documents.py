@@ -151,9 +151,9 @@ class DocumentsPanel:
                     text += chunk.text
                     if loop.time() - pushed >= PUSH_S:
                         pushed = loop.time()
-                        yield {ui.doc_answer: f"{text}\n\n{answer_footer(answer)}"}
+                        yield {ui.doc_answer: view.with_footer(text, answer_footer(answer))}
             result = await off(answer.wait)
-            yield {ui.doc_answer: f"{result.text or text}\n\n{answer_footer(answer, result)}"}
+            yield {ui.doc_answer: view.with_footer(result.text or text, answer_footer(answer, result))}
         finally:
             if state.live.get(session) is answer:
                 del state.live[session]

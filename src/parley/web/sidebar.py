@@ -79,12 +79,13 @@ class Sidebar:
         convs = state.conversations(owner)
         conv = convs.get(cid)
         shown, ids = view.chat_messages(conv.messages)
-        p = convs.persona(cid)
+        p = convs.persona(cid) if conv.problem is None else None   # a row that does not read: shown, named
         names = state.parley.personas.names()
         picked = conv.persona if conv.persona in names else persona.NONE
         values = controls.option_values(conv.defaults, state.parley.limits.max_tokens)
+        status = f"This conversation cannot be continued as stored: {conv.problem}" if conv.problem else ""
         return {ui.chatbot: shown, ui.ids: ids, ui.conv: cid, ui.system: conv.system or "",
-                ui.title: conv.title or "", ui.status: "",
+                ui.title: conv.title or "", ui.status: status,
                 ui.persona: gr.Dropdown(choices=persona.choices(names), value=picked),
                 **dict(zip(ui.persona_fields, persona.field_values(p), strict=True)),
                 **dict(zip(ui.options, values, strict=True)),

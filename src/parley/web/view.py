@@ -68,7 +68,7 @@ def with_footer(content: str, line: str) -> str:
 
 
 def chat_messages(branch) -> tuple[list[dict], list[str]]:
-    """The chatbot's value and the message ids beside it, for a branch (stored Messages, root first)."""
+    """The chatbot's value and the message ids beside it, for a branch (MessageViews, root first)."""
     shown, ids = [], []
     for m in branch:
         if m.role == "system":
