@@ -1,0 +1,1 @@
+"""Which models exist and how they are fetched, compressed and loaded."""
