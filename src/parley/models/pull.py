@@ -44,13 +44,14 @@ from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     OfflineModeIsEnabled,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.file_download import http_get
-from huggingface_hub.utils import build_hf_headers
+from huggingface_hub.utils import build_hf_headers, validate_repo_id
 from tqdm import tqdm
 
 from parley.engine.gguf import read_metadata
@@ -62,8 +63,9 @@ FORMS = "hf://OWNER/REPO/FILE.gguf[@REVISION] or OWNER/REPO:QUANT[@REVISION]"
 _FIX = "set HF_ENDPOINT to a mirror, or download the file and `parley models add PATH`"
 MB = 1024 * 1024
 
-# the hub's own rule for a user or repo name: letters, digits, '-', '_', '.'; no '--' or '..'; at most 96
-_NAME = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?"
+# a user or repo name; the hub's own rule (no '--', '..', a '-' or '.' at either end) is huggingface_hub's
+# validate_repo_id, in parse_spec
+_NAME = r"[\w.-]{1,96}"
 _HF_URL = re.compile(rf"hf://(?P<repo>{_NAME}/{_NAME})/(?P<file>[^@]+?\.(?i:gguf))(?:@(?P<rev>[^@\s]+))?")
 # Ollama writes the shorthand with the hub's host in front (hf.co/OWNER/REPO:QUANT): taken as the same
 _SHORT = re.compile(
@@ -106,10 +108,17 @@ def parse_spec(spec: str) -> PullSpec:
     """`hf://OWNER/REPO/FILE.gguf[@REVISION]` or `OWNER/REPO:QUANT[@REVISION]`; anything else is refused."""
     text = spec.strip() if isinstance(spec, str) else ""
     if m := _HF_URL.fullmatch(text):
-        return PullSpec(m["repo"], filename=_safe_filename(m["file"], spec), revision=m["rev"] or DEFAULT_REVISION)
-    if m := _SHORT.fullmatch(text):
-        return PullSpec(m["repo"], quant=m["quant"], revision=m["rev"] or DEFAULT_REVISION)
-    raise InvalidRequest(f"spec {spec!r} names no model file: write {FORMS}", param="spec")
+        wanted = PullSpec(m["repo"], filename=_safe_filename(m["file"], spec), revision=m["rev"] or DEFAULT_REVISION)
+    elif m := _SHORT.fullmatch(text):
+        wanted = PullSpec(m["repo"], quant=m["quant"], revision=m["rev"] or DEFAULT_REVISION)
+    else:
+        raise InvalidRequest(f"spec {spec!r} names no model file: write {FORMS}", param="spec")
+    try:
+        validate_repo_id(wanted.repo)
+    except HFValidationError as e:
+        raise InvalidRequest(f"spec {spec!r}: {wanted.repo!r} is not a repo name on the hub "
+                             f"({str(e).splitlines()[0].rstrip('.')}): write {FORMS}", param="spec") from None
+    return wanted
 
 
 def match_quant(filenames: list[str], quant: str, repo: str) -> str:
@@ -178,15 +187,19 @@ def pull(
                          "be verified: use a hub or mirror that sends X-Linked-Etag", param="HF_ENDPOINT")
 
     final = Path(dest_dir).expanduser() / filename
-    final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         return _already_there(final, checksum, name, wanted.repo, filename, meta.commit_hash)
     partial = final.with_name(f".{final.name}.{checksum[:16]}.incomplete")
-    _remove_abandoned(final, keep=partial)
     headers = build_hf_headers(token=token, library_name="parley")
     if _origin(meta.location) != _origin(url):
         headers.pop("authorization", None)  # a CDN's signed URL: the hub's token stays with the hub
-    with _appending(partial) as f:
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(final, keep=partial)
+        f = open(partial, "ab")
+    except OSError as e:
+        raise InvalidRequest(f"cannot write in {final.parent}: {e.strerror or e}", param="dest_dir") from None
+    with _closed(f):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # two pulls appending to one file would interleave
         except BlockingIOError:
@@ -213,7 +226,7 @@ def pull(
                 raise ModelError(f"the hub sent a different number of bytes for {name} than it announced "
                                  f"({_size(meta.size or 0)}); the download was deleted: pull again",
                                  code="hub_error") from None
-            raise ModelError(f"cannot write {partial}: {e.strerror or e}", param="dest_dir") from None
+            raise InvalidRequest(f"cannot write {partial}: {e.strerror or e}", param="dest_dir") from None
         sha256 = _verify(partial, checksum, name)
         try:
             read_metadata(partial)
@@ -226,10 +239,9 @@ def pull(
 
 
 @contextmanager
-def _appending(path: Path) -> Iterator[BinaryIO]:
-    """`path` open for appending; when the block raises, a failing close does not hide why (a full disk fails
+def _closed(f: BinaryIO) -> Iterator[BinaryIO]:
+    """`f`, closed after the block; when the block raises, a failing close does not hide why (a full disk fails
     the last flush too)."""
-    f = open(path, "ab")
     try:
         yield f
     except BaseException:
@@ -336,7 +348,7 @@ def _remove_abandoned(final: Path, keep: Path) -> None:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # another pull is writing it
-            other.unlink(missing_ok=True)
+            other.unlink()
 
 
 def _check_space(directory: Path, needed: int, name: str, have: int) -> None:
