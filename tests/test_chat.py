@@ -251,10 +251,9 @@ def test_a_door_with_tighter_limits_holds_every_path_to_them(det):
     """Parley.with_limits (what a server builds at start): a stored conversation's own max_tokens, a raw
     completion and a document's question are all held to the door's limits, and a prompt over its prompt limit
     is refused naming the setting."""
-    from parley.api import Limits
+    from parley.api import Caps
 
-    door = det.with_limits(Limits(det.context_size, prompt_tokens=40, max_tokens=3,
-                                  prompt_setting="max_prompt_tokens, test"))
+    door = det.with_limits(Caps(prompt_tokens=40, max_tokens=3, prompt_setting="max_prompt_tokens, test"))
     view = door.conversations.create(defaults=det.conversations.get(det.chat(max_tokens=50).id).defaults)
     assert view.defaults.max_tokens == 50
     assert door.conversations.send(view.id, "Count to ten.").wait().max_tokens == 3

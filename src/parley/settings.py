@@ -25,6 +25,7 @@ from parley import config
 from parley.config import check, section, setting
 from parley.documents.settings import DocumentSettings
 from parley.engine.settings import EngineSettings
+from parley.models.settings import ModelSettings
 from parley.paths import data_dir
 from parley.scheduler.settings import SchedulerSettings
 from parley.text.settings import TemplateSettings
@@ -32,6 +33,7 @@ from parley.text.settings import TemplateSettings
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    models: ModelSettings = section(ModelSettings)
     engine: EngineSettings = section(EngineSettings)
     template: TemplateSettings = section(TemplateSettings)
     scheduler: SchedulerSettings = section(SchedulerSettings)

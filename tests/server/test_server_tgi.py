@@ -130,6 +130,6 @@ def test_root_is_the_chat_page_and_post_root_stays_tgi(server):
 
     r = httpx.get(server.url + "/")  # the URL `parley serve` prints: the web chat page (tests/web drive it)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    assert "parley: SmolLM2" in r.text          # its title (the page itself is built by scripts)
+    assert "parley: smollm2-135m-instruct" in r.text   # its title: the model (the page is built by scripts)
     r = httpx.post(server.url + "/", json={"inputs": "Hello", "parameters": {"max_new_tokens": 2}}, timeout=60)
     assert r.status_code == 200 and "generated_text" in r.json()[0]

@@ -15,8 +15,10 @@ What a loaded Parley offers (api/facade.py):
     conversations                                stored conversations, branches and turns (api/conversations.py)
     documents                                    files loaded once into model memory, asked many questions
     personas, skills                             bundled and the user's personas and skills (api/registries.py)
+    models, using(name)                          which models exist and are loaded (api/models.py); a door
+                                                 speaking to another model
     stats(), on_finish(callback)                 what the scheduler is doing; a hook per finished request
-    with_limits(Limits(...)), guard_event_loop() what a server fixes once at its start
+    with_limits(Caps(...)), guard_event_loop()   what a server fixes once at its start
     close()                                      stop, record what is running, save the KV cache to disk
 
 Everything handed out is a plain value (api/views.py, DocumentInfo, Persona, Skill, SamplingParams) or a Stream
@@ -27,12 +29,14 @@ registries() (personas and skills).
 from parley.api.chat import Chat, LastReply
 from parley.api.conversations import ConversationsService
 from parley.api.documents import DocumentsService
-from parley.api.facade import ModelInfo, Parley, load
+from parley.api.facade import Parley, load
 from parley.api.library import Library
+from parley.api.loaded import ModelInfo
+from parley.api.models import ModelsService, ModelView, models
 from parley.api.registries import PersonasService, Registries, SkillsService, registries
 from parley.api.views import ConversationList, ConversationView, MessageView, SearchHit
 from parley.chat.documents import DocumentInfo, Source
-from parley.chat.limits import Limits
+from parley.chat.limits import Caps, Limits
 from parley.chat.meta import AnswerMeta, Prompt, ReplyMeta
 from parley.chat.personas import Persona, load_card
 from parley.chat.personas import read_file as read_persona_file
@@ -42,7 +46,7 @@ from parley.scheduler.request import Chunk, Result
 from parley.scheduler.stream import Stream
 from parley.text.template import validate_messages
 
-__all__ = ["AnswerMeta", "Chat", "Chunk", "ConversationList", "ConversationView", "ConversationsService",
+__all__ = ["AnswerMeta", "Caps", "Chat", "Chunk", "ModelView", "ModelsService", "models", "ConversationList", "ConversationView", "ConversationsService",
            "DocumentInfo", "DocumentsService", "LastReply", "Library", "Limits", "MessageView", "ModelInfo",
            "Parley", "Persona", "PersonasService", "Prompt", "PromptTooLong", "Registries", "ReplyMeta", "Result",
            "SearchHit", "Skill", "SkillsService", "Source", "Stream", "load", "load_card", "parse_params",

@@ -10,18 +10,20 @@ Every call that reads or writes the store, tokenizes or waits for the scheduler 
 event loop calls it in a worker thread (api/guard.py checks). Scoped to an owner, a conversation of another
 owner looks like none at all (404), and what is created, imported or forked belongs to the owner. The rules
 (what a setting may be, a turn's life) are the chat stage's: chat/conversations.py and chat/turns.py.
+
+Which model: a conversation is created on its door's model and keeps the model it was last served with; a turn
+with `model=` moves it to another (its history is read again for that model, and the reply's note says so). A
+stored model this process does not offer (removed, or another server's) gives way to the door's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from parley.api.guard import LoopGuard, blocking
 from parley.api.views import SHOWN_META, ConversationList, ConversationView, MessageView, SearchHit
 from parley.chat.conversations import Conversations
-from parley.chat.limits import Limits
 from parley.chat.personas import Persona
 from parley.chat.turns import Turns
 from parley.errors import InvalidRequest, NotFound
@@ -45,19 +47,21 @@ def message_view(m: Message) -> MessageView:
 
 
 class ConversationsService:
-    def __init__(self, convs: Conversations, turns: Turns | None, limits: Callable[[], Limits], guard: LoopGuard,
+    """`door`: the api.facade.Parley whose models this serves (None: the store alone, no turns: Library)."""
+
+    def __init__(self, convs: Conversations, turns: Turns | None, guard: LoopGuard, door=None,
                  owner: str | None = None):
         self._convs = convs
         self._turns = turns
-        self._limits = limits
         self._guard = guard
+        self._door = door
         self._owner = owner
 
     def owned_by(self, owner: str) -> ConversationsService:
         """The same service for one owner's conversations only (the web page: each browser its own)."""
         if not isinstance(owner, str) or not owner:
             raise InvalidRequest("owner must be a non-empty string", param="owner")
-        return ConversationsService(self._convs, self._turns, self._limits, self._guard, owner)
+        return ConversationsService(self._convs, self._turns, self._guard, self._door, owner)
 
     # ---- reading -----------------------------------------------------------------------------------------
     @blocking
@@ -114,10 +118,14 @@ class ConversationsService:
                defaults: SamplingParams | None = None, overflow: str = "truncate", max_messages: int = 0,
                metadata: dict | None = None, persona: str | Persona | None = None, user_name: str | None = None,
                document_ids: list[str] | None = None) -> ConversationView:
-        """A new conversation (defaults: SamplingParams() unless given; a persona's greeting opens it)."""
-        conv = self._convs.create(system=system, title=title, defaults=defaults, overflow=overflow,
-                                  max_messages=max_messages, owner=self._owner, metadata=metadata,
-                                  persona=persona, user_name=user_name, document_ids=document_ids)
+        """A new conversation on this door's model (defaults: SamplingParams() unless given; a persona's greeting
+        opens it; without a system prompt, the model's own, from its registry settings)."""
+        with self._serving(None) as (loaded, _):
+            conv = self._convs.create(system=system if system is not None else loaded.entry.preset.system,
+                                      title=title, defaults=defaults, overflow=overflow,
+                                      max_messages=max_messages, owner=self._owner, metadata=metadata,
+                                      persona=persona, user_name=user_name, document_ids=document_ids,
+                                      served=loaded.served)
         return self._view(conv, messages=self._messages(conv, False))
 
     @blocking
@@ -128,10 +136,17 @@ class ConversationsService:
         """Change what is given (title/system: None clears them). `defaults` is the whole SamplingParams, or a
         dict of fields to change over the current ones; `leaf_id` switches the current branch; `persona`
         replaces its persona (an edited narrative); `document_ids` replaces its documents ([] for none)."""
-        self._mine(conversation_id)
-        conv = self._convs.update(conversation_id, title=title, system=system, defaults=defaults,
-                                  overflow=overflow, max_messages=max_messages, metadata=metadata, leaf_id=leaf_id,
-                                  persona=persona, document_ids=document_ids)
+        conv = self._mine(conversation_id)
+        if persona is None and document_ids is None:       # nothing to measure against a model: none is loaded
+            conv = self._convs.update(conversation_id, title=title, system=system, defaults=defaults,
+                                      overflow=overflow, max_messages=max_messages, metadata=metadata,
+                                      leaf_id=leaf_id)
+        else:
+            with self._serving(self._model_of(conv)) as (loaded, _):
+                conv = self._convs.update(conversation_id, title=title, system=system, defaults=defaults,
+                                          overflow=overflow, max_messages=max_messages, metadata=metadata,
+                                          leaf_id=leaf_id, persona=persona, document_ids=document_ids,
+                                          served=loaded.served)
         return self._view(conv, messages=self._messages(conv, False))
 
     @blocking
@@ -155,7 +170,11 @@ class ConversationsService:
     @blocking
     def import_(self, data: Any) -> ConversationView:
         """An exported conversation as a new one (new ids): every field is checked before anything is written."""
-        conv = self._convs.import_(data, owner=self._owner)
+        if self._door is None:
+            conv = self._convs.import_(data, owner=self._owner)
+        else:
+            with self._serving(None) as (loaded, _):
+                conv = self._convs.import_(data, owner=self._owner, served=loaded.served)
         return self._view(conv, messages=self._messages(conv, False))
 
     @blocking
@@ -169,46 +188,55 @@ class ConversationsService:
     @blocking
     def send(self, conversation_id: str, content: str, *, parent_id: str | None = None, params: dict | None = None,
              overflow: str | None = None, skill: str | None = None, skill_params: dict | None = None,
-             speaker: str | None = None, loop: asyncio.AbstractEventLoop | None = None) -> Stream:
+             speaker: str | None = None, model: str | None = None,
+             loop: asyncio.AbstractEventLoop | None = None) -> Stream:
         """A user message (under the leaf, or under `parent_id`) and its reply as it is generated. `params`:
         sampling fields over the conversation's defaults; `skill` wraps the message in a recipe; `speaker`
-        picks who answers in a persona's group scene; `loop`: read the Stream with `async for` on it."""
-        self._mine(conversation_id)
-        return self._turns_or_fail().send(conversation_id, content, limits=self._limits(), parent_id=parent_id,
-                                          params=params, overflow=overflow, skill=skill, skill_params=skill_params,
-                                          speaker=speaker, loop=loop)
+        picks who answers in a persona's group scene; `model`: another model to continue on (loaded on
+        demand); `loop`: read the Stream with `async for` on it."""
+        conv = self._mine(conversation_id)
+        with self._serving(model or self._model_of(conv)) as (loaded, limits):
+            return self._turns_or_fail().send(conversation_id, content, served=loaded.served, limits=limits,
+                                              parent_id=parent_id, params=params, overflow=overflow, skill=skill,
+                                              skill_params=skill_params, speaker=speaker, loop=loop)
 
     @blocking
     def retry(self, conversation_id: str, *, message_id: str | None = None, params: dict | None = None,
-              overflow: str | None = None, speaker: str | None = None,
+              overflow: str | None = None, speaker: str | None = None, model: str | None = None,
               loop: asyncio.AbstractEventLoop | None = None) -> Stream:
         """A new reply beside the old ones (a branch) to a user message, or to the one a reply answers, else the
         leaf's; the prompt's KV is reused."""
-        self._mine(conversation_id)
-        return self._turns_or_fail().retry(conversation_id, limits=self._limits(), message_id=message_id,
-                                           params=params, overflow=overflow, speaker=speaker, loop=loop)
+        conv = self._mine(conversation_id)
+        with self._serving(model or self._model_of(conv)) as (loaded, limits):
+            return self._turns_or_fail().retry(conversation_id, served=loaded.served, limits=limits,
+                                               message_id=message_id, params=params, overflow=overflow,
+                                               speaker=speaker, loop=loop)
 
     @blocking
     def edit(self, conversation_id: str, message_id: str, content: str, *, params: dict | None = None,
              overflow: str | None = None, skill: str | None = None, skill_params: dict | None = None,
-             loop: asyncio.AbstractEventLoop | None = None) -> Stream:
+             model: str | None = None, loop: asyncio.AbstractEventLoop | None = None) -> Stream:
         """A user message said differently (a sibling under the same parent), and its reply."""
-        self._mine(conversation_id)
-        return self._turns_or_fail().edit(conversation_id, message_id, content, limits=self._limits(),
-                                          params=params, overflow=overflow, skill=skill, skill_params=skill_params,
-                                          loop=loop)
+        conv = self._mine(conversation_id)
+        with self._serving(model or self._model_of(conv)) as (loaded, limits):
+            return self._turns_or_fail().edit(conversation_id, message_id, content, served=loaded.served,
+                                              limits=limits, params=params, overflow=overflow, skill=skill,
+                                              skill_params=skill_params, loop=loop)
 
     @blocking
     def preview(self, conversation_id: str, content: str, *, params: dict | None = None) -> list[int]:
         """The prompt token ids send(content) would use now (nothing is sent or stored)."""
-        self._mine(conversation_id)
-        return self._turns_or_fail().preview(conversation_id, content, limits=self._limits(), params=params)
+        conv = self._mine(conversation_id)
+        with self._serving(self._model_of(conv)) as (loaded, limits):
+            return self._turns_or_fail().preview(conversation_id, content, served=loaded.served, limits=limits,
+                                                 params=params)
 
     @blocking
     def held_tokens(self, conversation_id: str) -> list[int]:
         """The exact token ids the current branch's KV holds (its last prompt and reply); [] when unknown."""
-        self._mine(conversation_id)
-        return self._turns_or_fail().held_tokens(conversation_id)
+        conv = self._mine(conversation_id)
+        with self._serving(self._model_of(conv)) as (loaded, _):
+            return self._turns_or_fail().held_tokens(conversation_id, loaded.served)
 
     # ---- internals ---------------------------------------------------------------------------------------
     @property
@@ -219,6 +247,19 @@ class ConversationsService:
         if self._turns is None:
             raise InvalidRequest("no model is loaded here: replies need parley.load()", param="model")
         return self._turns
+
+    def _serving(self, model: str | None):
+        """A context: the model `model` names (None: the door's), loaded and held while a turn is submitted,
+        with the door's limits at its context."""
+        if self._door is None:
+            raise InvalidRequest("no model is loaded here: this needs parley.load()", param="model")
+        return self._door._serving(model)
+
+    def _model_of(self, conv: Conversation) -> str | None:
+        """The model a conversation keeps, when this process offers it; else None (the door's)."""
+        if self._door is None or not conv.model:
+            return None
+        return conv.model if self._door._offers(conv.model) else None
 
     def _mine(self, conversation_id: str, param: str = "conversation_id") -> Conversation:
         if not isinstance(conversation_id, str):

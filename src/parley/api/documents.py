@@ -17,7 +17,6 @@ from pathlib import Path
 
 from parley.api.guard import LoopGuard, blocking
 from parley.chat.documents import DocumentInfo, Documents
-from parley.chat.limits import Limits
 from parley.documents import DocumentLimits
 from parley.errors import InvalidRequest, NotFound
 from parley.sampling import SamplingParams
@@ -26,22 +25,27 @@ from parley.scheduler.stream import Stream
 
 
 class DocumentsService:
-    def __init__(self, documents: Documents, limits: Callable[[], Limits], guard: LoopGuard,
-                 owner: str | None = None):
-        self._docs = documents
-        self._limits = limits          # the door's (a question's prompt and answer are held to them)
+    """Over the door's model (`door`: api.facade.Parley): documents are store rows every model shares, and each
+    model keeps its own memory of them (their KV, pinned), made when it first reads them."""
+
+    def __init__(self, door, guard: LoopGuard, owner: str | None = None):
+        self._door = door
         self._guard = guard
         self._owner = owner
 
     @property
+    def _docs(self) -> Documents:
+        return self._door._loaded().documents
+
+    @property
     def limits(self) -> DocumentLimits:
         """How large a document may be (--docs-max-mb, --docs-max-files)."""
-        return self._docs.limits
+        return self._door.settings.documents.limits
 
     def owned_by(self, owner: str) -> DocumentsService:
         if not isinstance(owner, str) or not owner:
             raise InvalidRequest("owner must be a non-empty string", param="owner")
-        return DocumentsService(self._docs, self._limits, self._guard, owner)
+        return DocumentsService(self._door, self._guard, owner)
 
     @blocking
     def add(self, paths: Sequence[str | Path], *, name: str | None = None, root: str | Path | None = None
@@ -95,8 +99,9 @@ class DocumentsService:
         """Independent questions side by side: they fork the shared prefix and run in the same batches."""
         for d in document_ids:
             self._mine(d)
-        return self._docs.ask_many(document_ids, questions, params=params, loop=loop, watch=watch,
-                                   limits=self._limits())
+        with self._door._serving(None) as (loaded, limits):    # held while the questions are submitted
+            return loaded.documents.ask_many(document_ids, questions, params=params, loop=loop, watch=watch,
+                                             limits=limits)
 
     @blocking
     def pinned_text(self, document_ids: Sequence[str]) -> str:

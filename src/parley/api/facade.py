@@ -1,113 +1,131 @@
-"""Parley: one loaded model behind one door. What the edges (terminal, HTTP server, web page) and Python users
-call, and nothing below it.
+"""Parley: the door. What the edges (terminal, HTTP server, web page) and Python users call, and nothing below it.
 
-    p = parley.load()                                  # or Parley("model.gguf", kv_size=8192)
-    p.info, p.limits                                   # what runs; how much a request may ask for
+    p = parley.load()                                  # or Parley("model.gguf"), Parley(model=("a", "b"))
+    p.info, p.limits                                   # the model this door speaks to; what a request may ask
+    p.using("qwen")                                    # the same door, speaking to another model (404: unknown)
     p.generate(prompt, params, loop=None) -> Stream    # a raw completion; p.chat_prompt(messages) -> Prompt
     p.conversations, p.documents, p.personas, p.skills # the services (api/conversations.py, ...)
-    p.stats(), p.on_finish(callback)                   # what the scheduler is doing; a hook per finished request
-    p.with_limits(Limits(...))                         # the same model behind a door with tighter limits
+    p.models                                           # which models exist, which are loaded (api/models.py)
+    p.stats(), p.on_finish(callback)                   # what the schedulers are doing; a hook per request
+    p.with_limits(Caps(...))                           # the same models behind a door with tighter limits
     p.close()
 
-Loading makes the parts once, in order: the engine (llama.cpp), the chat template and the prompt builder, the
-scheduler thread (the one owner of the engine), the store, the registries, and the chat stage over them
-(chat.Conversations, chat.Turns, chat.Documents). They are held by a `_Core` that the door never hands out.
-`engine`, `scheduler` and `store` stay reachable as attributes for tests and benchmarks; the edges may not
-touch them (tests/test_layers.py reads their source and fails on a reach-through).
+One process holds the shared parts once (`_Shared`: the store, the registries of personas, skills and models, the
+chat stage's rules and turns) and a pool of loaded models (models/pool.py), each with its own engine, scheduler
+and KV tiers (api/loaded.py): a model loads on its first request and unloads when idle or to make room. Every
+door is bound to one model (its `name`; the default one unless `using()` said another) and holds the limits it
+applies; a conversation keeps the model it is served with (conversations.send takes `model=` to move it).
+`engine`, `scheduler` and `store` stay reachable for tests and benchmarks (the default door's model); the edges
+may not touch them (tests/test_layers.py reads their source and fails on a reach-through).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from parley.api.conversations import ConversationsService
 from parley.api.documents import DocumentsService
 from parley.api.guard import LoopGuard, blocking
+from parley.api.loaded import LoadedModel, ModelInfo, estimate, unloaded_info
 from parley.api.registries import PersonasService, SkillsService
 from parley.chat.conversations import Conversations
-from parley.chat.documents import Documents
-from parley.chat.limits import Limits
+from parley.chat.limits import Caps, Limits
 from parley.chat.meta import Prompt
-from parley.chat.model import Model
 from parley.chat.personas import Personas
-from parley.chat.prompt import PromptBuilder
 from parley.chat.skills import Skills
 from parley.chat.turns import Turns
 from parley.chat.window import PromptTooLong, WindowPolicy, fit, message_sizes, reply_room
 from parley.engine.interrupt import deferred_sigint
-from parley.engine.llamacpp import EngineConfig, LlamaCppEngine
-from parley.errors import InvalidRequest
+from parley.errors import InvalidRequest, NotFound
+from parley.models.pool import Pool
+from parley.models.registry import ModelEntry, ModelRegistry
+from parley.paths import check_data_dir
 from parley.sampling import SamplingParams
 from parley.scheduler.request import Result
-from parley.scheduler.scheduler import Scheduler
-from parley.scheduler.stats import SchedulerStats
+from parley.scheduler.stats import SchedulerStats, combine
 from parley.scheduler.stream import Stream
 from parley.settings import Settings
 from parley.store import Store
-from parley.text.template import resolve_template, validate_messages
+from parley.text.template import validate_messages
+
+__all__ = ["ModelInfo", "Parley", "load"]
 
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    name: str
-    path: str
-    context_size: int              # most tokens one conversation may hold
-    kv_size: int                   # KV cells shared by every conversation
-    kv_bytes_per_cell: int
-    device: str                    # "cpu" or "gpu (N of M layers)"
-    threads: int
-    chat_format: str               # "model" (the file's own template) or a named format
-    max_running: int
-    deterministic: bool
+def memory_budget(mb: int) -> int:
+    """--models-memory-mb in bytes: -1, a share of this machine's memory; 0, none."""
+    if mb >= 0:
+        return mb << 20
+    from parley.models.settings import MEMORY_SHARE
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+    return int(total * MEMORY_SHARE)
 
 
-class _Core:
-    """The loaded parts, made once and shared by every door over them."""
+class _Shared:
+    """What every door and every loaded model share, made once."""
 
     def __init__(self, s: Settings):
         self.settings = s
         self.guard = LoopGuard()
-        self.engine = engine = LlamaCppEngine(EngineConfig.from_settings(s.engine,
-                                                                         batch_tokens=s.scheduler.batch_tokens))
-        self.scheduler = self.store = self.turns = None
+        self.observers: list[Callable] = []                    # finish hooks: every model's scheduler calls them
+        if s.store or s.scheduler.disk_cache_mb > 0:
+            check_data_dir(s.data_dir)        # one line naming the directory and the fix, not a store error
+        self.store = Store(s.data_dir / "parley.db") if s.store else Store()
+        self.turns: Turns | None = None
+        self.pool: Pool | None = None
         try:
-            self.template = resolve_template(engine.chat_template, s.template.chat_format,
-                                             bos_token=engine.bos_text, eos_token=engine.eos_text)
-            self.builder = PromptBuilder(self.template, engine.tokenize, bos_text=engine.bos_text,
-                                         add_bos=engine.add_bos)
-            self.scheduler = Scheduler(engine, s.scheduler,
-                                       cache_dir=s.data_dir if s.scheduler.disk_cache_mb > 0 else None)
-            self.store = Store(s.data_dir / "parley.db") if s.store else Store()
-            key = hashlib.sha256((engine.vocab_fingerprint() + self.template.source).encode()).hexdigest()[:16]
             self.personas = Personas(s.data_dir / "personas")
             self.skills = Skills(s.data_dir / "skills")
-            self.model = Model(self.builder, self.scheduler, self.scheduler.context_size, key, self.template.stops,
-                               label=f"{engine.name}:{key}", kv_cells=self.scheduler.cache.kv_budget,
-                               token_bytes=lambda: max(len(engine.piece(t)) for t in range(engine.n_vocab)))
-            self.documents = Documents(self.model, self.store, s.documents.limits)
-            self.conversations = Conversations(self.store, self.model, personas=self.personas,
-                                               documents=self.documents)
+            self.registry = ModelRegistry(s.data_dir / "models")
+            self.conversations = Conversations(self.store, personas=self.personas)
             self.turns = Turns(self.conversations, skills=self.skills)
+            # the models this process offers: the ones -m named (registered names or files), else every
+            # registered model; the first is the default
+            self.named = [self.registry.resolve(m) for m in s.models.model]
+            self.default = self.named[0] if self.named else self.registry.resolve(None)
+            m = s.models
+            self.pool = Pool(lambda entry, progress: LoadedModel(entry, s, self.store, self.observers, progress),
+                             models_max=m.models_max, idle_s=m.model_idle,
+                             memory_bytes=memory_budget(m.models_memory_mb), estimate=lambda e: estimate(e, s))
         except BaseException:
             self.close(save=False)
             raise
 
+    def entry(self, name: str | None) -> ModelEntry:
+        """The model a name means here: None (or "default", "parley"), the default one; else one this process
+        offers (a 404 listing them)."""
+        if name is None or str(name).strip().lower() in ("", "default", "parley"):
+            return self.default
+        key = str(name).strip().lower()
+        for e in self.named:
+            if key in (e.name, str(e.path).lower()):
+                return e
+        if self.named:
+            known = ", ".join(e.name for e in self.named)
+            raise NotFound(f"unknown model {str(name)[:80]!r}; this server offers: {known}", param="model")
+        return self.registry.get(name)
+
+    def offered(self) -> list[ModelEntry]:
+        if self.named:
+            return list(self.named)
+        entries, _ = self.registry.entries()
+        return entries if any(e.name == self.default.name for e in entries) else [self.default, *entries]
+
     def close(self, *, save: bool) -> None:
-        if self.scheduler is not None:
-            self.scheduler.close(save=save)
+        if self.pool is not None:
+            self.pool.close(save=save)        # every model's scheduler stops: its replies end and are recorded
         if self.turns is not None:
             self.turns.close()
-        if self.store is not None:
-            self.store.close()
-        self.engine.close()
+        self.store.close()
 
 
 class Parley:
-    """One loaded model with its scheduler thread and its store. Thread-safe: many conversations at once."""
+    """A door bound to one model, over the models this process serves. Thread-safe: many conversations at once."""
 
     def __init__(self, model: str | os.PathLike | None = None, *, settings: Settings | None = None, **options):
         base = settings or Settings.from_env()
@@ -115,82 +133,144 @@ class Parley:
             options["model"] = str(model)
         s = base.replace(**options) if options else base
         with deferred_sigint() as interrupt:  # Ctrl-C while loading: one KeyboardInterrupt after, nothing left
-            core = _Core(s)
+            shared = _Shared(s)
+            try:
+                shared.pool.get(shared.default)   # the default model loads now: a bad file is an error here
+            except BaseException:
+                shared.close(save=False)
+                raise
             if interrupt.requested:
-                core.close(save=False)
-        self._open(core, Limits(core.scheduler.context_size))
+                shared.close(save=False)
+        self._open(shared, shared.default, Caps())
 
-    def _open(self, core: _Core, limits: Limits) -> None:
-        self._core = core
-        self._guard = core.guard
-        self.limits = limits
-        self.settings = core.settings
-        self.name = core.engine.name
-        self.context_size = core.scheduler.context_size
-        self.conversations = ConversationsService(core.conversations, core.turns, lambda: self.limits, core.guard)
-        self.documents = DocumentsService(core.documents, lambda: self.limits, core.guard)
-        self.personas = PersonasService(core.personas, core.guard)
-        self.skills = SkillsService(core.skills, core.guard)
+    def _open(self, shared: _Shared, entry: ModelEntry, caps: Caps) -> None:
+        self._shared = shared
+        self._guard = shared.guard
+        self._model = entry                  # read once, when the door is made (never a file read on a loop)
+        self._name = entry.name
+        self._caps = caps
+        self.settings = shared.settings
+        self.conversations = ConversationsService(shared.conversations, shared.turns, shared.guard, self)
+        self.documents = DocumentsService(self, shared.guard)
+        self.personas = PersonasService(shared.personas, shared.guard)
+        self.skills = SkillsService(shared.skills, shared.guard)
 
-    def with_limits(self, limits: Limits) -> Parley:
-        """The same model (engine, scheduler, store, caches) behind a door whose requests `limits` bounds: what
-        a server with --max-prompt-tokens / --max-tokens-cap builds once at its start."""
-        if limits.context_size != self.context_size:
-            raise InvalidRequest(f"limits are for a context of {limits.context_size} tokens; this model's is "
-                                 f"{self.context_size}", param="limits")
+    def _door(self, entry: ModelEntry, caps: Caps) -> Parley:
         door = object.__new__(Parley)
-        door._open(self._core, limits)
+        door._open(self._shared, entry, caps)
         return door
+
+    # ---- which model -----------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The registry name of the model this door speaks to (what requests and /v1/models call it)."""
+        return self._name
+
+    @blocking
+    def using(self, model: str | None) -> Parley:
+        """This door, speaking to another model (None: the default one), with the same limits; an unknown name
+        is a 404 listing the models there are. The model is loaded now if it is not yet."""
+        entry = self._shared.entry(model)
+        door = self if entry.name == self._name else self._door(entry, self._caps)
+        door._loaded()
+        return door
+
+    def with_limits(self, caps: Caps) -> Parley:
+        """The same models (engines, schedulers, store, caches) behind a door whose requests `caps` bounds: what
+        a server with --max-prompt-tokens / --max-tokens-cap builds once at its start."""
+        return self._door(self._model, caps)
 
     def guard_event_loop(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         """From now on a blocking call made on `loop` (while it runs) raises (api/guard.py): what an edge that
-        serves an event loop switches on when it starts, for every door over this model. Returns the function
+        serves an event loop switches on when it starts, for every door over these models. Returns the function
         that lifts it (when the loop stops)."""
         self._guard.guard(loop)
         return lambda: self._guard.release(loop)
 
+    @property
+    def models(self):
+        """Which models exist and which are loaded (api/models.py)."""
+        from parley.api.models import ModelsService
+
+        return ModelsService(self._shared, self._guard)
+
+    def _entry(self) -> ModelEntry:
+        return self._model
+
+    def sampling_over(self, base: SamplingParams) -> SamplingParams:
+        """`base` (a server's sampling defaults) with this door's model's own (its registry settings) over it."""
+        return self._model.preset.over(base)
+
+    @contextlib.contextmanager
+    def _serving(self, model: str | None):
+        """The model `model` names (None: this door's), loaded, held while the block runs, with this door's
+        limits at its context: what a turn or a question is submitted in."""
+        entry = self._shared.entry(model) if model is not None else self._model
+        with self._shared.pool.use(entry) as loaded:
+            yield loaded, self._caps.at(loaded.context_size)
+
+    def _offers(self, model: str) -> bool:
+        try:
+            self._shared.entry(model)
+        except NotFound:
+            return False
+        return True
+
+    def _loaded(self) -> LoadedModel:
+        """This door's model, loaded (loading it first blocks: off the event loop, as every @blocking call)."""
+        shared = self._shared
+        loaded = shared.pool.loaded(self._name)
+        return loaded if loaded is not None else shared.pool.get(self._entry())
+
     # ---- what runs ---------------------------------------------------------------------------------------
     @property
     def info(self) -> ModelInfo:
-        e, s = self._core.engine, self.settings
-        return ModelInfo(name=e.name, path=str(e.model_path), context_size=self.context_size, kv_size=e.n_ctx,
-                         kv_bytes_per_cell=e.kv_bytes_per_cell, device=e.device, threads=e.n_threads,
-                         chat_format=self._core.template.name, max_running=s.scheduler.max_running,
-                         deterministic=s.engine.deterministic)
+        """The model this door speaks to, as it runs (or, not loaded yet, as it will: nothing is loaded here)."""
+        loaded = self._shared.pool.loaded(self._name)
+        return loaded.info() if loaded is not None else unloaded_info(self._entry(), self.settings)
+
+    @property
+    def context_size(self) -> int:
+        return self.info.context_size
+
+    @property
+    def limits(self) -> Limits:
+        """How much a request to this door's model may ask for (its context, the door's caps)."""
+        return self._caps.at(self.context_size)
 
     @property
     def chat_stops(self) -> tuple[str, ...]:
         """End-of-turn strings the chat format needs as stop strings (none for a model's own template)."""
-        return self._core.template.stops
+        return self._loaded().template.stops
 
     @property
     def eos_id(self) -> int:
-        return self._core.engine.eos_id
+        return self._loaded().engine.eos_id
 
-    # below the door: for tests and benchmarks, never for the edges (tests/test_layers.py)
-    engine = property(lambda self: self._core.engine)
-    scheduler = property(lambda self: self._core.scheduler)
-    store = property(lambda self: self._core.store)
-    template = property(lambda self: self._core.template)
-    builder = property(lambda self: self._core.builder)
+    # below the door, the default door's model: for tests and benchmarks, never for the edges (test_layers.py)
+    engine = property(lambda self: self._loaded().engine)
+    scheduler = property(lambda self: self._loaded().scheduler)
+    template = property(lambda self: self._loaded().template)
+    builder = property(lambda self: self._loaded().builder)
+    store = property(lambda self: self._shared.store)
 
     # ---- text and tokens ---------------------------------------------------------------------------------
     @blocking
     def tokenize(self, text: str) -> list[int]:
         """A raw prompt's token ids: control tokens written in it are parsed, BOS added when the model wants it."""
-        return self._core.builder.tokenize_prompt(text)
+        return self._loaded().builder.tokenize_prompt(text)
 
     @blocking
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._core.engine.detokenize(tokens)
+        return self._loaded().engine.detokenize(tokens)
 
     def token_text(self, token: int) -> str:
         """One token's text, special tokens spelled out (TGI's details)."""
-        e = self._core.engine
+        e = self._loaded().engine
         return e.piece(token).decode("utf-8", "replace") or e.special_text(token)
 
     def check_tokens(self, tokens: Sequence[int], param: str = "tokens") -> None:
-        self._core.engine.check_tokens(tokens, param)
+        self._loaded().engine.check_tokens(tokens, param)
 
     # ---- generation --------------------------------------------------------------------------------------
     @blocking
@@ -199,20 +279,22 @@ class Parley:
         """A raw completion (no chat template) of text, token ids or a Prompt (chat_prompt's), within the door's
         limits. `params` default: SamplingParams(), every stage off at temperature 1, as the HTTP completions API
         does. The Stream's meta is the Prompt."""
-        if isinstance(prompt, Prompt):
-            meta = prompt
-        elif isinstance(prompt, str):
-            if not prompt:
-                raise InvalidRequest("the prompt is empty", param=param)
-            meta = Prompt(self.tokenize(prompt))
-        else:
-            meta = Prompt(list(prompt))
-            self.check_tokens(meta.tokens, param)
-        self.limits.check_prompt(len(meta.tokens), param=param)
-        params = params or SamplingParams()
-        if params.max_tokens > self.limits.max_tokens:
-            params = params.replace(max_tokens=self.limits.max_tokens)
-        return self._core.scheduler.stream(meta.tokens, params, loop=loop, param=param, meta=meta)
+        with self._shared.pool.use(self._entry()) as loaded:
+            if isinstance(prompt, Prompt):
+                meta = prompt
+            elif isinstance(prompt, str):
+                if not prompt:
+                    raise InvalidRequest("the prompt is empty", param=param)
+                meta = Prompt(loaded.builder.tokenize_prompt(prompt))
+            else:
+                meta = Prompt(list(prompt))
+                loaded.engine.check_tokens(meta.tokens, param)
+            limits = self._caps.at(loaded.context_size)
+            limits.check_prompt(len(meta.tokens), param=param)
+            params = params or SamplingParams()
+            if params.max_tokens > limits.max_tokens:
+                params = params.replace(max_tokens=limits.max_tokens)
+            return loaded.scheduler.stream(meta.tokens, params, loop=loop, param=param, meta=meta)
 
     def complete(self, prompt: str, **sampling) -> Stream:
         """generate(prompt, SamplingParams(**sampling)): iterate the Stream for Chunks."""
@@ -224,16 +306,21 @@ class Parley:
         """A stateless chat request's prompt. With `truncate`, old turns leave in blocks at the same boundaries
         a stored conversation uses (chat/window.py), so a client that resends its growing history keeps hitting
         the cache; without it, a prompt that does not fit is a LimitExceeded saying by how much (`hint`: what
-        the request can do about it)."""
+        the request can do about it). A model's own system prompt (its registry settings) goes first when the
+        messages bring none."""
         messages = validate_messages(messages)
+        system = self._entry().preset.system
+        if system and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system}, *messages]
         pinned_n = 0
         while pinned_n < len(messages) - 1 and messages[pinned_n]["role"] == "system":
             pinned_n += 1
         pinned, history, new = messages[:pinned_n], messages[pinned_n:-1], messages[-1]
-        ctx, builder = self.context_size, self._core.builder
+        loaded = self._loaded()
+        builder, count, ctx = loaded.builder, loaded.model.count, loaded.context_size
+        limits = self._caps.at(ctx)
         overflow = "truncate" if truncate else "error"
-        budget = min(self.limits.prompt_tokens, ctx - reply_room(ctx, max_tokens, overflow))
-        count = self._core.model.count
+        budget = min(limits.prompt_tokens, ctx - reply_room(ctx, max_tokens, overflow))
         try:
             fitted = fit(lambda start, _ex: builder.build(pinned + history[start:] + [new]),
                          sizes=message_sizes(count, history), roles=[m["role"] for m in history], budget=budget,
@@ -242,7 +329,7 @@ class Parley:
         except PromptTooLong as e:
             if truncate:
                 raise
-            raise self.limits.too_long(e.tokens, param=param, hint=hint) from None
+            raise limits.too_long(e.tokens, param=param, hint=hint) from None
         note = f"{fitted.start} oldest messages were dropped to fit the context" if fitted.start else ""
         return Prompt(fitted.built.tokens, fitted.start, note)
 
@@ -250,9 +337,9 @@ class Parley:
     def chat(self, system: str | None = None, *, resume: bool | str = False, title: str | None = None,
              overflow: str = "truncate", max_messages: int = 0, persona=None, user_name: str | None = None,
              document_ids: list[str] | None = None, **sampling):
-        """A conversation to talk to (api/chat.py's Chat): a new one (its sampling defaults: the chat preset,
-        parley.sampling.CHAT_PRESET, with `sampling` over it; `persona`: a registry name or a Persona), or
-        `resume`: True for the most recently used one, or an id."""
+        """A conversation to talk to (api/chat.py's Chat) on this door's model: a new one (its sampling
+        defaults: the model's own over the chat preset, parley.sampling.CHAT_PRESET, with `sampling` over them;
+        `persona`: a registry name or a Persona), or `resume`: True for the most recently used one, or an id."""
         from parley.api.chat import Chat
         from parley.sampling import CHAT_PRESET
 
@@ -263,7 +350,8 @@ class Parley:
                     raise InvalidRequest("there is no conversation to resume yet", param="resume")
                 return Chat(self, latest[0].id)
             return Chat(self, self.conversations.get(str(resume), messages=False).id)
-        params = CHAT_PRESET.replace(**sampling) if sampling else CHAT_PRESET
+        base = self._entry().preset.over(CHAT_PRESET)
+        params = base.replace(**sampling) if sampling else base
         view = self.conversations.create(system=system, title=title, defaults=params, overflow=overflow,
                                          max_messages=max_messages, persona=persona, user_name=user_name,
                                          document_ids=document_ids)
@@ -271,25 +359,36 @@ class Parley:
 
     # ---- monitoring --------------------------------------------------------------------------------------
     @blocking
-    def stats(self, timeout: float | None = 30.0) -> SchedulerStats:
-        return self._core.scheduler.stats(timeout)
+    def stats(self, timeout: float | None = 30.0, *, every_model: bool = False) -> SchedulerStats:
+        """What this door's model's scheduler is doing (`every_model`: every loaded model's, added up); a model
+        not loaded reports nothing (zeros), and asking never loads one."""
+        pool = self._shared.pool
+        if every_model:
+            return combine([m.scheduler.stats(timeout) for _, m in pool.all_loaded()])
+        loaded = pool.loaded(self._name)
+        return loaded.scheduler.stats(timeout) if loaded is not None else combine([])
 
     def on_finish(self, callback: Callable[[object, Result], None]) -> Callable[[], None]:
-        """Call `callback(request, result)` on the scheduler thread for every finished request (parley's own
-        read-ahead excluded); returns the function that removes it."""
-        observers = self._core.scheduler.observers
-        observers.append(callback)
+        """Call `callback(request, result)` on a scheduler thread for every finished request of every model
+        (parley's own read-ahead excluded), loaded now or later; returns the function that removes it."""
+        shared = self._shared
+        shared.observers.append(callback)
+        for _, loaded in shared.pool.all_loaded():
+            loaded.scheduler.observers.append(callback)
 
         def remove() -> None:
-            if callback in observers:
-                observers.remove(callback)
+            if callback in shared.observers:
+                shared.observers.remove(callback)
+            for _, loaded in shared.pool.all_loaded():
+                if callback in loaded.scheduler.observers:
+                    loaded.scheduler.observers.remove(callback)
         return remove
 
     # ---- lifetime ----------------------------------------------------------------------------------------
     def close(self, *, save: bool = True) -> None:
-        """Stop the scheduler (replies still running end as cancelled and are recorded), save idle
-        conversations' KV to disk when `save`, close the store, free the model (every door over it closes)."""
-        self._core.close(save=save)
+        """Stop every model's scheduler (replies still running end as cancelled and are recorded), save idle
+        conversations' KV to disk when `save`, close the store, free the models (every door over them closes)."""
+        self._shared.close(save=save)
 
     def __enter__(self) -> Parley:
         return self
@@ -299,5 +398,6 @@ class Parley:
 
 
 def load(model: str | os.PathLike | None = None, **options) -> Parley:
-    """Load a GGUF model (default: the embedded SmolLM2-135M-Instruct). Options: parley.settings.Settings."""
+    """Load a model (a registered name or a GGUF file; default: the embedded SmolLM2-135M-Instruct). Options:
+    parley.settings.Settings."""
     return Parley(model, **options)

@@ -9,7 +9,6 @@ import os
 from parley.api.conversations import ConversationsService
 from parley.api.guard import LoopGuard
 from parley.chat.conversations import Conversations
-from parley.chat.limits import Limits
 from parley.settings import Settings
 from parley.store import Store
 
@@ -18,7 +17,7 @@ class Library(ConversationsService):
     def __init__(self, home: str | os.PathLike | None = None):
         s = Settings.at_home(home)
         self._store_file = Store(s.data_dir / "parley.db")
-        super().__init__(Conversations(self._store_file), None, lambda: Limits(2), LoopGuard())
+        super().__init__(Conversations(self._store_file), None, LoopGuard())
 
     def close(self) -> None:
         self._store_file.close()

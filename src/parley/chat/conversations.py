@@ -22,7 +22,7 @@ from typing import Any
 
 from parley.chat import history as H
 from parley.chat.frames import Frame, next_speaker, persona_frame
-from parley.chat.model import Model
+from parley.chat.model import Served
 from parley.chat.personas import Persona, Personas, card_json, load_card
 from parley.chat.window import WindowPolicy, reply_room
 from parley.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, ParleyError
@@ -147,15 +147,13 @@ class Read:
 
 
 class Conversations:
-    """`model` (None: the store alone, as `parley conversations` opens it) is what persona and document checks
-    measure against; `documents` (chat.documents.Documents) gives a conversation's pinned document text."""
+    """Over the store. A call about prompts takes `served` (chat.model.Served: the model a conversation is served
+    with, and its documents), which persona and document checks measure against; None where no model is loaded
+    (`parley conversations` opens the store alone)."""
 
-    def __init__(self, store: Store, model: Model | None = None, *, personas: Personas | None = None,
-                 documents=None):
+    def __init__(self, store: Store, *, personas: Personas | None = None):
         self.store = store
-        self.model = model
         self.personas = personas
-        self.documents = documents
 
     # ---- reading -----------------------------------------------------------------------------------------
     def read(self, conv: Conversation) -> Read:
@@ -168,7 +166,7 @@ class Conversations:
             settings = Settings()
             problems.append(e.message)
         try:
-            defaults = self.own_defaults(read_defaults(conv.defaults))
+            defaults = read_defaults(conv.defaults)
         except InvalidRequest as e:
             defaults = SamplingParams()
             problems.append(e.message)
@@ -182,18 +180,16 @@ class Conversations:
                            "(or delete it)", param="conversation_id", code="conversation_invalid")
         return r.settings
 
-    def defaults(self, conv: Conversation) -> SamplingParams:
-        """The conversation's sampling defaults, with the chat format's end-of-turn strings."""
+    def defaults(self, conv: Conversation, served: Served | None = None) -> SamplingParams:
+        """The conversation's sampling defaults, with the chat format's end-of-turn strings of `served`."""
         self.settings_of(conv)
         params = read_defaults(conv.defaults)
-        return params.with_stops(self.model.stops) if self.model is not None else params
+        return params.with_stops(served.model.stops) if served is not None else params
 
-    def own_defaults(self, params: SamplingParams) -> SamplingParams:
-        """`params` without the chat format's own stop strings (what a user set, what is stored)."""
-        return params.without_stops(self.model.stops) if self.model is not None else params
-
-    def stored_defaults(self, params: SamplingParams) -> dict:
-        out = dataclasses.asdict(self.own_defaults(params))
+    @staticmethod
+    def stored_defaults(params: SamplingParams, served: Served | None = None) -> dict:
+        """SamplingParams as stored: without the chat format's own stop strings (what a user set)."""
+        out = dataclasses.asdict(params.without_stops(served.model.stops) if served is not None else params)
         out["stop"] = list(out["stop"])
         return out
 
@@ -210,14 +206,15 @@ class Conversations:
     def create(self, *, system: str | None = None, title: str | None = None, defaults: SamplingParams | None = None,
                overflow: str = "truncate", max_messages: int = 0, owner: str | None = None,
                metadata: dict | None = None, persona: str | Persona | None = None,
-               user_name: str | None = None, document_ids: list[str] | None = None) -> Conversation:
-        """A new conversation. With a persona (a registry name, or a Persona), its narrative is pinned first,
+               user_name: str | None = None, document_ids: list[str] | None = None,
+               served: Served | None = None) -> Conversation:
+        """A new conversation (served with `served`'s model). With a persona (a registry name, or a Persona), its narrative is pinned first,
         the model speaks as its characters and its greeting opens the conversation. With documents, their text
         is pinned after the system prompt (or, for long ones, their beginning: each message brings the
         passages it needs)."""
         check_title(title)
         WindowPolicy(overflow=overflow, max_messages=max_messages)
-        settings = Settings(overflow, max_messages, documents=self._documents(document_ids, owner))
+        settings = Settings(overflow, max_messages, documents=self._documents(document_ids, owner, served))
         greeting: list[NewMessage] = []
         if persona is not None:
             p = self._persona(persona)
@@ -230,19 +227,19 @@ class Conversations:
                 greeting = [NewMessage("assistant", greetings[0], finish_reason="stop", id=new_id("msg"),
                                        meta={H.SPEAKER: p.name} if p.format == "transcript" else {})]
         if persona is not None:
-            self.check_pinned(settings, system or None)
-        model = self.model
+            self.check_pinned(settings, system or None, served)
         return self.store.create_conversation(
-            title=title, system=system or None, defaults=self.stored_defaults(defaults or SamplingParams()),
+            title=title, system=system or None, defaults=self.stored_defaults(defaults or SamplingParams(), served),
             settings=settings.stored(), owner=owner, metadata=metadata or {},
-            model=(model.label or model.tokens_key) if model is not None else None, messages=greeting,
+            model=served.name if served is not None else None, messages=greeting,
             leaf_id=greeting[0].id if greeting else None)
 
     def update(self, conversation_id: str, *, title: str | None = ..., system: str | None = ...,
                defaults: SamplingParams | dict | None = None, overflow: str | None = None,
                max_messages: int | None = None, metadata: dict | None = None, leaf_id: str | None = None,
-               persona: Persona | None = None, document_ids: list[str] | None = None) -> Conversation:
-        """Change a conversation. `defaults`: the whole SamplingParams, or a dict of fields over the stored ones;
+               persona: Persona | None = None, document_ids: list[str] | None = None,
+               served: Served | None = None) -> Conversation:
+        """Change a conversation (`served`: the model its checks measure against). `defaults`: the whole SamplingParams, or a dict of fields over the stored ones;
         `leaf_id` switches the current branch (the next message continues from there; the KV of the shared
         prefix is reused); `persona` replaces its persona (an edited narrative); `document_ids` replaces its
         documents ([]: none)."""
@@ -261,7 +258,7 @@ class Conversations:
             raw_defaults.update({k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()})
             defaults = read_defaults(raw_defaults)
         if defaults is not None:
-            fields["defaults"] = self.stored_defaults(defaults)
+            fields["defaults"] = self.stored_defaults(defaults, served)
         # the stored dict with the changes over it, read back as a whole: a row that did not read (a bad
         # max_messages, say) is fixed by the PATCH that sets it, and keeps the rest of what it holds
         raw = dict(conv.settings) if isinstance(conv.settings, dict) else {}
@@ -274,7 +271,7 @@ class Conversations:
             name = kept.get("name") if isinstance(kept, dict) and isinstance(kept.get("name"), str) else None
             raw["persona"] = {"name": name or persona.name, "card": card_json(persona, "v3")}
         if document_ids is not None:
-            raw["documents"] = list(self._documents(document_ids, conv.owner))
+            raw["documents"] = list(self._documents(document_ids, conv.owner, served))
         if raw != conv.settings:
             try:
                 fields["settings"] = read_settings(raw).stored()
@@ -282,7 +279,7 @@ class Conversations:
                 raise InvalidRequest(e.message.removeprefix("settings."),
                                      param=(e.param or "").removeprefix("settings.")) from None
         if persona is not None:
-            self.check_pinned(read_settings(fields.get("settings", raw)), fields.get("system", conv.system))
+            self.check_pinned(read_settings(fields.get("settings", raw)), fields.get("system", conv.system), served)
         return self.store.update_conversation(conversation_id, **fields) if fields else conv
 
     def set_leaf(self, conversation_id: str, leaf_id: str | None) -> None:
@@ -291,13 +288,13 @@ class Conversations:
             self.store.message_of(conversation_id, leaf_id, "leaf_id")
         self.store.update_conversation(conversation_id, leaf_id=leaf_id)
 
-    def import_(self, data: Any, *, owner: str | None = None) -> Conversation:
+    def import_(self, data: Any, *, owner: str | None = None, served: Served | None = None) -> Conversation:
         """An exported conversation as a new one. Every field is checked before anything is written: the store's
         own checks (exchange.parse), then the settings and defaults as this stage reads them."""
         conv, msgs = exchange.parse(data)
         settings = read_settings(conv.get("settings") or {}, "conversation.settings", check_card=True)
         read_defaults(conv.get("defaults") or {}, "conversation.defaults")
-        self.check_pinned(settings, conv.get("system"))
+        self.check_pinned(settings, conv.get("system"), served)
         for i, d in enumerate(settings.documents):
             if not self._has_document(d):
                 raise InvalidRequest(f"conversation.settings.documents[{i}] names document {d!r}, which is not "
@@ -324,38 +321,39 @@ class Conversations:
             metadata=conv.metadata, messages=rows, leaf_id=ids[at])
 
     # ---- how its prompts look ----------------------------------------------------------------------------
-    def frame(self, conv: Conversation, branch: list[Message], speaker: str | None, said: str = "") -> Frame:
+    def frame(self, conv: Conversation, branch: list[Message], speaker: str | None, said: str,
+              served: Served) -> Frame:
         """Its persona (if any) and, in a group scene, who speaks."""
         settings = self.settings_of(conv)
         persona = settings.card()
         if persona is None:
-            return self.frame_for(settings, conv.system, None)
+            return self.frame_for(settings, conv.system, None, served)
         speakers = persona.speakers()
         if speaker is not None and speaker not in speakers:
             raise InvalidRequest(f"unknown speaker {speaker!r}; this scene's characters: {', '.join(speakers)}",
                                  param="speaker")
-        return self.frame_for(settings, conv.system, speaker or next_speaker(persona, branch, said))
+        return self.frame_for(settings, conv.system, speaker or next_speaker(persona, branch, said), served)
 
-    def frame_for(self, settings: Settings, system: str | None, speaker: str | None) -> Frame:
-        m = self._model()
-        if settings.documents and self.documents is not None:
-            system = "\n\n".join(t for t in (system, self.documents.pinned_text(settings.documents)) if t)
+    def frame_for(self, settings: Settings, system: str | None, speaker: str | None, served: Served) -> Frame:
+        m = served.model
+        if settings.documents:
+            system = "\n\n".join(t for t in (system, served.documents.pinned_text(settings.documents)) if t)
         p = settings.card()
         if p is None:
             pinned = [{"role": "system", "content": system}] if system else []
             return Frame(builder=m.builder, pinned=(pinned, pinned), stops=m.stops, key=m.tokens_key)
         return persona_frame(p, system, speaker or p.name, m)
 
-    def check_pinned(self, settings: Settings, system: str | None) -> None:
+    def check_pinned(self, settings: Settings, system: str | None, served: Served | None) -> None:
         """A persona (with the system prompt and documents) must leave a quarter of the context for the turns
         and the reply: refused when it is set, not at the first message. One far too long is refused from its
         size, before it is tokenized."""
-        if self.model is None or settings.persona is None:
+        if served is None or settings.persona is None:
             return
-        ctx = self.model.context_size
+        ctx = served.model.context_size
         budget = ctx - reply_room(ctx)
-        frame = self.frame_for(settings, system, None)
-        least = self.model.surely_over([m["content"] for m in frame.pinned[1]], budget)
+        frame = self.frame_for(settings, system, None, served)
+        least = served.model.surely_over([m["content"] for m in frame.pinned[1]], budget)
         n = least or len(frame.builder.build(frame.pinned[1] + [{"role": "user", "content": "?"}]).tokens)
         if n > budget:
             raise LimitExceeded(f"the persona and system prompt are {'at least ' if least else ''}{n} tokens; the "
@@ -363,11 +361,6 @@ class Conversations:
                                 param="persona", code="context_length_exceeded")
 
     # ---- internals ---------------------------------------------------------------------------------------
-    def _model(self) -> Model:
-        if self.model is None:
-            raise InvalidRequest("no model is loaded here: this needs parley.load()", param="model")
-        return self.model
-
     def _persona(self, persona: str | Persona) -> Persona:
         if isinstance(persona, Persona):
             return persona
@@ -382,15 +375,16 @@ class Conversations:
             return False
         return True
 
-    def _documents(self, document_ids: list[str] | None, owner: str | None) -> tuple[str, ...]:
+    def _documents(self, document_ids: list[str] | None, owner: str | None, served: Served | None
+                   ) -> tuple[str, ...]:
         """The documents a conversation of `owner` may pin: its owner's, or anyone's (no owner)."""
         if not document_ids:
             return ()
-        if self.documents is None:
-            raise InvalidRequest("documents are not available here", param="document_ids")
+        if served is None:
+            raise InvalidRequest("documents need a loaded model (parley.load())", param="document_ids")
         out = []
         for d in dict.fromkeys(document_ids):
-            info = self.documents.info(d)
+            info = served.documents.info(d)
             if owner is not None and info.owner not in (None, owner):
                 raise NotFound(f"no document {str(d)[:64]} here", param="document_ids")
             out.append(info.id)

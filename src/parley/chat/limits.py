@@ -3,6 +3,7 @@ on it starts) and enforced below the door, so every edge refuses the same prompt
 
     Limits(context_size=8192)                                    the context less one token for the reply
     Limits(8192, prompt_tokens=64, prompt_setting="max_prompt_tokens, `parley serve --max-prompt-tokens`")
+    Caps(prompt_tokens=64, ...).at(8192)                         the same caps, at each model's context
 
 `prompt_tokens` bounds every prompt a request makes (a chat, a completion, a conversation's turn, a question
 about documents); `max_tokens` bounds what one reply may generate. A setting named beside a limit is what an
@@ -58,3 +59,18 @@ class Limits:
             why = self.tokens_setting or "the context size"
             raise LimitExceeded(f"{param} is {n}; this server generates at most {self.max_tokens} tokens per "
                                 f"request ({why})", param=param, code="max_tokens_exceeded")
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """Limits before a context is known: what a door applies to every model it speaks to (each has its own
+    context); `at(context_size)` is the Limits for one. 0: no cap beyond the context."""
+
+    prompt_tokens: int = 0
+    max_tokens: int = 0
+    prompt_setting: str = ""
+    tokens_setting: str = ""
+
+    def at(self, context_size: int) -> Limits:
+        return Limits(context_size, prompt_tokens=self.prompt_tokens, max_tokens=self.max_tokens,
+                      prompt_setting=self.prompt_setting, tokens_setting=self.tokens_setting)

@@ -43,6 +43,7 @@ class ReplyMeta:
     dropped: int = 0              # earlier messages outside the window
     note: str = ""                # the prompt's note; once recorded, also what the cache could not give back
     speaker: str | None = None    # who speaks (a persona's group scene)
+    model: str = ""               # the model that answers (its registry name)
 
 
 @dataclass

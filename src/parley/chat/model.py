@@ -1,5 +1,7 @@
-"""Model: what the chat stage needs of the loaded model (the facade builds it once, at load): its prompt builder,
-the scheduler that generates, how big the context is, and which stored token ids are valid with it."""
+"""Model: what the chat stage needs of a loaded model (the facade builds it once, at load): its prompt builder,
+the scheduler that generates, how big the context is, and which stored token ids are valid with it. Served: a
+Model with its documents' memory, what every chat-stage call about one model is handed (several models may be
+loaded at once; the chat stage holds none of them)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ class Model:
     context_size: int
     tokens_key: str                    # model file + template: which stored token ids are valid here
     stops: tuple[str, ...] = ()        # end-of-turn strings the chat format needs as stop strings
-    label: str = ""                    # stored with each conversation: the model it was last served with
+    label: str = ""                    # the model's registry name, stored with each conversation it serves
     kv_cells: int = 0                  # KV cells shared by every sequence (what pinned prefixes may hold)
     token_bytes: Callable[[], int] = lambda: 0   # the longest token's bytes (0: unknown), read once when needed
 
@@ -38,3 +40,15 @@ class Model:
             return 0
         least = sum(len(t.encode("utf-8", "replace")) for t in texts) // longest
         return least if least > budget else 0
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded model as a turn or a conversation uses it."""
+
+    model: Model
+    documents: Any                     # chat.documents.Documents over this model (its pinned documents)
+
+    @property
+    def name(self) -> str:
+        return self.model.label

@@ -37,6 +37,7 @@ from parley.chat.frames import Frame
 from parley.chat.limits import Limits
 from parley.chat.liveness import MY_TAG, WRITER, mark_cut_short
 from parley.chat.meta import ReplyMeta
+from parley.chat.model import Served
 from parley.chat.prompt import Built, Prefix
 from parley.chat.window import PromptTooLong, fit, message_sizes, reply_room
 from parley.errors import Conflict, InvalidRequest, ShuttingDown
@@ -80,6 +81,7 @@ class Turn:
     params: SamplingParams
     messages: list[dict]               # what the prompt rendered (for the next turn's read-ahead)
     frame: Frame
+    served: Served                     # the model it is generated on
     note: str = ""                     # what a user can act on about this prompt ("" when nothing)
 
     @property
@@ -114,10 +116,8 @@ def _stats(r: Result) -> MessageStats:
 class Turns:
     def __init__(self, conversations: Conversations, *, skills=None):
         self.convs = conversations
-        self.model = conversations.model
         self.store = conversations.store
         self.skills = skills
-        self.documents = conversations.documents
         self._busy: dict[str, _Live | None] = {}
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="parley-chat")
@@ -125,7 +125,8 @@ class Turns:
         mark_cut_short(self.store)
 
     # ---- the turns ---------------------------------------------------------------------------------------
-    def send(self, conversation_id: str, content: str, *, limits: Limits, parent_id: str | None = None,
+    def send(self, conversation_id: str, content: str, *, served: Served, limits: Limits,
+             parent_id: str | None = None,
              params: dict | None = None, overflow: str | None = None, skill: str | None = None,
              skill_params: dict | None = None, speaker: str | None = None,
              loop: asyncio.AbstractEventLoop | None = None, at_root: bool = False) -> Stream:
@@ -149,10 +150,10 @@ class Turns:
                 user_meta.update({"skill": recipe.name, "skill_params": dict(skill_params or {})})
             elif skill_params:
                 raise InvalidRequest("skill_params needs a skill", param="skill_params")
-            frame = self.convs.frame(conv, branch, speaker, content)
+            frame = self.convs.frame(conv, branch, speaker, content, served)
             docs = self.convs.settings_of(conv).documents
-            if docs and self.documents is not None:  # long documents: the passages this message needs
-                block, sources = self.documents.excerpts(docs, shown)
+            if docs:  # long documents: the passages this message needs
+                block, sources = served.documents.excerpts(docs, shown)
                 if block:
                     shown = block
                     user_meta["sources"] = [x.as_dict() for x in sources]
@@ -160,17 +161,17 @@ class Turns:
             if shown != content:
                 user_meta[H.PROMPT_CONTENT] = shown
             new = frame.named({"role": "user", "content": shown})
-            turn_params = self._params(conv, {**extra, **(params or {})}, frame, limits)
-            plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits)
+            turn_params = self._params(conv, {**extra, **(params or {})}, frame, limits, served)
+            plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits, served)
             tokens, text, base = plan.delta()
             user_meta.update({H.WINDOW: plan.window_start, H.TOKENS_BASE: base})
             user, reply_row = self.store.add_messages(conversation_id, [
                 NewMessage("user", content, parent_id=parent, meta=user_meta, tokens=tokens, tokens_text=text,
                            tokens_key=frame.key),
                 NewMessage("assistant", "", partial=True, meta=self._reply_meta(plan, frame))])
-            return self._start(self._turn(conv, frame, user, reply_row.id, plan, turn_params), loop)
+            return self._start(self._turn(conv, frame, user, reply_row.id, plan, turn_params, served), loop)
 
-    def retry(self, conversation_id: str, *, limits: Limits, message_id: str | None = None,
+    def retry(self, conversation_id: str, *, served: Served, limits: Limits, message_id: str | None = None,
               params: dict | None = None, overflow: str | None = None, speaker: str | None = None,
               loop: asyncio.AbstractEventLoop | None = None) -> Stream:
         """A new reply, beside the old ones, to a user message: the one `message_id` names (or the user message
@@ -191,13 +192,13 @@ class Turns:
                 raise InvalidRequest(f"message {msg.id} is a {msg.role} message; retry takes a user message or "
                                      "a reply", param="message_id")
             branch = self.store.branch(msg.parent_id)
-            frame = self.convs.frame(conv, branch, speaker, msg.content)
+            frame = self.convs.frame(conv, branch, speaker, msg.content, served)
             new = H.prompt_message(msg)
-            turn_params = self._params(conv, params, frame, limits)
-            plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits)
+            turn_params = self._params(conv, params, frame, limits, served)
+            plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits, served)
             (reply_row,) = self.store.add_messages(conversation_id, [
                 NewMessage("assistant", "", parent_id=msg.id, partial=True, meta=self._reply_meta(plan, frame))])
-            return self._start(self._turn(conv, frame, msg, reply_row.id, plan, turn_params), loop)
+            return self._start(self._turn(conv, frame, msg, reply_row.id, plan, turn_params, served), loop)
 
     def edit(self, conversation_id: str, message_id: str, content: str, **kw) -> Stream:
         """A user message said differently: a sibling under the same parent, and its reply."""
@@ -209,21 +210,22 @@ class Turns:
         # new branch is committed (readers never see it empty, and a refused edit leaves it as it was)
         return self.send(conversation_id, content, parent_id=msg.parent_id, at_root=msg.parent_id is None, **kw)
 
-    def preview(self, conversation_id: str, content: str, *, limits: Limits, params: dict | None = None) -> list[int]:
+    def preview(self, conversation_id: str, content: str, *, served: Served, limits: Limits,
+                params: dict | None = None) -> list[int]:
         """The prompt token ids send(content) would use now, without sending or storing anything (benchmarks
         give the very same ids to their baselines)."""
         conv = self.store.get_conversation(conversation_id)
         branch = self.store.branch(conv.leaf_id)
-        frame = self.convs.frame(conv, branch, None, content)
+        frame = self.convs.frame(conv, branch, None, content, served)
         new = frame.named({"role": "user", "content": frame.wrap(content)})
-        turn_params = self._params(conv, params, frame, limits)
-        return list(self._plan(conv, frame, branch, new, turn_params, None, limits).built.tokens)
+        turn_params = self._params(conv, params, frame, limits, served)
+        return list(self._plan(conv, frame, branch, new, turn_params, None, limits, served).built.tokens)
 
-    def held_tokens(self, conversation_id: str) -> list[int]:
+    def held_tokens(self, conversation_id: str, served: Served) -> list[int]:
         """The exact tokens the current branch's KV holds (chat/history.py), [] when they are not known."""
         conv = self.store.get_conversation(conversation_id)
         branch = self.store.branch(conv.leaf_id)
-        frame = self.convs.frame_for(self.convs.settings_of(conv), conv.system, None)
+        frame = self.convs.frame_for(self.convs.settings_of(conv), conv.system, None, served)
         prefix = H.chain(branch, frame.key).prefix
         return list(prefix.tokens) if prefix is not None else []
 
@@ -274,10 +276,11 @@ class Turns:
             raise InvalidRequest(f"unknown skill {name!r}: no skills here", param="skill")
         return self.skills.get(name)
 
-    def _params(self, conv: Conversation, overrides: dict | None, frame: Frame, limits: Limits) -> SamplingParams:
+    def _params(self, conv: Conversation, overrides: dict | None, frame: Frame, limits: Limits,
+                served: Served) -> SamplingParams:
         """The conversation's defaults, the turn's overrides over them, the frame's stop strings; a stored
         max_tokens over the door's limit (a conversation made elsewhere) is held to it."""
-        base = self.convs.defaults(conv)
+        base = self.convs.defaults(conv, served)
         params = (base.replace(**overrides) if overrides else base).with_stops(frame.stops)
         return params.replace(max_tokens=limits.max_tokens) if params.max_tokens > limits.max_tokens else params
 
@@ -289,11 +292,11 @@ class Turns:
         return meta
 
     def _plan(self, conv: Conversation, frame: Frame, branch: list[Message], new: dict, params: SamplingParams,
-              overflow: str | None, limits: Limits) -> Plan:
+              overflow: str | None, limits: Limits, served: Served) -> Plan:
         """The prompt: pinned blocks + the window of turns + the new message, within the door's prompt limit
         and the room the reply needs (window.reply_room). Also the previous turn's tokens when the window moved
         on past them (their sequence can leave the context)."""
-        model = self.model
+        model = served.model
         settings = self.convs.settings_of(conv)
         policy = settings.policy if overflow is None else dataclasses.replace(settings.policy, overflow=overflow)
         history = [frame.named(m) for m in H.prompt_messages(branch)]
@@ -320,23 +323,29 @@ class Turns:
                     tuple(frame.pinned[1] + history[fitted.start:] + [new]))
 
     def _turn(self, conv: Conversation, frame: Frame, user: Message, reply_id: str, plan: Plan,
-              params: SamplingParams) -> Turn:
+              params: SamplingParams, served: Served) -> Turn:
         notes = []
+        if conv.model != served.name:      # the conversation keeps the model it is served with
+            if conv.model and ":" not in conv.model and conv.message_count:   # (":": an older parley's label)
+                notes.append(f"this conversation was last served with {conv.model}: its history was read again "
+                             f"for {served.name}")
+            self.store.update_conversation(conv.id, model=served.name)
         if plan.window_start:
             notes.append(f"{plan.window_start} earlier messages are outside the window (context "
-                         f"{self.model.context_size} tokens)")
+                         f"{served.model.context_size} tokens)")
         if plan.built.note and plan.previous is not None:
             notes.append(plan.built.note)
         return Turn(conversation_id=conv.id, user=user, reply_id=reply_id, plan=plan, params=params,
-                    messages=list(plan.messages), frame=frame, note="; ".join(notes))
+                    messages=list(plan.messages), frame=frame, served=served, note="; ".join(notes))
 
     # ---- generating and recording ------------------------------------------------------------------------
     def _start(self, turn: Turn, loop) -> Stream:
-        sched = self.model.scheduler
+        sched = turn.served.model.scheduler
         holder: list = []
         meta = ReplyMeta(conversation_id=turn.conversation_id, message_id=turn.reply_id,
                          user_message_id=turn.user.id, prompt_tokens=len(turn.tokens),
-                         dropped=turn.plan.window_start, note=turn.note, speaker=turn.frame.speaker)
+                         dropped=turn.plan.window_start, note=turn.note, speaker=turn.frame.speaker,
+                         model=turn.served.name)
         stream = Stream(lambda: sched.cancel(holder[0]) if holder else None, loop, meta)
         live = _Live(turn, stream)
         clean = turn.frame.clean
@@ -400,7 +409,7 @@ class Turns:
             live.stream.meta.note = note
             live.stream.put(dataclasses.replace(r, text=turn.frame.clean(r.text)))   # the text as shown
         if turn.plan.superseded:  # the window moved: the previous window's sequence will not be continued
-            self.model.scheduler.retire(turn.plan.superseded)
+            turn.served.model.scheduler.retire(turn.plan.superseded)
         if r.finish_reason in ("stop", "length"):
             try:
                 self._read_ahead(turn, r)
@@ -421,4 +430,4 @@ class Turns:
         while n < min(len(probes[0]), len(probes[1])) and probes[0][n] == probes[1][n]:
             n += 1
         if n > len(prev.tokens):
-            self.model.scheduler.prefetch(probes[0][:n])
+            turn.served.model.scheduler.prefetch(probes[0][:n])

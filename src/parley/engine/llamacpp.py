@@ -14,12 +14,13 @@ them there, none on a CPU-only build); `device` says which ("cpu" or "gpu (N of 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,14 +69,18 @@ class EngineConfig:
     # --deterministic`). See docs/ARCHITECTURE.md, "Determinism".
     deterministic: bool = _DEFAULTS.deterministic
     gpu_layers: int | None = _DEFAULTS.gpu_layers  # None = all when llama.cpp has a GPU backend, else 0
+    on_progress: Callable[[float], None] | None = None   # the load's progress, 0..1 (a page shows it)
 
     @classmethod
-    def from_settings(cls, s: EngineSettings, *, batch_tokens: int) -> EngineConfig:
-        """`batch_tokens`: the most tokens the scheduler puts in one decode call (its --batch-tokens)."""
+    def from_settings(cls, s: EngineSettings, *, batch_tokens: int, model_path: Path | str | None = None,
+                      **changes) -> EngineConfig:
+        """`batch_tokens`: the most tokens the scheduler puts in one decode call (its --batch-tokens);
+        `changes`: a model's own settings over these (the registry's gpu_layers, kv_size as n_ctx, ...)."""
         # llama.cpp needs n_batch >= n_seq_max; the scheduler keeps each call to batch_tokens
-        return cls(model_path=s.model, n_ctx=s.kv_size, n_batch=max(batch_tokens, s.n_seq_max),
+        base = cls(model_path=model_path, n_ctx=s.kv_size, n_batch=max(batch_tokens, s.n_seq_max),
                    n_seq_max=s.n_seq_max, n_threads=s.threads, deterministic=s.deterministic,
                    gpu_layers=s.gpu_layers)
+        return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
 def gpu_offload(requested: int | None, gpu_available: bool) -> int:
@@ -206,7 +211,11 @@ class LlamaCppEngine:
                         "backend: the model runs on the CPU. For a GPU, rebuild llama-cpp-python with its backend "
                         "(make install LLAMA_CMAKE_ARGS=-DGGML_CUDA=ON)", cfg.gpu_layers)
         with deferred_sigint() as interrupt:
-            progress = llc.llama_progress_callback(lambda _fraction, _data: not interrupt.requested)
+            def on_load(fraction: float, _data) -> bool:
+                if cfg.on_progress is not None:
+                    cfg.on_progress(fraction)
+                return not interrupt.requested
+            progress = llc.llama_progress_callback(on_load)
             self.model_params.progress_callback = progress  # Ctrl-C aborts the load (engine/interrupt.py)
             self._model = llc.llama_model_load_from_file(str(path).encode(), self.model_params)
             self.model_params.progress_callback = llc.llama_progress_callback(0)

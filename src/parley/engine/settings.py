@@ -1,5 +1,6 @@
-"""EngineSettings: the engine's section of parley's settings (parley.settings assembles the sections): which
-model file, and how llama.cpp runs it (threads, GPU layers, KV cells, batch-invariant arithmetic)."""
+"""EngineSettings: the engine's section of parley's settings (parley.settings assembles the sections): how
+llama.cpp runs a model (threads, GPU layers, KV cells, batch-invariant arithmetic). Which model: the models'
+section (models/settings.py), and a model's own settings in the registry can override these."""
 
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ DECODE_BATCH = 512
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    model: str | None = setting(
-        None, "-m", "--model", metavar="PATH", env="PARLEY_MODEL",
-        help="a GGUF model file (default: $PARLEY_MODEL, else the embedded SmolLM2-135M-Instruct)")
     threads: int = setting(0, "-t", "--threads", least=0,
                            help="CPU threads (default 0: every core, one fewer while another process competes)")
     gpu_layers: int | None = setting(

@@ -51,3 +51,35 @@ class SchedulerStats:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def combine(stats: list[SchedulerStats]) -> SchedulerStats:
+    """Several schedulers' snapshots (one per loaded model) added up into one: counts and bytes summed, the
+    prefilling requests listed together, the cache counters and totals summed field by field. [] gives zeros."""
+    def add(values: list):
+        first = values[0]
+        if isinstance(first, bool):
+            return any(values)
+        if isinstance(first, (int, float)):
+            return sum(values)
+        if isinstance(first, tuple):
+            return tuple(x for v in values for x in v)
+        if isinstance(first, dict):
+            out: dict = {}
+            for v in values:
+                for k, n in v.items():
+                    out[k] = out.get(k, 0) + n
+            return out
+        if dataclasses.is_dataclass(first):
+            return dataclasses.replace(first, **{f.name: add([getattr(v, f.name) for v in values])
+                                                 for f in dataclasses.fields(first)})
+        return first
+    if not stats:
+        from parley.scheduler.prefix_cache import CacheCounters
+        zero = {f.name: 0 for f in dataclasses.fields(SchedulerStats)}
+        return SchedulerStats(**{**zero, "prefilling": (), "kv_idle_moving": False, "kv_idle_cap": -1,
+                                 "cache": CacheCounters(), "totals": Totals()})
+    if len(stats) == 1:
+        return stats[0]
+    return SchedulerStats(**{f.name: add([getattr(s, f.name) for s in stats])
+                             for f in dataclasses.fields(SchedulerStats)})

@@ -38,6 +38,7 @@ from parley.server import (
     errors,
     faults,
     login,
+    models_api,
     openai_api,
     personas_api,
     tgi_api,
@@ -67,7 +68,7 @@ WEB_PAGE = "web page"   # the /metrics route label of everything the page serves
 def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     # one door for every route and the page: the server's limits fixed once, over the shared model
-    parley = parley.with_limits(settings.limits(parley.context_size))
+    parley = parley.with_limits(settings.caps())
     metrics = Metrics(parley.name, __version__, parley.info.kv_bytes_per_cell)
     state = ServerState(parley=parley, settings=settings, metrics=metrics,
                         gate=ConcurrencyGate(settings.max_concurrent))
@@ -87,8 +88,8 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     app.state.parley_server = state
     errors.install(app)
     app.add_exception_handler(Exception, faults.unexpected)   # only a middleware's fault gets past FaultBarrier
-    routers = (openai_api.router, conversations_api.router, documents_api.router, tgi_api.router,
-               personas_api.router)
+    routers = (openai_api.router, models_api.router, conversations_api.router, documents_api.router,
+               tgi_api.router, personas_api.router)
     for router in routers:
         app.include_router(router)
 
@@ -99,7 +100,7 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     @app.get("/metrics", tags=["Monitoring"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus(state: State):
         try:
-            stats = await asyncio.wait_for(asyncio.to_thread(state.parley.stats), timeout=10)
+            stats = await asyncio.wait_for(asyncio.to_thread(state.parley.stats, every_model=True), timeout=10)
             conversations = await asyncio.to_thread(state.parley.conversations.count)
         except (TimeoutError, RuntimeError) as e:
             raise Overloaded(f"the scheduler did not answer for its stats: {e or 'timeout'}") from None

@@ -98,9 +98,10 @@ def _sampling(state: ServerState, body: SamplingFields) -> dict:
 
 @router.post("/v1/conversations", summary="Create a conversation")
 async def create(body: ConversationCreate, state: State):
+    door = await off_loop(state.parley.using, body.model)
     changes, names = P.openai_changes(body, max_tokens=body.max_tokens)
-    params = P.build(state.settings.sampling, changes, names, limits=state.parley.limits)
-    view = await off_loop(state.parley.conversations.create, system=body.system, title=body.title,
+    params = P.build(door.sampling_over(state.settings.sampling), changes, names, limits=door.limits)
+    view = await off_loop(door.conversations.create, system=body.system, title=body.title,
                           defaults=params, overflow=body.overflow, max_messages=body.max_messages or 0,
                           metadata=body.metadata, persona=body.persona, user_name=body.user_name,
                           document_ids=body.document_ids)
@@ -169,12 +170,12 @@ async def _reply(state: ServerState, request: Request, conversation_id: str, bod
     params = _sampling(state, body) or None
     overflow = None if body.truncate is None else ("truncate" if body.truncate else "error")
     convs = state.parley.conversations
-    await off_loop(convs.get, conversation_id, messages=False)   # a 404 before a concurrency slot is taken
+    view = await off_loop(convs.get, conversation_id, messages=False)   # a 404 before a slot is taken
     gen = await Generation.start(state, lambda loop: begin(convs, params, overflow, loop))
     meta = gen.stream.meta
     extra = {"conversation_id": conversation_id, "message_id": meta.message_id,
              "user_message_id": meta.user_message_id}
-    model = state.parley.name
+    model = meta.model or view.model or state.parley.name
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(chat_events(gen, model=model, prompt=meta, include_usage=include, **extra), gen.close)
@@ -188,7 +189,8 @@ async def _reply(state: ServerState, request: Request, conversation_id: str, bod
 async def send_message(conversation_id: str, body: ConversationMessage, request: Request, state: State):
     def begin(convs, params, overflow, loop):
         return convs.send(conversation_id, body.content, parent_id=body.parent_id, params=params, overflow=overflow,
-                          skill=body.skill, skill_params=body.skill_params, speaker=body.speaker, loop=loop)
+                          skill=body.skill, skill_params=body.skill_params, speaker=body.speaker,
+                          model=body.model, loop=loop)
     return await _reply(state, request, conversation_id, body, begin)
 
 
@@ -197,7 +199,8 @@ async def retry(conversation_id: str, request: Request, state: State, body: Conv
     body = body or ConversationRetry()
 
     def begin(convs, params, overflow, loop):
-        return convs.retry(conversation_id, message_id=body.message_id, params=params, overflow=overflow, loop=loop)
+        return convs.retry(conversation_id, message_id=body.message_id, params=params, overflow=overflow,
+                           model=body.model, loop=loop)
     return await _reply(state, request, conversation_id, body, begin)
 
 
@@ -205,5 +208,5 @@ async def retry(conversation_id: str, request: Request, state: State, body: Conv
 async def edit(conversation_id: str, body: ConversationEdit, request: Request, state: State):
     def begin(convs, params, overflow, loop):
         return convs.edit(conversation_id, body.message_id, body.content, params=params, overflow=overflow,
-                          loop=loop)
+                          model=body.model, loop=loop)
     return await _reply(state, request, conversation_id, body, begin)

@@ -42,6 +42,8 @@ class DocumentPath(Strict):
 
 class DocumentQuestion(SamplingFields):
     question: Text
+    model: Text | None = Field(None, description="The model that answers (default: the default one); each model "
+                                                 "reads a document once and keeps it pinned.")
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -112,13 +114,14 @@ async def ask(document_id: str, body: DocumentQuestion, request: Request, state:
         raise InvalidRequest("stream_options is only allowed with \"stream\": true", param="stream_options")
     changes, names = P.openai_changes(body, max_tokens=body.max_tokens)
     base = state.settings.sampling.replace(temperature=0.0) if body.temperature is None else state.settings.sampling
-    params = P.build(base, changes, names, limits=state.parley.limits)
-    docs = state.parley.documents
+    door = await off_loop(state.parley.using, body.model)
+    params = P.build(door.sampling_over(base), changes, names, limits=door.limits)
+    docs = door.documents
     gen = await Generation.start(state, lambda loop: docs.ask([document_id], body.question, params=params,
                                                               loop=loop))
     prompt = gen.stream.meta
     extra = {"document_id": document_id, "mode": prompt.mode, "sources": [s.as_dict() for s in prompt.sources]}
-    model = state.parley.name
+    model = door.name
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include, **extra), gen.close)

@@ -1,9 +1,10 @@
-"""OpenAI-compatible routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models[/{id}].
+"""OpenAI-compatible routes: POST /v1/chat/completions, POST /v1/completions (/v1/models: models_api.py).
 
 Streams are SSE ending with `data: [DONE]`; `stream_options.include_usage` adds a last chunk with usage.
-Chat requests get the chat format's end-of-turn strings as extra stop strings. The `model` field is not checked:
-this server runs one model, named in every response. llama-server's own fields are taken as llama_compat.py
-says. Prompts are built (template, tokenizer) in a worker thread, never on the event loop.
+Chat requests get the chat format's end-of-turn strings as extra stop strings. `model` picks one of the models
+the server offers by name (left out, "default" or "parley": the default one), loaded on demand; an unknown name
+is a 404 listing them; every response names the model that answered. llama-server's own fields are taken as
+llama_compat.py says. Prompts are built (template, tokenizer) in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from parley.api import Prompt
-from parley.errors import InvalidRequest, NotFound
+from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
 from parley.server import llama_compat
 from parley.server import params as P
 from parley.server.bounds import BoundedRoute, off_loop
-from parley.server.errors import NotSupported, shorten
+from parley.server.errors import NotSupported
 from parley.server.prompts import TRUNCATE_HINT, chat_messages
 from parley.server.responses import (
     FINGERPRINT,
@@ -73,16 +74,19 @@ def check_chat(body: ChatCompletionRequest) -> None:
             raise _unsupported(name, "this model has no such option")
 
 
-def sampling(state: ServerState, body, *, max_tokens: int | None, max_tokens_name: str,
+def sampling(state: ServerState, door, body, *, max_tokens: int | None, max_tokens_name: str,
              chat: bool, skill=None) -> SamplingParams:
+    """The request's sampling: the server's defaults, the model's own over them (its registry settings), a
+    skill's over those, the request's fields last; within the door's limits."""
     llama_compat.check(body)
-    limits = state.parley.limits
+    limits = door.limits
     max_tokens_name, max_tokens = P.pick(max_tokens_name, max_tokens, "n_predict",
                                          llama_compat.n_predict(body, limits.max_tokens))
     changes, names = P.openai_changes(body, max_tokens_name=max_tokens_name, max_tokens=max_tokens)
     llama_compat.apply(body, changes, names, context_size=limits.context_size)
-    stops = state.parley.chat_stops if chat else ()
-    base = state.settings.sampling if skill is None else skill.sampling_params(state.settings.sampling)
+    stops = door.chat_stops if chat else ()
+    base = door.sampling_over(state.settings.sampling)
+    base = base if skill is None else skill.sampling_params(base)
     return P.build(base, changes, names, limits=limits, template_stops=stops)
 
 
@@ -96,7 +100,7 @@ def chat_skill(state: ServerState, body: ChatCompletionRequest):
     return state.parley.skills.get(body.skill)
 
 
-def chat_prompt(state: ServerState, body: ChatCompletionRequest, params: SamplingParams, skill=None) -> Prompt:
+def chat_prompt(door, body: ChatCompletionRequest, params: SamplingParams, skill=None) -> Prompt:
     """The chat prompt's token ids (in a worker thread: rendering thousands of messages takes a while). A skill
     wraps the last message only, so the history before it renders as it did on the previous request."""
     messages = chat_messages(body.messages)
@@ -105,26 +109,32 @@ def chat_prompt(state: ServerState, body: ChatCompletionRequest, params: Samplin
             raise InvalidRequest(f"a skill wraps the last message, which must be the user's (it is "
                                  f"{messages[-1]['role']!r})", param="skill")
         messages[-1] = {**messages[-1], "content": skill.wrap(messages[-1]["content"], body.skill_params)}
-    prompt = state.parley.chat_prompt(messages, max_tokens=params.max_tokens, truncate=bool(body.truncate),
-                                      hint="" if body.truncate else TRUNCATE_HINT)
+    prompt = door.chat_prompt(messages, max_tokens=params.max_tokens, truncate=bool(body.truncate),
+                              hint="" if body.truncate else TRUNCATE_HINT)
     return prompt.add_note(llama_compat.note(body))
 
 
-async def generation(state: ServerState, prompt: Prompt, params: SamplingParams, body, param: str) -> Generation:
-    parley = state.parley
-    return await Generation.start(state, lambda loop: parley.generate(prompt, params, loop=loop, param=param),
+async def generation(state: ServerState, door, prompt: Prompt, params: SamplingParams, body,
+                     param: str) -> Generation:
+    return await Generation.start(state, lambda loop: door.generate(prompt, params, loop=loop, param=param),
                                   time_limit_s=llama_compat.time_limit_s(body))
+
+
+async def model_door(state: ServerState, model: str | None):
+    """The door to the model a request names (loaded first, in a worker thread; a 404 lists the models)."""
+    return await off_loop(state.parley.using, model)
 
 
 @router.post("/v1/chat/completions", summary="Chat completion (OpenAI; llama-server's own fields accepted)")
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: State):
     check_chat(body)
     name, max_tokens = P.pick("max_tokens", body.max_tokens, "max_completion_tokens", body.max_completion_tokens)
+    door = await model_door(state, body.model)
     skill = await off_loop(chat_skill, state, body)
-    params = sampling(state, body, max_tokens=max_tokens, max_tokens_name=name, chat=True, skill=skill)
-    prompt = await off_loop(chat_prompt, state, body, params, skill)
-    gen = await generation(state, prompt, params, body, "messages")
-    model = state.parley.name
+    params = sampling(state, door, body, max_tokens=max_tokens, max_tokens_name=name, chat=True, skill=skill)
+    prompt = await off_loop(chat_prompt, door, body, params, skill)
+    gen = await generation(state, door, prompt, params, body, "messages")
+    model = door.name
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include), gen.close)
@@ -134,7 +144,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     return chat_completion(new_id("chatcmpl"), model, gen, result, prompt)
 
 
-def completion_prompt(state: ServerState, prompt) -> tuple[list[int], str]:
+def completion_prompt(door, prompt) -> tuple[list[int], str]:
     """(tokens, text) of a completions `prompt`: a string, a list of one string, or token ids."""
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         if len(prompt) > 1:
@@ -144,11 +154,11 @@ def completion_prompt(state: ServerState, prompt) -> tuple[list[int], str]:
     if isinstance(prompt, str):
         if not prompt:
             raise InvalidRequest("prompt is empty", param="prompt")
-        return state.parley.tokenize(prompt), prompt
+        return door.tokenize(prompt), prompt
     if not prompt:
         raise InvalidRequest("prompt is empty", param="prompt")
-    state.parley.check_tokens(prompt, "prompt")
-    return list(prompt), state.parley.detokenize(prompt)
+    door.check_tokens(prompt, "prompt")
+    return list(prompt), door.detokenize(prompt)
 
 
 def check_completion(body: CompletionRequest) -> None:
@@ -161,10 +171,10 @@ def check_completion(body: CompletionRequest) -> None:
         raise _unsupported("suffix", "fill-in-the-middle is not available")
 
 
-def text_prompt(state: ServerState, body: CompletionRequest) -> tuple[Prompt, str]:
+def text_prompt(door, body: CompletionRequest) -> tuple[Prompt, str]:
     """(the prompt that fits, the prompt's text) in a worker thread: tokenizing 2 MB of text takes a while."""
-    tokens, text = completion_prompt(state, body.prompt)
-    state.parley.limits.check_prompt(len(tokens), param="prompt")   # a 400 before a concurrency slot is taken
+    tokens, text = completion_prompt(door, body.prompt)
+    door.limits.check_prompt(len(tokens), param="prompt")   # a 400 before a concurrency slot is taken
     return Prompt(tokens).add_note(llama_compat.note(body)), text
 
 
@@ -185,10 +195,11 @@ def completion_body(model: str, gen: Generation, result, prompt: Prompt, echo: s
 @router.post("/v1/completions", summary="Text completion (OpenAI legacy; llama-server's own fields accepted)")
 async def completions(body: CompletionRequest, request: Request, state: State):
     check_completion(body)
-    params = sampling(state, body, max_tokens=body.max_tokens, max_tokens_name="max_tokens", chat=False)
-    prompt, text = await off_loop(text_prompt, state, body)
-    gen = await generation(state, prompt, params, body, "prompt")
-    model = state.parley.name
+    door = await model_door(state, body.model)
+    params = sampling(state, door, body, max_tokens=body.max_tokens, max_tokens_name="max_tokens", chat=False)
+    prompt, text = await off_loop(text_prompt, door, body)
+    gen = await generation(state, door, prompt, params, body, "prompt")
+    model = door.name
     echo = text if body.echo else ""
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
@@ -203,21 +214,3 @@ def _completion_events(gen: Generation, model: str, prompt: Prompt, include_usag
     return openai_events(gen, obj="text_completion", cid=new_id("cmpl"), opening={"text": echo} if echo else None,
                          piece=lambda text: {"text": text}, closing={"text": ""}, model=model, prompt=prompt,
                          include_usage=include_usage)
-
-
-def _model_card(state: ServerState) -> dict:
-    return {"id": state.parley.name, "object": "model", "created": int(state.started), "owned_by": "parley",
-            "context_length": state.parley.context_size}
-
-
-@router.get("/v1/models", summary="The model this server runs (OpenAI list)")
-async def list_models(state: State):
-    return {"object": "list", "data": [_model_card(state)]}
-
-
-@router.get("/v1/models/{model_id:path}", summary="One model (OpenAI)")
-async def get_model(model_id: str, state: State):
-    if model_id != state.parley.name:
-        raise NotFound(f"no model {shorten(model_id)!r}; this server runs {state.parley.name!r}", param="model")
-    return _model_card(state)
-

@@ -136,7 +136,8 @@ class ChatMessage(Strict):
 
 
 class OpenAICommon(SamplingFields):
-    model: Text | None = Field(None, description="Ignored: this server runs one model (see /v1/models).")
+    model: Text | None = Field(None, description="One of the models this server offers (GET /v1/models), loaded on "
+                                                 "demand; left out, \"default\" or \"parley\": the default one.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(None, description="Only 1 is supported.")
@@ -216,6 +217,8 @@ class TGIRequest(Strict):
 
 # ---- conversations --------------------------------------------------------------------------------------
 class ConversationCreate(SamplingFields):
+    model: Text | None = Field(None, description="The model it is served with (GET /v1/models; default: the "
+                                                 "default one); it keeps it, unless a message names another.")
     system: Text | None = Field(None, description="The system prompt, kept first and never dropped.")
     persona: Text | None = Field(None, description="A persona by name (GET /v1/personas lists them): its "
                                                    "narrative is pinned first and the model speaks as it.")
@@ -253,6 +256,8 @@ class ConversationMessage(SamplingFields):
     skill_params: dict[str, Text] | None = Field(None, description="The skill's parameters, e.g. {\"to\": "
                                                                    "\"German\"}.")
     speaker: Text | None = Field(None, description="In a persona's group scene: who answers.")
+    model: Text | None = Field(None, description="Continue on another model: the history is read again for it "
+                                                 "(the reply's note says so), and the conversation keeps it.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     truncate: bool | None = Field(None, description="Override the conversation's overflow policy for this turn.")
@@ -261,6 +266,7 @@ class ConversationMessage(SamplingFields):
 class ConversationRetry(SamplingFields):
     message_id: Text | None = Field(None, description="The user message to answer again (or a reply: answer "
                                                       "its user message again). Default: the current leaf's.")
+    model: Text | None = Field(None, description="Answer with another model (the conversation keeps it).")
     stream: bool = False
     stream_options: StreamOptions | None = None
     truncate: bool | None = None
@@ -269,6 +275,7 @@ class ConversationRetry(SamplingFields):
 class ConversationEdit(SamplingFields):
     message_id: Text = Field(description="The user message to say differently (a sibling under its parent).")
     content: Text
+    model: Text | None = Field(None, description="Answer with another model (the conversation keeps it).")
     stream: bool = False
     stream_options: StreamOptions | None = None
     truncate: bool | None = None

@@ -11,7 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from parley.api import Limits
+from parley.api import Caps
 from parley.config import check, setting
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
@@ -89,12 +89,12 @@ class ServerSettings:
             raise InvalidRequest("api_key must not be empty (leave it unset for no authentication)",
                                  param="api_key")
 
-    def limits(self, context_size: int) -> Limits:
-        """The limits every request to this server gets (fixed once, when the app is built over a model):
-        --max-prompt-tokens and --max-tokens-cap, each at most the context."""
-        return Limits(context_size, prompt_tokens=self.max_prompt_tokens, max_tokens=self.max_tokens_cap,
-                      prompt_setting="max_prompt_tokens, `parley serve --max-prompt-tokens`",
-                      tokens_setting="max_tokens_cap, `parley serve --max-tokens-cap`")
+    def caps(self) -> Caps:
+        """The limits every request to this server gets, at each model's context (fixed once, when the app is
+        built): --max-prompt-tokens and --max-tokens-cap."""
+        return Caps(prompt_tokens=self.max_prompt_tokens, max_tokens=self.max_tokens_cap,
+                    prompt_setting="max_prompt_tokens, `parley serve --max-prompt-tokens`",
+                    tokens_setting="max_tokens_cap, `parley serve --max-tokens-cap`")
 
     @property
     def listens_everywhere(self) -> bool:

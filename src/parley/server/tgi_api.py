@@ -1,6 +1,8 @@
 """TGI-compatible routes (the API of Hugging Face text-generation-inference and its `text-generation` client):
 POST /generate, POST /generate_stream, POST / (the client's route: either, by `stream`; the reply is a list),
-GET /info, GET /health.
+GET /info, GET /health. Which model: the `x-model` header, or a path per model as a router in front of several
+TGI servers gives (`/models/{name}` and `/models/{name}/generate`, `/generate_stream`, `/info`: the client's
+`Client("http://host:8000/models/NAME")` works unchanged); neither: the default model.
 
 Parameters follow TGI: sampling is on when do_sample is true or any of temperature != 1, top_k, top_p < 1 is
 sent; otherwise decoding is greedy. Unset stages take the server's sampling defaults, which are TGI's (top_k
@@ -13,7 +15,7 @@ grace period) ends with TGI's error event (or a 503 JSON error), never a broken 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
 from parley import __version__
@@ -35,7 +37,7 @@ def _unsupported(name: str, why: str) -> NotSupported:
     return NotSupported(f"{name} is not supported by parley: {why}", param=f"parameters.{name}")
 
 
-def tgi_sampling(state: ServerState, p: TGIParameters) -> SamplingParams:
+def tgi_sampling(state: ServerState, door, p: TGIParameters) -> SamplingParams:
     if p.watermark:
         raise _unsupported("watermark", "send false")
     if p.typical_p is not None and p.typical_p < 1.0:
@@ -70,7 +72,7 @@ def tgi_sampling(state: ServerState, p: TGIParameters) -> SamplingParams:
     if p.stop and len(p.stop) > MAX_STOP_STRINGS:
         raise InvalidRequest(f"parameters.stop takes at most {MAX_STOP_STRINGS} strings, got {len(p.stop)}",
                              param="parameters.stop")
-    return P.build(state.settings.sampling, changes, names, limits=state.parley.limits)
+    return P.build(door.sampling_over(state.settings.sampling), changes, names, limits=door.limits)
 
 
 def tgi_failure(gen: Generation, r: Result | None):
@@ -88,16 +90,17 @@ def tgi_finish(r: Result) -> str:
 
 
 class _Prepared:
-    def __init__(self, state: ServerState, body: TGIRequest, *, stream: bool):
+    def __init__(self, state: ServerState, door, body: TGIRequest, *, stream: bool):
         p = body.parameters or TGIParameters()
         if stream and p.decoder_input_details:
             raise InvalidRequest("parameters.decoder_input_details is not supported when streaming",
                                  param="parameters.decoder_input_details")
         self.p = p
-        self.params = tgi_sampling(state, p)
+        self.door = door
+        self.params = tgi_sampling(state, door, p)
         if not body.inputs:
             raise InvalidRequest("inputs is empty", param="inputs")
-        tokens = state.parley.tokenize(body.inputs)
+        tokens = door.tokenize(body.inputs)
         self.truncated = 0
         if p.truncate is not None:
             if p.truncate < 1:
@@ -106,7 +109,7 @@ class _Prepared:
             if len(tokens) > p.truncate:
                 self.truncated = len(tokens) - p.truncate
                 tokens = tokens[-p.truncate:]
-        state.parley.limits.check_prompt(len(tokens), param="inputs")   # before a concurrency slot is taken
+        door.limits.check_prompt(len(tokens), param="inputs")   # before a concurrency slot is taken
         self.prompt = Prompt(tokens)
         if self.truncated:
             self.prompt.note = f"the first {self.truncated} prompt tokens were cut (parameters.truncate)"
@@ -124,7 +127,7 @@ class _Prepared:
             "best_of_sequences": None,
         }
         if self.p.decoder_input_details:
-            text = state.parley.token_text
+            text = self.door.token_text
             out["prefill"] = [{"id": t, "text": text(t), "logprob": None} for t in self.prompt.tokens]
         return out
 
@@ -136,8 +139,14 @@ def _token(tid: int, text: str, special: bool = False) -> dict:
     return {"id": tid, "text": text, "logprob": None, "special": special}
 
 
-async def _generate(state: ServerState, request: Request, body: TGIRequest) -> dict | object:
-    prep = await off_loop(_Prepared, state, body, stream=False)
+async def _door(state: ServerState, model: str | None):
+    """The model a TGI request names (the x-model header, or the /models/{name}/ path), loaded in a worker
+    thread; an unknown name is a 404 listing the models."""
+    return await off_loop(state.parley.using, model)
+
+
+async def _generate(state: ServerState, request: Request, body: TGIRequest, model: str | None) -> dict | object:
+    prep = await off_loop(_Prepared, state, await _door(state, model), body, stream=False)
     gen = await _start(state, prep)
     tokens: list[dict] = []   # one per generated token; a chunk's text goes on its first token
 
@@ -164,7 +173,7 @@ async def _generate(state: ServerState, request: Request, body: TGIRequest) -> d
 
 
 async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
-    eos_id = state.parley.eos_id
+    eos_id = prep.door.eos_id
     held: dict | None = None
     index = 0
     last_id = eos_id
@@ -211,38 +220,69 @@ async def _stream_events(state: ServerState, prep: _Prepared, gen: Generation):
 
 
 async def _start(state: ServerState, prep: _Prepared) -> Generation:
-    parley = state.parley
+    door = prep.door
     return await Generation.start(
-        state, lambda loop: parley.generate(prep.prompt, prep.params, loop=loop, param="inputs"))
+        state, lambda loop: door.generate(prep.prompt, prep.params, loop=loop, param="inputs"))
 
 
-async def _stream(state: ServerState, body: TGIRequest) -> SSEResponse:
-    prep = await off_loop(_Prepared, state, body, stream=True)
+async def _stream(state: ServerState, body: TGIRequest, model: str | None) -> SSEResponse:
+    prep = await off_loop(_Prepared, state, await _door(state, model), body, stream=True)
     gen = await _start(state, prep)
     return SSEResponse(_stream_events(state, prep, gen), gen.close)
 
 
-@router.post("/generate", summary="Generate (TGI)")
-async def generate(body: TGIRequest, request: Request, state: State):
-    return await _generate(state, request, body)
-
-
-@router.post("/generate_stream", summary="Generate, streamed as server-sent events (TGI)")
-async def generate_stream(body: TGIRequest, state: State):
-    return await _stream(state, body)
-
-
-@router.post("/", summary="TGI compatibility route: /generate_stream if stream, else [/generate]")
-async def compat(body: TGIRequest, request: Request, state: State):
+async def _compat(state: ServerState, request: Request, body: TGIRequest, model: str | None):
     if body.stream:
-        return await _stream(state, body)
-    out = await _generate(state, request, body)
+        return await _stream(state, body, model)
+    out = await _generate(state, request, body, model)
     return [out] if isinstance(out, dict) else out
 
 
+MODEL_HEADER = Header(None, alias="x-model", description="Which model (GET /v1/models); default: the default one")
+
+
+@router.post("/generate", summary="Generate (TGI)")
+async def generate(body: TGIRequest, request: Request, state: State, x_model: str | None = MODEL_HEADER):
+    return await _generate(state, request, body, x_model)
+
+
+@router.post("/generate_stream", summary="Generate, streamed as server-sent events (TGI)")
+async def generate_stream(body: TGIRequest, state: State, x_model: str | None = MODEL_HEADER):
+    return await _stream(state, body, x_model)
+
+
+@router.post("/", summary="TGI compatibility route: /generate_stream if stream, else [/generate]")
+async def compat(body: TGIRequest, request: Request, state: State, x_model: str | None = MODEL_HEADER):
+    return await _compat(state, request, body, x_model)
+
+
+# one model by path, as a router in front of several TGI servers offers them: Client("http://host/models/NAME")
+@router.post("/models/{name}", summary="TGI compatibility route of one model")
+async def model_compat(name: str, body: TGIRequest, request: Request, state: State):
+    return await _compat(state, request, body, name)
+
+
+@router.post("/models/{name}/generate", summary="Generate (TGI) with one model")
+async def model_generate(name: str, body: TGIRequest, request: Request, state: State):
+    return await _generate(state, request, body, name)
+
+
+@router.post("/models/{name}/generate_stream", summary="Generate, streamed (TGI), with one model")
+async def model_generate_stream(name: str, body: TGIRequest, state: State):
+    return await _stream(state, body, name)
+
+
+@router.get("/models/{name}/info", summary="One model and its limits (TGI)")
+async def model_info(name: str, state: State):
+    return _info(state, await _door(state, name))
+
+
 @router.get("/info", summary="Model and limits (TGI)")
-async def info(state: State):
-    parley = state.parley
+async def info(state: State, x_model: str | None = MODEL_HEADER):
+    return _info(state, await _door(state, x_model))
+
+
+def _info(state: ServerState, parley) -> dict:
     s = state.settings
     ctx, limits = parley.context_size, parley.limits
     limit = limits.prompt_tokens
@@ -250,7 +290,7 @@ async def info(state: State):
         "model_id": parley.name,
         "model_sha": None,
         "model_dtype": "gguf",
-        "model_device_type": "cpu",
+        "model_device_type": "cuda" if parley.info.device.startswith("gpu") else "cpu",
         "model_pipeline_tag": "text-generation",
         "max_concurrent_requests": s.max_concurrent,
         "max_best_of": 1,
