@@ -7,6 +7,14 @@ shape with `status`; the CLI prints the message and exits 2. Nothing here is for
 
 from __future__ import annotations
 
+SHOWN_CHARS = 64     # a client's id, path or field name is shown up to this many characters in an error
+
+
+def shorten(text, limit: int = SHOWN_CHARS) -> str:
+    """A client-supplied string as an error message shows it: a 60 KB id is not echoed back whole."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
 
 class ParleyError(Exception):
     """Base class. `param` names the request field or setting at fault (None when there is none)."""

@@ -15,6 +15,12 @@ from parley.server import ServerSettings
 ROUTES = [
     ("GET", "/v1/models", None),
     ("GET", "/v1/models/x", None),
+    ("POST", "/v1/models/model_x/load", None),
+    ("POST", "/v1/models/model_x/unload", None),
+    ("POST", "/models/model_x", {"inputs": "hi"}),
+    ("POST", "/models/model_x/generate", {"inputs": "hi"}),
+    ("POST", "/models/model_x/generate_stream", {"inputs": "hi"}),
+    ("GET", "/models/model_x/info", None),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
     ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1}),
     ("POST", "/generate", {"inputs": "hi", "parameters": {"max_new_tokens": 1}}),
@@ -57,7 +63,7 @@ def test_every_route_in_the_app_is_listed(keyed_server):
     assert {"/v1/chat/completions", "/generate", "/v1/conversations/{conversation_id}/retry"} <= paths
     listed = {p for _, p, _ in ROUTES} | {"/health", "/docs/oauth2-redirect", "/docs/static", "/login", "/logout"}
     normalized = {p.replace("conv_x", "{conversation_id}").replace("doc_x", "{document_id}")
-                  .replace("persona_x", "{name}").replace("skill_x", "{name}")
+                  .replace("persona_x", "{name}").replace("skill_x", "{name}").replace("model_x", "{name}")
                   .replace("/v1/models/x", "/v1/models/{model_id:path}")
                   for p in listed}
     assert paths <= normalized, paths - normalized

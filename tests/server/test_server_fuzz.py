@@ -19,7 +19,8 @@ from parley.server import ServerSettings
 
 OPERATIONS = [
     ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
-    ("GET", "/v1/models/{model_id}"), ("GET", "/v1/conversations"), ("POST", "/v1/conversations"),
+    ("GET", "/v1/models/{model_id}"), ("POST", "/v1/models/{name}/load"), ("POST", "/v1/models/{name}/unload"),
+    ("GET", "/v1/conversations"), ("POST", "/v1/conversations"),
     ("GET", "/v1/conversations/{conversation_id}"), ("DELETE", "/v1/conversations/{conversation_id}"),
     ("POST", "/v1/conversations/{conversation_id}/messages"), ("POST", "/v1/conversations/{conversation_id}/retry"),
     ("PATCH", "/v1/conversations/{conversation_id}"), ("POST", "/v1/conversations/{conversation_id}/edit"),
@@ -31,6 +32,8 @@ OPERATIONS = [
     ("DELETE", "/v1/personas/{name}"), ("GET", "/v1/personas/{name}/card"), ("GET", "/v1/skills"),
     ("GET", "/v1/skills/{name}"),
     ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/"), ("GET", "/info"), ("GET", "/health"),
+    ("POST", "/models/{name}"), ("POST", "/models/{name}/generate"), ("POST", "/models/{name}/generate_stream"),
+    ("GET", "/models/{name}/info"),
     ("GET", "/metrics"),
 ]  # GET / is the web chat page (parley.web): a mount, in no OpenAPI operation
 EXAMPLES = 25

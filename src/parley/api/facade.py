@@ -39,7 +39,7 @@ from parley.chat.skills import Skills
 from parley.chat.turns import Turns
 from parley.chat.window import PromptTooLong, WindowPolicy, fit, message_sizes, reply_room
 from parley.engine.interrupt import deferred_sigint
-from parley.errors import InvalidRequest, NotFound
+from parley.errors import InvalidRequest, NotFound, shorten
 from parley.models.pool import Pool
 from parley.models.registry import ModelEntry, ModelRegistry
 from parley.paths import check_data_dir
@@ -89,26 +89,33 @@ class _Shared:
             self.named = [self.registry.resolve(m) for m in s.models.model]
             self.default = self.named[0] if self.named else self.registry.resolve(None)
             m = s.models
-            self.pool = Pool(lambda entry, progress: LoadedModel(entry, s, self.store, self.observers, progress),
+            self.pool = Pool(lambda entry, progress: LoadedModel(entry, s, self.store, self.observers, progress,
+                                                                 drain=self.turns.drain),
                              models_max=m.models_max, idle_s=m.model_idle,
                              memory_bytes=memory_budget(m.models_memory_mb), estimate=lambda e: estimate(e, s))
         except BaseException:
             self.close(save=False)
             raise
 
-    def entry(self, name: str | None) -> ModelEntry:
+    def entry(self, name: str | None, *, strict: bool = False) -> ModelEntry:
         """The model a name means here: None (or "default", "parley"), the default one; else one this process
-        offers (a 404 listing them)."""
+        offers (a 404 listing them). While it offers a single model, any name means that one for a request
+        (not `strict`), as a one-model server always answered (OpenAI clients must send some `model`)."""
         if name is None or str(name).strip().lower() in ("", "default", "parley"):
             return self.default
         key = str(name).strip().lower()
         for e in self.named:
             if key in (e.name, str(e.path).lower()):
                 return e
-        if self.named:
-            known = ", ".join(e.name for e in self.named)
-            raise NotFound(f"unknown model {str(name)[:80]!r}; this server offers: {known}", param="model")
-        return self.registry.get(name)
+        try:
+            if self.named:
+                known = ", ".join(e.name for e in self.named)
+                raise NotFound(f"unknown model '{shorten(name)}'; this server offers: {known}", param="model")
+            return self.registry.get(name)
+        except NotFound:
+            if not strict and len(self.offered()) == 1:
+                return self.default
+            raise
 
     def offered(self) -> list[ModelEntry]:
         if self.named:

@@ -69,9 +69,11 @@ def context_of(n_ctx_train: int, s: Settings) -> int:
 
 
 class LoadedModel:
-    def __init__(self, entry, settings: Settings, store, observers: list, progress: Callable[[float], None]):
+    def __init__(self, entry, settings: Settings, store, observers: list, progress: Callable[[float], None],
+                 drain: Callable[[], None] = lambda: None):
         s = model_settings(entry, settings)
         self.entry = entry
+        self._drain = drain                # waits for the chat stage's recording of this model's last replies
         self.settings = s
         cfg = EngineConfig.from_settings(s.engine, batch_tokens=s.scheduler.batch_tokens, model_path=entry.path,
                                          on_progress=progress)
@@ -109,8 +111,8 @@ class LoadedModel:
         return size + self.engine.n_ctx * self.engine.kv_bytes_per_cell
 
     def busy(self) -> bool:
-        """Requests running or waiting in its scheduler (read from another thread: two list lengths)."""
-        return bool(self.scheduler.running) or bool(self.scheduler.waiting)
+        """A user's request queued, waiting or running in its scheduler (parley's own read-ahead does not count)."""
+        return self.scheduler.busy()
 
     def info(self) -> ModelInfo:
         e, s = self.engine, self.settings
@@ -121,9 +123,10 @@ class LoadedModel:
 
     def close(self, *, save: bool) -> None:
         """Stop its scheduler (running replies end as cancelled; with `save`, idle sequences go to the disk
-        tier) and free the model."""
+        tier), let the chat stage record what it was handed (it tokenizes with this engine), free the model."""
         if self.scheduler is not None:
             self.scheduler.close(save=save)
+            self._drain()
         self.engine.close()
 
 

@@ -162,7 +162,7 @@ class ModelsService:
         return self._shared.pool
 
     def _entry(self, name: str) -> ModelEntry:
-        return self._registry.get(name) if self._shared is None else self._shared.entry(name)
+        return self._registry.get(name) if self._shared is None else self._shared.entry(name, strict=True)
 
     def _offered(self) -> list[ModelEntry]:
         if self._shared is not None:

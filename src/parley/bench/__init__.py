@@ -15,6 +15,8 @@ Scenarios (each a module with run(ctx) -> ScenarioResult, and FULL / QUICK sizes
     idle        decode tok/s while idle conversations fill the context, with and without the idle-cell cap
     batch       what llama.cpp gains from 8 sequences in one batch (the ceiling of concurrent), also on Q8_0/Q4_0
     soak        a live `parley serve` under mixed traffic for a bounded time: errors by kind, RSS, p95 TTFT
+    models      several models in one process: first token loaded / unloaded / restored, a q8_0 copy's size and
+                speed, a second model's stream beside the first
 Baselines: (a) naive re-prefill of the whole history on the same engine, (b) llama-cpp-python's Llama with its
 prompt cache, (c) llama-cpp-python's OpenAI server. See bench/README.md for what each one does exactly.
 Timings live here only; the tests check the output's shape, never a speed.
@@ -30,7 +32,7 @@ from parley.bench.common import BenchContext, OtherLoad, ScenarioResult, loadavg
 from parley.engine.llamacpp import default_threads
 
 SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart",
-             "roleplay", "resume", "docqa", "threads", "idle", "batch", "soak")
+             "roleplay", "resume", "docqa", "threads", "idle", "batch", "soak", "models")
 NOISY_CORES = 0.25   # other processes' average use above which a scenario's timings get a warning
 
 

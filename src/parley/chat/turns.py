@@ -240,6 +240,14 @@ class Turns:
         if live is not None:
             live.stream.cancel()
 
+    def drain(self, timeout: float = 120.0) -> None:
+        """Wait until every reply handed to the chat worker so far is recorded and read ahead: what a model's
+        engine must outlive (recording tokenizes with it), so a model is freed only after this."""
+        try:
+            self._worker.submit(lambda: None).result(timeout)
+        except RuntimeError:           # the worker has shut down: nothing is left to record
+            pass
+
     def close(self) -> None:
         """After the scheduler has stopped (every reply got its Result): finish recording."""
         with self._lock:

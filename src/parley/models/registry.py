@@ -37,7 +37,7 @@ import tomlkit
 
 from parley.engine.gguf import read_metadata
 from parley.engine.model_path import EMBEDDED_NAME, embedded_model_path
-from parley.errors import InvalidRequest, ModelError, NotFound, ParleyError
+from parley.errors import InvalidRequest, ModelError, NotFound, ParleyError, shorten
 from parley.registry import FileRegistry
 from parley.sampling import SamplingParams
 
@@ -205,7 +205,7 @@ class ModelRegistry:
             e = self._files.get(n)
             if key in (header_name(e).lower(), e.path.stem.lower()):
                 return e
-        raise NotFound(f"unknown model {str(name)[:80]!r}; known: {', '.join(names) or 'none'} "
+        raise NotFound(f"unknown model '{shorten(name)}'; known: {', '.join(names) or 'none'} "
                        "(`parley models list`; add one with `parley models add PATH`)", param="model")
 
     def entries(self) -> tuple[list[ModelEntry], list[str]]:

@@ -101,6 +101,8 @@ class Scheduler:
         self.observers: list[Callable[[Request, Result], None]] = []
         self.totals = Totals()
         self._inbox = Inbox()
+        self._queued = 0                   # users' Submit tasks in the inbox, not yet waiting (see busy())
+        self._queued_lock = threading.Lock()
         self._stopping = False
         self._save_on_stop = True
         self._thread = threading.Thread(target=self._run, name="parley-scheduler", daemon=True)
@@ -130,8 +132,18 @@ class Scheduler:
         req.max_new = 0 if prefill_only else min(params.max_tokens, room)
         req.pin = pin
         req.internal = internal
+        if not internal:
+            with self._queued_lock:
+                self._queued += 1
         self._inbox.put(Submit(req))
         return req
+
+    def busy(self) -> bool:
+        """Whether any request of a user (not parley's own read-ahead) is queued, waiting or running: read from
+        another thread (a model pool deciding whether this model may unload) without stopping the loop."""
+        if self._queued:
+            return True
+        return any(not r.internal for r in list(self.running)) or any(not r.internal for r in list(self.waiting))
 
     def stream(self, prompt: Sequence[int], params: SamplingParams, *, loop: asyncio.AbstractEventLoop | None = None,
                param: str = "prompt", meta=None) -> Stream:
@@ -248,6 +260,9 @@ class Scheduler:
         match task:
             case Submit(request=r):
                 self.waiting.append(r)
+                if not r.internal:
+                    with self._queued_lock:
+                        self._queued -= 1
             case Cancel():
                 pass  # the flag is set: the step that follows ends the request
             case Stats():

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from parley.errors import InvalidRequest, ParleyError
+from parley.errors import InvalidRequest, ParleyError, shorten
 
 log = logging.getLogger("parley.server")
 
@@ -28,14 +28,7 @@ class NotSupported(InvalidRequest):
     code = "unsupported_parameter"
 
 
-SHOWN_CHARS = 64     # a client's id, path or field name is shown up to this many characters in an error
 RETRY_AFTER_S = 1    # the Retry-After of every 429: the cap that refused it frees up as soon as a reply ends
-
-
-def shorten(text, limit: int = SHOWN_CHARS) -> str:
-    """A client-supplied string as an error message shows it: a 60 KB id is not echoed back whole."""
-    text = str(text)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def retry_headers(status: int) -> dict[str, str] | None:

@@ -19,7 +19,8 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from parley.server.errors import error_body, shorten
+from parley.errors import shorten
+from parley.server.errors import error_body
 from parley.server.limits import drain, header, send_json
 from parley.server.settings import ServerSettings
 

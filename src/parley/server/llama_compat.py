@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from parley.errors import InvalidRequest
-from parley.server.errors import NotSupported, shorten
+from parley.errors import InvalidRequest, shorten
+from parley.server.errors import NotSupported
 
 _NO_PROBS = "token probabilities are not returned yet"
 REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {   # field -> (is the value "off"?, why nothing else)

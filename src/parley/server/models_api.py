@@ -35,9 +35,9 @@ async def list_models(state: State):
     return {"object": "list", "data": [model_card(state, v) for v in views]}
 
 
-@router.get("/v1/models/{name:path}", summary="One model (OpenAI)")
-async def get_model(name: str, state: State):
-    return model_card(state, await off_loop(state.parley.models.show, name))
+@router.get("/v1/models/{model_id:path}", summary="One model (OpenAI)")
+async def get_model(model_id: str, state: State):
+    return model_card(state, await off_loop(state.parley.models.show, model_id))
 
 
 @router.post("/v1/models/{name}/load", summary="Load a model now")

@@ -28,9 +28,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body
 from starlette.responses import Response
 
-from parley.errors import InvalidRequest, NotFound
+from parley.errors import InvalidRequest, NotFound, shorten
 from parley.server.bounds import BoundedRoute, off_loop
-from parley.server.errors import shorten
 from parley.server.state import State
 
 router = APIRouter(route_class=BoundedRoute)
