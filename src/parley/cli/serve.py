@@ -74,14 +74,18 @@ def url_of(sock: socket.socket, host: str) -> str:
     return f"http://{shown}:{port}"
 
 
+STATES = {"loaded": "loaded", "unloaded": "loads on its first request"}    # the others (loading, missing) as named
+
+
 def offer_lines(views, m) -> list[str]:
-    """What the start-up says about the models (parley.models.list(), the default first; `m`: the models'
-    settings): one line each (loaded or not, context, device), then when they load and unload."""
+    """What the start-up says about the models (parley.models.list(); `m`: the models' settings): one line each,
+    the default first (loaded or not, context, device), then when they load and unload."""
+    from parley.api.facade import memory_budget  # -1 means a share of this machine's memory: say how much
+
     lines = [f"{len(views)} model{'s' if len(views) != 1 else ''} offered (`model` in a request, TGI's x-model "
              "header or /models/NAME path; GET /v1/models lists them):"]
     for v in sorted(views, key=lambda v: not v.default):    # the default first, the others as listed
-        state = "loaded" if v.state == "loaded" else "loads on its first request" if v.state == "unloaded" else \
-            v.state if not v.error else f"{v.state}: {v.error}"
+        state = STATES.get(v.state, v.state) + (f": {v.error}" if v.error else "")
         mark = "* " if v.default else "  "
         gpu = v.settings.get("gpu_layers")
         device = v.device if v.state == "loaded" or gpu is None else f"{v.device}; gpu_layers {gpu} when it loads"
@@ -89,8 +93,6 @@ def offer_lines(views, m) -> list[str]:
                      f"device {device}")
     idle = f"after {m.model_idle:g} s unused (--model-idle)" if m.model_idle > 0 else "never for idleness " \
         "(--model-idle 0)"
-    from parley.api.facade import memory_budget  # -1 means a share of this machine's memory: say how much
-
     budget = memory_budget(m.models_memory_mb)
     room = f"{budget >> 20} MB for their weights and KV" if budget else "no memory budget"
     lines.append(f"at most {m.models_max} loaded at once (--models-max), {room} (--models-memory-mb); one "
