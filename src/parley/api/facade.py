@@ -125,9 +125,14 @@ class _Shared:
 
     def close(self, *, save: bool) -> None:
         if self.pool is not None:
-            self.pool.close(save=save)        # every model's scheduler stops: its replies end and are recorded
+            for _, loaded in self.pool.all_loaded():
+                loaded.scheduler.close(save=save)     # every model's replies end and are handed to the turns
         if self.turns is not None:
+            # before any engine is freed: the turns' worker records replies and reads the next turn's header
+            # ahead with the model's tokenizer (freeing the model under it crashed `parley chat -p`)
             self.turns.close()
+        if self.pool is not None:
+            self.pool.close(save=save)        # the schedulers are stopped already; the models are freed
         self.store.close()
 
 

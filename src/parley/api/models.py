@@ -51,6 +51,7 @@ class ModelView:
     pulled: dict = field(default_factory=dict)
     quantized: dict = field(default_factory=dict)
     error: str | None = None       # why its last load failed, or what is wrong with its file
+    toml: str = ""                 # the TOML file its entry is read from ("" for a file -m gave, not registered)
 
 
 class ModelsService:
@@ -190,7 +191,7 @@ class ModelsService:
             state, error = "missing", getattr(err, "message", str(err))
         if not context and self._settings is not None and state != "missing":
             context = unloaded_info(e, self._settings).context_size
-        default = self._shared is not None and e.name == self._shared.default.name
+        default = e.name == self._default_name()
         p = e.preset
         settings = {k: v for k, v in (("ctx_size", p.ctx_size), ("kv_size", p.kv_size),
                                       ("chat_format", p.chat_format), ("gpu_layers", p.gpu_layers),
@@ -199,7 +200,19 @@ class ModelsService:
                          state=state, progress=progress, device=device, context_size=context, size_bytes=size,
                          architecture=arch, file_type=ftype, display_name=header_name(e),
                          default=default, settings=settings, sampling=dict(p.sampling), pulled=dict(e.pulled),
-                         quantized=dict(e.quantized), error=error)
+                         quantized=dict(e.quantized), error=error,
+                         toml=str(self._registry.file(e.name)) if e.origin else "")
+
+    def _default_name(self) -> str:
+        """The model a request (or `parley chat`) that names none gets: the first -m / $PARLEY_MODEL, else the
+        embedded one; "" when $PARLEY_MODEL names nothing that reads (the command that loads says why)."""
+        if self._shared is not None:
+            return self._shared.default.name
+        named = self._settings.models.model if self._settings is not None else ()
+        try:
+            return self._registry.resolve(named[0] if named else None).name
+        except ParleyError:
+            return ""
 
 
 def models(home: str | os.PathLike | None = None) -> ModelsService:

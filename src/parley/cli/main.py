@@ -1,4 +1,4 @@
-"""Entry point: `parley [chat|serve|bench] ...`; `parley` alone starts the terminal chat."""
+"""Entry point: `parley [chat|serve|ask|models|bench|...] ...`; `parley` alone starts the terminal chat."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import sys
 from parley import __version__
 from parley.errors import ParleyError
 
-COMMANDS = ("chat", "serve", "ask", "bench", "conversations", "conv", "personas", "skills")
+COMMANDS = ("chat", "serve", "ask", "bench", "conversations", "conv", "personas", "skills", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from parley.cli import ask, bench, chat, conversations, personas, serve, skills
+    from parley.cli import ask, bench, chat, conversations, models, personas, serve, skills
 
     p = argparse.ArgumentParser(prog="parley", description="Talk with language models on your own machine.")
     p.add_argument("--version", action="version", version=f"parley {__version__}")
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     conversations.add_parser(sub)
     personas.add_parser(sub)
     skills.add_parser(sub)
+    models.add_parser(sub)
     bench.add_parser(sub)
     return p
 

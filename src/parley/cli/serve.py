@@ -1,5 +1,8 @@
-"""`parley serve`: the HTTP server (the web chat page, OpenAI and TGI APIs, conversations, /metrics) on one loaded
-model.
+"""`parley serve`: the HTTP server (the web chat page, OpenAI and TGI APIs, conversations, /metrics) over the models
+it offers: every registered one (`parley models list`), or those named with a repeated -m. The default one (the
+first -m, else the embedded model) loads at start, the others on their first request; the start-up lines say
+which is which, each one's context and where it runs, and when they unload (--models-max, --model-idle,
+--models-memory-mb).
 
 The web chat page is at GET / on the same port (the URL line names it first). Binds to 127.0.0.1 by default;
 --port 0 picks a free port (the URL line says which). Ctrl-C or SIGTERM refuses new requests (503), lets running
@@ -71,6 +74,32 @@ def url_of(sock: socket.socket, host: str) -> str:
     return f"http://{shown}:{port}"
 
 
+STATES = {"loaded": "loaded", "unloaded": "loads on its first request"}    # the others (loading, missing) as named
+
+
+def offer_lines(views, m) -> list[str]:
+    """What the start-up says about the models (parley.models.list(); `m`: the models' settings): one line each,
+    the default first (loaded or not, context, device), then when they load and unload."""
+    from parley.api.facade import memory_budget  # -1 means a share of this machine's memory: say how much
+
+    lines = [f"{len(views)} model{'s' if len(views) != 1 else ''} offered (`model` in a request, TGI's x-model "
+             "header or /models/NAME path; GET /v1/models lists them):"]
+    for v in sorted(views, key=lambda v: not v.default):    # the default first, the others as listed
+        state = STATES.get(v.state, v.state) + (f": {v.error}" if v.error else "")
+        mark = "* " if v.default else "  "
+        gpu = v.settings.get("gpu_layers")
+        device = v.device if v.state == "loaded" or gpu is None else f"{v.device}; gpu_layers {gpu} when it loads"
+        lines.append(f"  {mark}{v.name} ({v.file_type}, {v.architecture}): {state}, context {v.context_size}, "
+                     f"device {device}")
+    idle = f"after {m.model_idle:g} s unused (--model-idle)" if m.model_idle > 0 else "never for idleness " \
+        "(--model-idle 0)"
+    budget = memory_budget(m.models_memory_mb)
+    room = f"{budget >> 20} MB for their weights and KV" if budget else "no memory budget"
+    lines.append(f"at most {m.models_max} loaded at once (--models-max), {room} (--models-memory-mb); one "
+                 f"unloads {idle}, or the least recently used first to make room")
+    return lines
+
+
 class _Terminated(Exception):
     pass
 
@@ -109,8 +138,11 @@ def run(args: argparse.Namespace) -> int:
         server = make_server(app, settings, log_level=settings.log_level,
                              access_log=settings.log_level in ("info", "debug"))
         url = url_of(sock, settings.host)
+        # the first line is the one scripts and tests read the URL from: its shape stays
         print(f"parley: chat in a browser at {url}/ · serving {parley.name} on {url} (OpenAI: {url}/v1, TGI: "
               f"{url}/generate, docs: {url}/docs); the model runs on {parley.info.device}; Ctrl-C stops", flush=True)
+        for line in offer_lines(parley.models.list(), parley.settings.models):
+            print(f"parley: {line}", flush=True)
         if not is_loopback(settings.host) and not settings.api_key:
             print("parley: warning: listening beyond this machine without an API key: anyone who can reach "
                   f"{settings.host} can use the model (set --api-key or PARLEY_API_KEY)", file=sys.stderr,

@@ -208,6 +208,10 @@ class ModelRegistry:
         raise NotFound(f"unknown model '{shorten(name)}'; known: {', '.join(names) or 'none'} "
                        "(`parley models list`; add one with `parley models add PATH`)", param="model")
 
+    def file(self, name: str) -> Path:
+        """The TOML file a registered model's entry is read from (the bundled one for the embedded model)."""
+        return self._files.path(self.get(name).name)
+
     def entries(self) -> tuple[list[ModelEntry], list[str]]:
         """Every entry that reads, and a warning line for each file that does not."""
         return self._files.each(self._files.get)
