@@ -1,6 +1,6 @@
-"""What the page renders from stored messages (web/view.py, web/fences.py), without a browser or a model: above
-all, that a reply cut off inside a fenced code block is closed before its numbers, so they never render as
-code."""
+"""What the page renders from stored messages and model views (web/view.py, web/fences.py, web/controls.py),
+without a browser or a model: above all, that a reply cut off inside a fenced code block is closed before its
+numbers, so they never render as code."""
 
 from __future__ import annotations
 
@@ -80,3 +80,42 @@ def test_a_closed_reply_is_shown_as_written():
     text = "Sure:\n\n```python\nx = 1\n```"
     (shown,), _ = view.chat_messages([message(text, finish_reason="stop")])
     assert shown["content"].split(STATS)[0] == text + "\n\n"
+
+
+# ---- the model picker and the header (web/view.py, web/controls.py) -------------------------------------------
+def model(state: str, progress: float = 0.0, device: str = "cpu (not loaded)"):
+    from parley.api.models import ModelView
+    return ModelView(name="second", path="/m/second.gguf", source="file", origin="user", description="",
+                     state=state, progress=progress, device=device, context_size=2048, size_bytes=1,
+                     architecture="llama", file_type="Q4_1", display_name="Second", default=False)
+
+
+@pytest.mark.parametrize("state, progress, device, label", [
+    ("loaded", 1.0, "cpu", "second · loaded · cpu"),
+    ("loaded", 1.0, "gpu (31 of 31 layers)", "second · loaded · gpu (31 of 31 layers)"),
+    ("loading", 0.416, "cpu (not loaded)", "second · loading 41%"),
+    ("unloaded", 0.0, "cpu (not loaded)", "second · not loaded"),
+    ("missing", 0.0, "cpu (not loaded)", "second · file missing"),
+])
+def test_a_model_is_listed_with_its_state_and_where_it_runs(state, progress, device, label):
+    assert view.model_label(model(state, progress, device)) == label
+
+
+def test_the_header_of_a_model_not_loaded_says_so_without_a_cache():
+    from parley.api.loaded import ModelInfo
+    info = ModelInfo(name="second", path="/m/second.gguf", context_size=2048, kv_size=8192, kv_bytes_per_cell=1,
+                     device="cpu (not loaded)", threads=1, chat_format="model", max_running=4,
+                     deterministic=False, loaded=False)
+    line = view.header(info, None)
+    assert line.startswith("**second** · context 2,048 tokens · cpu · not loaded") and "cache" not in line
+
+
+def test_options_the_user_did_not_move_take_the_new_models_defaults():
+    from parley.web import controls
+    started = [0.7, 0.95, 40, 0.05, 1.1, 512, None, ""]
+    fresh = [0.2, 0.95, 40, 0.05, 1.1, 512, None, ""]          # the new model's sampling: temperature 0.2
+    moved = [0.7, 0.5, 40, 0.05, 1.1, 900, 7, "END"]           # top-p, max tokens, seed and stop moved
+    assert controls.kept_options(moved, started, fresh, 2048) == [0.2, 0.5, 40, 0.05, 1.1, 900, 7, "END"]
+    assert controls.kept_options(moved, started, fresh, 256)[controls.MAX_TOKENS] == 256   # at its limit
+    capped = [0.7, 0.95, 40, 0.05, 1.1, 48, None, ""]          # unmoved at the old model's end (48)
+    assert controls.kept_options(capped, capped, [*capped[:5], 512, None, ""], 2048)[controls.MAX_TOKENS] == 512

@@ -179,12 +179,14 @@ class Parley:
         return self._name
 
     @blocking
-    def using(self, model: str | None) -> Parley:
+    def using(self, model: str | None, *, load: bool = True) -> Parley:
         """This door, speaking to another model (None: the default one), with the same limits; an unknown name
-        is a 404 listing the models there are. The model is loaded now if it is not yet."""
+        is a 404 listing the models there are. The model is loaded now if it is not yet, unless `load` is False
+        (a page showing a model's limits and numbers: it loads on its first request)."""
         entry = self._shared.entry(model)
         door = self if entry.name == self._name else self._door(entry, self._caps)
-        door._loaded()
+        if load:
+            door._loaded()
         return door
 
     def with_limits(self, caps: Caps) -> Parley:

@@ -6,7 +6,8 @@ One job per file: mount.py puts the page on the FastAPI app (only the page's own
 404 and 405 answers stay parley's); owner.py gives each browser an owner id in a cookie (its conversations);
 page.py lays the page out and wires its events; chat.py streams replies (send, retry, edit, Stop); sidebar.py
 lists, opens, renames, deletes and exports stored conversations; persona.py picks, edits and imports personas;
-controls.py reads the skill and the advanced options; view.py renders messages, stats and the header (fences.py
+controls.py reads the skill and the advanced options; picker.py lists the models and picks the one new
+conversations and the next message go to; view.py renders messages, stats and the header (fences.py
 closes a code fence a reply leaves open); header.py keeps the header current while replies stream.
 
 No telemetry and no request outside this server: analytics are off before Gradio is imported, the default

@@ -5,7 +5,10 @@ Each handler is an async generator. The reply (a Stream) is made with the runnin
 the generator is closed, and closing it cancels the engine request within a step (the store keeps the reply,
 marked partial and cancelled). Stop also cancels this page's reply itself, by the page's session hash, so
 another page's reply never stops. While a long prompt is read the status line counts its tokens
-(Stream.progress()).
+(Stream.progress()); while the picked model loads (its first message) it counts the load (picker.py).
+
+Every turn goes to the model the page picked (conversations.send/retry/edit(model=...)): a conversation moved to
+another model has its history read again there, and the reply's note, shown in the status line, says so.
 """
 
 from __future__ import annotations
@@ -54,10 +57,16 @@ async def chunks(reply, every: float = TICK_S):
             await it.aclose()
 
 
+def _cancel_started(starting: asyncio.Future) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result()[1].cancel()
+
+
 class Chat:
-    def __init__(self, state: PageState, ui):
+    def __init__(self, state: PageState, ui, picker):
         self.state = state
         self.ui = ui
+        self.picker = picker          # picker.Picker: the models' states, the load's progress
 
     # ---- starting a reply ----------------------------------------------------------------------------------
     def _turn_args(self, data: dict, conv) -> dict:
@@ -72,12 +81,13 @@ class Chat:
         return {"params": params or None, "skill": name, "skill_params": skill_params or None}
 
     def _prepare(self, data: dict, owner: str):
-        """The conversation to talk in (a new one when the page has none yet), its system prompt as the box says."""
+        """The conversation to talk in (a new one on the picked model when the page has none yet: creating it
+        loads that model), its system prompt as the box says."""
         ui, state = self.ui, self.state
         system = (data[ui.system] or "").strip() or None
         cid = data[ui.conv]
         if cid is None:
-            return state.create(owner, system=system)
+            return state.create(owner, system=system, model=data[ui.model])
         convs = state.conversations(owner)
         conv = convs.get(cid, messages=False)
         if system != conv.system:
@@ -93,21 +103,23 @@ class Chat:
             return
         owner = self.state.owner(request)
         created = data[ui.conv] is None
-        conv = await off(self._prepare, data, owner)
         convs = self.state.conversations(owner)
+        stored = []
 
-        def start(loop):
+        def start(loop):   # the model loads in here when it is not loaded yet (_stream shows the load)
+            conv = self._prepare(data, owner)
+            stored.append(conv.id)
             try:
-                return convs.send(conv.id, text, loop=loop, **self._turn_args(data, conv))
+                return conv.id, convs.send(conv.id, text, model=data[ui.model], loop=loop,
+                                           **self._turn_args(data, conv))
             except Exception:
                 if created:   # refused (a bad option, a message too long): no empty conversation stays behind
                     convs.delete(conv.id)
                 raise
-        async with aclosing(self._stream(start, owner, conv.id, request.session_hash,
-                                         {ui.text: "", ui.conv: conv.id})) as updates:
+        async with aclosing(self._stream(start, owner, data, request.session_hash, {ui.text: ""})) as updates:
             async for update in updates:
                 yield update
-        yield await off(sidebar.refresh, self.state, ui, owner, [], conv.id)
+        yield await off(sidebar.refresh, self.state, ui, owner, [], stored[0])
 
     @handler
     async def retry(self, data: dict, request: gr.Request):
@@ -137,8 +149,8 @@ class Chat:
         params = (await off(self._turn_args, data, conv))["params"]
 
         def start(loop):
-            return convs.retry(cid, message_id=message_id, params=params, loop=loop)
-        async with aclosing(self._stream(start, owner, cid, request.session_hash, {})) as updates:
+            return cid, convs.retry(cid, message_id=message_id, params=params, model=data[ui.model], loop=loop)
+        async with aclosing(self._stream(start, owner, data, request.session_hash, {})) as updates:
             async for update in updates:
                 yield update
 
@@ -156,21 +168,38 @@ class Chat:
         args = await off(self._turn_args, data, conv)
 
         def start(loop):
-            return convs.edit(cid, ids[index], text, loop=loop, **args)
-        async with aclosing(self._stream(start, owner, cid, request.session_hash, {})) as updates:
+            return cid, convs.edit(cid, ids[index], text, model=data[ui.model], loop=loop, **args)
+        async with aclosing(self._stream(start, owner, data, request.session_hash, {})) as updates:
             async for update in updates:
                 yield update
 
     # ---- streaming -----------------------------------------------------------------------------------------
-    async def _stream(self, start, owner: str, cid: str, session: str, first: dict):
+    async def _stream(self, start, owner: str, data: dict, session: str, first: dict):
+        """`start(loop)` -> (conversation id, the reply's Stream), called in a worker thread: it raises before
+        anything is shown (a full context, a busy chat). A model not loaded yet loads inside it: until it
+        returns, the status line and the picker count the load."""
         ui, state = self.ui, self.state
         loop = asyncio.get_running_loop()
         convs = state.conversations(owner)
-        reply = await off(start, loop)       # raises before anything is shown (a full context, a busy chat)
+        model, listed = data[ui.model], data[ui.model_choices]
+        starting = asyncio.ensure_future(off(start, loop))
+        try:
+            while not starting.done():
+                await asyncio.wait({starting}, timeout=TICK_S)
+                m = None if starting.done() else await self.picker.models.loading(model)
+                if m is not None and not starting.done():
+                    relabelled = self.picker.relabelled(listed, m)
+                    listed = relabelled.get(ui.model_choices, listed)
+                    yield {ui.status: view.loading(m.name, m.progress), **relabelled}
+        finally:
+            if not starting.done():      # closed while the model loads (Stop, a closed tab): the reply it
+                starting.add_done_callback(_cancel_started)     # starts is ended as soon as it exists
+        cid, reply = starting.result()
+        started = loop.time()
         state.live[session] = reply
         try:
             shown, ids = view.chat_messages((await off(convs.get, cid)).messages)   # ..., user, reply ""
-            yield {**first, ui.chatbot: shown, ui.ids: ids, ui.status: ""}
+            yield {**first, ui.conv: cid, ui.chatbot: shown, ui.ids: ids, ui.status: ""}
             text, pushed, dirty, counting = "", 0.0, False, False
             async with aclosing(chunks(reply)) as stream:
                 async for chunk in stream:
@@ -188,6 +217,10 @@ class Chat:
                         counting = False
             shown, ids = view.chat_messages((await off(convs.get, cid)).messages)   # as recorded, with numbers
             yield {ui.chatbot: shown, ui.ids: ids, ui.status: reply.meta.note}
+            # the model is loaded now (it may not have been when the page listed it): the picker says so
+            picker, _ = await self.picker.listed(model, listed, started)
+            if picker:
+                yield picker
         finally:
             if state.live.get(session) is reply:
                 del state.live[session]

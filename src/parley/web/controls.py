@@ -1,17 +1,19 @@
 """The page's controls read back as facade arguments: the advanced options (sampling) and the skill.
 
 Options: the sliders start at the conversation's own defaults (a new conversation's: the chat preset,
-parley.sampling.CHAT_PRESET); a message carries only the values the user moved, so a skill's own sampling
-(translate's temperature 0.3, say) applies unless a slider says otherwise.
+parley.sampling.CHAT_PRESET, with the picked model's sampling over it); max tokens ends at the picked model's
+limit. A message carries only the values the user moved, so a skill's own sampling (translate's temperature 0.3,
+say) applies unless a slider says otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parley.sampling import CHAT_PRESET, SamplingParams
+from parley.sampling import SamplingParams
 
 OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed", "stop")
+MAX_TOKENS = OPTIONS.index("max_tokens")
 SKILL_SLOTS = 4          # parameter boxes under the skill picker (a skill with more keeps the rest's defaults)
 
 
@@ -21,8 +23,12 @@ def option_values(params: SamplingParams, max_tokens_cap: int) -> list:
             min(params.max_tokens, max_tokens_cap), params.seed, "\n".join(params.stop)]
 
 
-def default_values(max_tokens_cap: int) -> list:
-    return option_values(CHAT_PRESET, max_tokens_cap)
+def kept_options(values: list, started: list, fresh: list, max_tokens_cap: int) -> list:
+    """The options after the page's model or conversation changed: each one the user did not move (still at
+    `started`, where it began) takes its new default (`fresh`), the others stay; max tokens at most the cap."""
+    out = [new if value == start else value for value, start, new in zip(values, started, fresh, strict=True)]
+    out[MAX_TOKENS] = min(int(out[MAX_TOKENS]), max_tokens_cap)
+    return out
 
 
 def overrides(defaults: SamplingParams, values: list) -> dict:

@@ -1,6 +1,6 @@
 """Documents on the page: upload files (this browser's own), see each loaded (tokens, whole in the context or by
 retrieval, what loading skipped), tick the ones to ask about, ask, and read the answer as it streams with the
-cited sources under it.
+cited sources under it; the picked model answers (picker.py).
 
 Everything goes through the facade's `parley.documents`, scoped to this browser: an upload is add_bytes (text,
 Markdown, HTML, PDF, code, archives; the same limits and refusals as `POST /v1/documents`), a question is ask,
@@ -69,9 +69,10 @@ def _cancel_answer(asking: asyncio.Future) -> None:
 
 
 class DocumentsPanel:
-    def __init__(self, state: PageState, ui):
+    def __init__(self, state: PageState, ui, models):
         self.state = state
         self.ui = ui
+        self.models = models          # picker.Models: a model's load, while a question waits for it
 
     def shown(self, owner: str, selected: list[str] | None = None) -> dict:
         ui = self.ui
@@ -111,15 +112,17 @@ class DocumentsPanel:
         return await off(self.shown, owner, [])
 
     @handler
-    async def ask(self, question, selected, request: gr.Request):
+    async def ask(self, question, selected, model, request: gr.Request):
+        """A question about the ticked documents, answered by the picked model (its first question loads it;
+        the status line counts the load, then the document's first read on that model)."""
         ui, state = self.ui, self.state
         question = (question or "").strip()
         if not question:
             gr.Warning("Type a question about the documents first.")
             return
         owner = state.owner(request)
-        docs = state.documents(owner)
-        mine = {d.id: d for d in await off(docs.list)}
+        docs = await off(state.documents, owner, model)      # the model's door: a registry read
+        mine = {d.id: d for d in await off(state.documents(owner).list)}
         ids = [i for i in (selected or []) if i in mine]
         if not ids:
             gr.Warning("Tick at least one document to ask about (upload one first).")
@@ -135,6 +138,10 @@ class DocumentsPanel:
                     read, total = reading[0].progress()
                     yield {ui.doc_status: view.progress(read, total, "the documents once (later questions "
                                                                      "reuse them)")}
+                elif not asking.done():     # nothing read yet: the model may be loading
+                    m = await self.models.loading(model)
+                    if m is not None:
+                        yield {ui.doc_status: view.loading(m.name, m.progress)}
         finally:
             if not asking.done():       # stopped while the document was read: the read goes on (it is kept for
                 asking.add_done_callback(_cancel_answer)   # the next question), the answer does not

@@ -2,9 +2,11 @@
 what, into what.
 
     sidebar        New conversation; this browser's conversations (paged); rename, export, delete
-    header         the model, its context, what the server is doing (replies running and waiting, the cache:
-                   live KV / RAM / disk); the page's replies carry it as they stream, a timer shows what other
-                   clients do (header.py)
+    header         the picked model, its context and device, what its scheduler is doing (replies running and
+                   waiting, the cache: live KV / RAM / disk); the page's replies carry it as they stream, a timer
+                   shows what other clients do (header.py); beside it the model picker: the models the server
+                   offers with their states; new conversations and the next message go to the picked one
+                   (picker.py)
     chat           the replies (Markdown, highlighted code, copy buttons; edit a message, retry a reply); the
                    status line (prompt reading progress, notes); the message box (Enter sends, Shift+Enter is a
                    new line); Send, Stop, Retry
@@ -17,6 +19,7 @@ streaming at once are batched by the engine instead of waiting for each other.
 
 from __future__ import annotations
 
+import asyncio
 import html
 from types import SimpleNamespace
 
@@ -29,6 +32,7 @@ from parley.web.chat import Chat
 from parley.web.documents import DocumentsPanel
 from parley.web.header import TIMER_S, Feed, follow
 from parley.web.persona import PersonaPanel
+from parley.web.picker import Models, Picker, choices
 from parley.web.sidebar import DOWNLOAD_JS, Sidebar
 from parley.web.state import PageState, handler, off
 
@@ -44,8 +48,11 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
     state = PageState(parley, settings)
     max_tokens = parley.limits.max_tokens
     feed = Feed(parley)                   # the header's stats, shared by the timer and every reply
+    models = Models(parley)               # the picker's list, shared the same way
     ui = SimpleNamespace()
     info = parley.info
+    listed = choices(parley.models.list())   # before the server serves: the first page load refreshes it
+    start = controls.option_values(state.sampling(None), max_tokens)   # a new conversation's on the default
     skill_names = parley.skills.names()
     first_skill = "chat" if "chat" in skill_names else (skill_names[0] if skill_names else None)
 
@@ -54,6 +61,8 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
         ui.ids = gr.State([])             # the stored message id of each message shown
         ui.pages = gr.State([])           # the sidebar's page: a stack of `before` ids
         ui.older_anchor = gr.State(None)  # the `before` id of the next older page
+        ui.model_choices = gr.State(listed)   # the picker's choices as this page shows them
+        ui.started = gr.State(start)      # where the options began: those still there were not moved
 
         with gr.Sidebar(label="Conversations", open=True):
             ui.new = gr.Button("New conversation", variant="primary", elem_id="parley-new")
@@ -70,10 +79,12 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
             ui.export_name = gr.Textbox(visible="hidden")
 
         links = '<a href="/docs">API docs</a>' + (' · <a href="/logout">log out</a>' if settings.api_key else "")
-        with gr.Row():
+        with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 ui.header = gr.Markdown(f"**{html.escape(info.name)}** · context {info.context_size:,} tokens",
                                         elem_id="parley-header")
+            with gr.Column(scale=2, min_width=280):
+                ui.model = gr.Dropdown(choices=listed, value=parley.name, label="Model", elem_id="parley-model")
             with gr.Column(scale=1, min_width=240):
                 gr.HTML(f'<div style="text-align:right">parley {__version__} · {links}</div>')
         with gr.Row(equal_height=False):
@@ -113,7 +124,6 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
                     ui.card = gr.File(label="Import a character card (JSON or PNG)", file_types=[".json", ".png"],
                                       type="filepath", height=110, elem_id="parley-card")
                 with gr.Accordion("Advanced options", open=False, elem_id="parley-options"):
-                    start = controls.default_values(max_tokens)
                     ui.options = [
                         gr.Slider(0, 2, value=start[0], step=0.05, label="Temperature (0: always the likeliest)"),
                         gr.Slider(0.01, 1, value=start[1], step=0.01, label="Top-p"),
@@ -140,23 +150,32 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
                     ui.doc_status = gr.Markdown("", elem_id="parley-doc-status")
                     ui.doc_answer = gr.Markdown("", elem_id="parley-doc-answer")
 
-        chat = Chat(state, ui)
+        picker = Picker(state, ui, models, feed)
+        chat = Chat(state, ui, picker)
         side = Sidebar(state, ui)
         personas = PersonaPanel(state, ui, side)
-        docs = DocumentsPanel(state, ui)
+        docs = DocumentsPanel(state, ui, models)
 
         sidebar_out = [ui.conv_list, ui.pages, ui.newer, ui.older, ui.older_anchor]
         view_out = [ui.chatbot, ui.ids, ui.conv, ui.status, ui.title]
-        open_out = [*view_out, ui.system, ui.persona, *ui.persona_fields, *ui.options, *sidebar_out]
-        stream_out = [*view_out, ui.text, *sidebar_out, ui.header]
-        turn_in = {ui.text, ui.conv, ui.ids, ui.skill, *ui.slots, ui.system, *ui.options}
+        picker_out = [ui.model, ui.model_choices]
+        open_out = [*view_out, ui.system, ui.persona, *ui.persona_fields, *ui.options, ui.started, *sidebar_out,
+                    *picker_out]
+        stream_out = [*view_out, ui.text, *sidebar_out, ui.header, *picker_out]
+        turn_in = {ui.text, ui.conv, ui.ids, ui.skill, *ui.slots, ui.system, *ui.options, *picker_out}
 
         # ---- replies --------------------------------------------------------------------------------------
         replies = {"show_progress": "hidden", "concurrency_id": "replies",
                    "concurrency_limit": settings.max_concurrent}     # one limit over every kind of reply
 
-        def live(fn):                     # the reply's updates carry the header (header.py says why)
-            return handler(follow(feed, ui.header, fn))
+        def picked(data, *_, **__):       # the model an event's inputs picked: its reply runs there
+            return data.get(ui.model)
+
+        def live(fn, model=picked):       # the reply's updates carry the header (header.py says why)
+            return handler(follow(feed, ui.header, fn, model))
+
+        def asked(question, selected, model, *_, **__):
+            return model
         ask_out = [ui.doc_answer, ui.doc_status, ui.header]
         streams = [
             ui.text.submit(live(chat.send), turn_in, stream_out, **replies),
@@ -164,22 +183,29 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
             ui.retry.click(live(chat.retry), turn_in, stream_out, **replies),
             ui.chatbot.retry(live(chat.retry_at), turn_in, stream_out, **replies),
             ui.chatbot.edit(live(chat.edit), turn_in, stream_out, **replies),
-            *(trigger(live(docs.ask), [ui.doc_question, ui.doc_pick], ask_out, **replies)
+            *(trigger(live(docs.ask, asked), [ui.doc_question, ui.doc_pick, ui.model], ask_out, **replies)
               for trigger in (ui.doc_ask.click, ui.doc_question.submit)),
         ]
-        ui.stop.click(live(chat.stop), {ui.conv}, [ui.chatbot, ui.ids, ui.status, ui.header], cancels=streams,
-                      show_progress="hidden")
+        ui.stop.click(live(chat.stop), {ui.conv, ui.model}, [ui.chatbot, ui.ids, ui.status, ui.header],
+                      cancels=streams, show_progress="hidden")
         demo.unload(chat.closed)
 
         # ---- new conversation, persona ----------------------------------------------------------------------
-        start_in = {ui.persona, ui.system, ui.pages}
+        start_in = {ui.persona, ui.system, ui.pages, ui.model}
         for trigger in (ui.new.click, ui.chatbot.clear, ui.persona.select):
             trigger(personas.start, start_in, open_out, cancels=streams)
-        ui.apply.click(personas.apply, {ui.conv, ui.persona, ui.system, ui.pages, *ui.persona_fields}, open_out)
-        ui.card.upload(personas.import_card, {ui.card, ui.system}, [*open_out, ui.card])
+        ui.apply.click(personas.apply, {ui.conv, ui.persona, ui.system, ui.pages, ui.model, *ui.persona_fields},
+                       open_out)
+        ui.card.upload(personas.import_card, {ui.card, ui.system, ui.model}, [*open_out, ui.card])
+
+        # ---- the model picker -----------------------------------------------------------------------------
+        header = handler(feed.handler())
+        ui.model.input(picker.picked, {ui.model, ui.conv, *ui.options, ui.started},
+                       [*ui.options, ui.started, ui.status, ui.header], show_progress="hidden")
 
         # ---- sidebar --------------------------------------------------------------------------------------
-        ui.conv_list.input(side.open, {ui.conv_list, ui.conv, ui.pages}, open_out)
+        ui.conv_list.input(side.open, {ui.conv_list, ui.conv, ui.pages, ui.model_choices}, open_out).then(
+            header, ui.model, ui.header, show_progress="hidden")     # the conversation's model: its numbers
         ui.older.click(side.older, {ui.pages, ui.older_anchor, ui.conv}, sidebar_out)
         ui.newer.click(side.newer, {ui.pages, ui.conv}, sidebar_out)
         for trigger in (ui.rename.click, ui.title.submit):
@@ -226,20 +252,21 @@ def build(parley: Parley, settings) -> tuple[gr.Blocks, PageState]:
         ui.examples.click(example_picked, [ui.skill, ui.examples], [ui.text, *ui.slots])
 
         # ---- header and first load -------------------------------------------------------------------------
-        header = handler(feed.handler())
         ui.timer = gr.Timer(TIMER_S)      # what other clients do: the page's own replies refresh it themselves
-        ui.timer.tick(header, None, ui.header, show_progress="hidden", queue=False)
+        ui.timer.tick(picker.tick, [ui.model, ui.model_choices], [ui.header, *picker_out], show_progress="hidden",
+                      queue=False)
 
         @handler
-        async def loaded(name, request: gr.Request):
+        async def loaded(name, model, request: gr.Request):
             owner = state.owner(request)
             listing = await off(side.listing, owner, [], None)
             names = await off(parley.personas.names)
             personas_now = gr.Dropdown(choices=persona.choices(names), value=persona.NONE)
-            return {**listing, ui.persona: personas_now, ui.header: await header(),
+            models_now, model = await picker.listed(model, [], asyncio.get_running_loop().time())
+            return {**listing, ui.persona: personas_now, ui.header: await header(model), **models_now,
                     **(await off(skill_shown, name)), **(await off(docs.shown, owner))}
 
-        demo.load(loaded, ui.skill, [*sidebar_out, ui.persona, ui.header, *skill_out, *doc_out],
-                  show_progress="hidden")
+        demo.load(loaded, [ui.skill, ui.model], [*sidebar_out, ui.persona, ui.header, *picker_out, *skill_out,
+                                                 *doc_out], show_progress="hidden")
     demo.queue(default_concurrency_limit=settings.max_concurrent, api_open=False)
     return demo, state

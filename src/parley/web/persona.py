@@ -47,13 +47,13 @@ class PersonaPanel:
         self.ui = ui
         self.sidebar = sidebar
 
-    def _start(self, owner: str, name: str, system: str | None, anchors: list) -> dict:
-        """A new conversation: with the persona `name` (stored at once, its greeting shown), or an empty page
-        (stored with its first message)."""
+    def _start(self, owner: str, name: str, system: str | None, anchors: list, model: str | None) -> dict:
+        """A new conversation on the picked `model`: with the persona `name` (stored at once, its greeting
+        shown), or an empty page (stored with its first message)."""
         ui, state = self.ui, self.state
         if name and name != NONE:
-            conv = state.create(owner, system=system, persona=name)
-            return self.sidebar.opened(owner, conv.id, [])
+            conv = state.create(owner, system=system, persona=name, model=model)
+            return self.sidebar.opened(owner, conv.id, [], model=conv.model or model)
         return {ui.chatbot: [], ui.ids: [], ui.conv: None, ui.title: "", ui.status: "",
                 ui.persona: gr.Dropdown(choices=choices(state.parley.personas.names()), value=NONE),
                 **dict(zip(ui.persona_fields, field_values(None), strict=True))}
@@ -65,7 +65,7 @@ class PersonaPanel:
         state.cancel_session(request.session_hash)
         owner = state.owner(request)
         system = (data[ui.system] or "").strip() or None
-        update = await off(self._start, owner, data[ui.persona], system, data[ui.pages])
+        update = await off(self._start, owner, data[ui.persona], system, data[ui.pages], data[ui.model])
         if ui.conv_list not in update:
             update.update(await off(self.sidebar.listing, owner, [], None))
         return update
@@ -88,10 +88,10 @@ class PersonaPanel:
                 current = state.parley.personas.get(name)
             edited = current.with_changes(**edits)
             if not cid:
-                cid_now = state.create(owner, system=system, persona=edited).id
+                cid_now = state.create(owner, system=system, persona=edited, model=data[ui.model]).id
             else:
                 cid_now = convs.update(cid, persona=edited).id
-            return self.sidebar.opened(owner, cid_now, data[ui.pages])
+            return self.sidebar.opened(owner, cid_now, data[ui.pages], model=data[ui.model])
         update = await off(apply)
         gr.Info("The persona is updated: the next reply reads it.")
         return update
@@ -117,7 +117,7 @@ class PersonaPanel:
                 if not existing:
                     raise
                 name = existing[0]               # the same card again: use the one saved before
-            return {**self._start(owner, name, system, []), ui.card: None}
+            return {**self._start(owner, name, system, [], data[ui.model]), ui.card: None}
         update = await off(load)
         gr.Info("The card is imported; the conversation starts with its greeting.")
         return update

@@ -1,6 +1,6 @@
 """The sidebar: this browser's stored conversations, newest first, a page at a time; open one (its current branch,
-its system prompt, persona and sampling defaults come back, and the next message continues it, reusing its KV
-cache), rename, delete, export (the whole tree as the JSON `parley conversations import` and
+its system prompt, persona and sampling defaults come back, the picker picks its model, and the next message
+continues it, reusing its KV cache), rename, delete, export (the whole tree as the JSON `parley conversations import` and
 POST /v1/conversations/import take)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import re
 import gradio as gr
 
 from parley.web import controls, persona, view
+from parley.web.picker import option_updates
 from parley.web.state import PageState, handler, off
 
 PAGE = 12
@@ -71,10 +72,13 @@ class Sidebar:
         if request.session_hash in state.live:
             raise gr.Error("Stop the reply being written before opening another conversation.")
         owner = state.owner(request)
-        return await off(self.opened, owner, cid, data[ui.pages])
+        return await off(self.opened, owner, cid, data[ui.pages], listed=data[ui.model_choices])
 
-    def opened(self, owner: str, cid: str, anchors: list) -> dict:
-        """Everything the page shows of conversation `cid` (also after Clear picks a persona)."""
+    def opened(self, owner: str, cid: str, anchors: list, *, model: str | None = None,
+               listed: list | None = None) -> dict:
+        """Everything the page shows of conversation `cid` (also after Clear picks a persona). `model`: the
+        model the page picked for it; None: the one it keeps, picked in the picker (`listed`: the page's
+        choices, a model missing from them added), whose limit ends the max tokens slider."""
         ui, state = self.ui, self.state
         convs = state.conversations(owner)
         conv = convs.get(cid)
@@ -82,14 +86,22 @@ class Sidebar:
         p = convs.persona(cid) if conv.problem is None else None   # a row that does not read: shown, named
         names = state.parley.personas.names()
         picked = conv.persona if conv.persona in names else persona.NONE
-        values = controls.option_values(conv.defaults, state.parley.limits.max_tokens)
+        door = state.door(model) if model else state.door_of(conv.model)
+        end = door.limits.max_tokens
+        values = controls.option_values(conv.defaults, end)
         status = f"This conversation cannot be continued as stored: {conv.problem}" if conv.problem else ""
-        return {ui.chatbot: shown, ui.ids: ids, ui.conv: cid, ui.system: conv.system or "",
-                ui.title: conv.title or "", ui.status: status,
-                ui.persona: gr.Dropdown(choices=persona.choices(names), value=picked),
-                **dict(zip(ui.persona_fields, persona.field_values(p), strict=True)),
-                **dict(zip(ui.options, values, strict=True)),
-                **refresh(state, ui, owner, anchors, cid)}
+        update = {ui.chatbot: shown, ui.ids: ids, ui.conv: cid, ui.system: conv.system or "",
+                  ui.title: conv.title or "", ui.status: status,
+                  ui.persona: gr.Dropdown(choices=persona.choices(names), value=picked),
+                  **dict(zip(ui.persona_fields, persona.field_values(p), strict=True)),
+                  **option_updates(ui, values, end), ui.started: values,
+                  **refresh(state, ui, owner, anchors, cid)}
+        if not model:
+            listed = list(listed or [])
+            if door.name not in [name for _, name in listed]:   # offered since the page listed the models
+                listed.append((door.name, door.name))
+            update |= {ui.model: gr.Dropdown(choices=listed, value=door.name), ui.model_choices: listed}
+        return update
 
     @handler
     async def rename(self, data: dict, request: gr.Request):

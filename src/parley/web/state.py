@@ -1,7 +1,8 @@
 """What every handler of the page shares: the facade, the server's settings, the replies being streamed (one per
 open page, keyed by Gradio's session hash, so one page's Stop ends only its own reply), this browser's scope of
-the conversations and documents services (another browser's look like none), and how a facade error reaches
-the page (a readable message).
+the conversations and documents services (another browser's look like none), the door of the model a page picked
+(never loading it: a model loads with its first message), and how a facade error reaches the page (a readable
+message).
 
 Every facade call runs off the event loop (`off`: asyncio.to_thread), the loop also streams every other page's
 reply; the facade refuses a blocking call made on it (api/guard.py).
@@ -18,8 +19,8 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from parley.api import Parley, Stream
-from parley.errors import ParleyError
-from parley.sampling import CHAT_PRESET
+from parley.errors import NotFound, ParleyError
+from parley.sampling import CHAT_PRESET, SamplingParams
 from parley.web.owner import owner_of
 
 log = logging.getLogger("parley.web")
@@ -79,12 +80,34 @@ class PageState:
         """The conversations service scoped to one browser: another browser's conversation looks like none."""
         return self.parley.conversations.owned_by(owner)
 
-    def documents(self, owner: str):
-        return self.parley.documents.owned_by(owner)
+    def documents(self, owner: str, model: str | None = None):
+        """This browser's documents; questions about them are answered by `model` (None: the default)."""
+        door = self.parley if model is None else self.door(model)
+        return door.documents.owned_by(owner)
 
-    def create(self, owner: str, *, system: str | None = None, persona=None):
-        """A new conversation of this browser, with the chat preset's sampling (the sliders start there)."""
-        return self.conversations(owner).create(system=system or None, persona=persona, defaults=CHAT_PRESET)
+    def door(self, model: str | None):
+        """The server's door speaking to `model` (None: the default one), with the server's limits; nothing is
+        loaded (a model loads with its first request). An unknown name is a 404 naming the models offered."""
+        return self.parley.using(model or None, load=False)
+
+    def door_of(self, stored: str | None):
+        """The door of the model a stored conversation keeps, or the default one's when this server does not
+        offer it (removed, or another server's): the model its next message goes to."""
+        try:
+            return self.door(stored)
+        except NotFound:
+            return self.door(None)
+
+    def sampling(self, model: str | None) -> SamplingParams:
+        """A new conversation's defaults on `model`: the chat preset with the model's own sampling over it."""
+        return self.door(model).sampling_over(CHAT_PRESET)
+
+    def create(self, owner: str, *, system: str | None = None, persona=None, model: str | None = None):
+        """A new conversation of this browser on `model` (None: the default), with the chat preset's sampling
+        and the model's own over it (the sliders start there)."""
+        door = self.door(model)
+        return door.conversations.owned_by(owner).create(system=system or None, persona=persona,
+                                                         defaults=door.sampling_over(CHAT_PRESET))
 
     def cancel_session(self, session: str | None) -> bool:
         reply = self.live.get(session or "")

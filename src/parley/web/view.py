@@ -1,5 +1,8 @@
 """What the page shows, rendered from the facade's views and the scheduler's stats (plain functions, no Gradio).
 
+The model picker lists each model with its state ("loaded", "not loaded", "loading 40%") and, once loaded, where
+it runs; the header names the picked model, its context and device, and its scheduler's numbers.
+
 Chat messages are Gradio's messages format ({"role", "content"}), with the ids of the stored messages beside
 them (the page maps a clicked message back to its row). Under each finished reply: who spoke (a persona's
 character), its tokens, the prompt tokens the cache gave back, the time to first token and tokens/s, and how it
@@ -17,6 +20,7 @@ from parley.web.fences import close_fences
 STATS_CLASS = "parley-stats"
 PLAIN_SKILL = "chat"       # the message as it is: nothing to say under it
 ENDINGS = {"cancelled": "stopped", "length": "cut at max tokens", "error": "failed"}
+NOT_LOADED = " (not loaded)"     # how the facade's device of a model not loaded yet ends
 
 
 def size(n: int) -> str:
@@ -78,8 +82,34 @@ def chat_messages(branch) -> tuple[list[dict], list[str]]:
     return shown, ids
 
 
+def device(d: str) -> str:
+    """Where a model runs, without the facade's "(not loaded)" (the page says that in its own words)."""
+    return d.removesuffix(NOT_LOADED)
+
+
+def model_state(m) -> str:
+    """A model's state as the picker says it (m: a ModelView): loaded, not loaded, loading 40%."""
+    if m.state == "loading":
+        return f"loading {int(100 * m.progress)}%"
+    return {"loaded": "loaded", "missing": "file missing"}.get(m.state, "not loaded")
+
+
+def model_label(m) -> str:
+    """A model in the picker: "name · loaded · cpu"; where it runs is known once it is loaded."""
+    where = f" · {device(m.device)}" if m.state == "loaded" else ""
+    return f"{m.name} · {model_state(m)}{where}"
+
+
+def loading(name: str, fraction: float) -> str:
+    return f"Loading {name}: {int(100 * fraction)}%"
+
+
 def header(info, stats) -> str:
-    """The line at the top: the model, its context, and the cache's three tiers (live KV, RAM, disk)."""
+    """The line at the top: the model, its context, and the cache's three tiers (live KV, RAM, disk); a model
+    not loaded yet has no cache to show."""
+    if not info.loaded:
+        return (f"**{html.escape(info.name)}** · context {info.context_size:,} tokens · "
+                f"{html.escape(device(info.device))} · not loaded (it loads with the first message)")
     live = stats.kv_cells_used * info.kv_bytes_per_cell
     busy = f"{stats.running} replying, {stats.waiting} waiting" if stats.running or stats.waiting else "idle"
     return (f"**{html.escape(info.name)}** · context {info.context_size:,} tokens · {html.escape(info.device)} · "
