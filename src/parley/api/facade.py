@@ -118,10 +118,11 @@ class _Shared:
             raise
 
     def offered(self) -> list[ModelEntry]:
+        """The models this process serves, the default first."""
         if self.named:
             return list(self.named)
         entries, _ = self.registry.entries()
-        return entries if any(e.name == self.default.name for e in entries) else [self.default, *entries]
+        return [self.default, *(e for e in entries if e.name != self.default.name)]
 
     def close(self, *, save: bool) -> None:
         if self.pool is not None:

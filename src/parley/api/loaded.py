@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from parley.chat.documents import Documents
 from parley.chat.model import Model, Served
 from parley.chat.prompt import PromptBuilder
-from parley.engine.gguf import read_metadata
+from parley.engine.gguf import cached_metadata
 from parley.engine.llamacpp import EngineConfig, LlamaCppEngine
 from parley.errors import ParleyError
 from parley.scheduler.scheduler import Scheduler
@@ -50,8 +50,8 @@ def model_settings(entry, s: Settings) -> Settings:
 def header_facts(path) -> tuple[int, int]:
     """(training context, KV bytes per cell at f16) from a GGUF header, without loading the model."""
     try:
-        meta = read_metadata(path)
-    except ParleyError:
+        meta = cached_metadata(path)
+    except (ParleyError, OSError):
         return 0, 0
     arch = meta.get("general.architecture", "")
     num = lambda key: meta.get(f"{arch}.{key}") if isinstance(meta.get(f"{arch}.{key}"), int) else 0  # noqa: E731

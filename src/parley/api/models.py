@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from parley.api.guard import LoopGuard, blocking
 from parley.api.loaded import unloaded_info
-from parley.engine.gguf import read_metadata
+from parley.engine.gguf import cached_metadata
 from parley.engine.probe import probe
 from parley.errors import InvalidRequest, ParleyError
 from parley.models.quantize import file_type, quant_type
@@ -184,7 +184,7 @@ class ModelsService:
                 device, context = info.device, info.context_size
         arch, ftype, size = "", "", 0
         try:
-            meta = read_metadata(e.path)
+            meta = cached_metadata(e.path)
             arch, ftype = str(meta.get("general.architecture", "")), file_type(meta)
             size = e.path.stat().st_size
         except (ParleyError, OSError) as err:

@@ -22,6 +22,7 @@ through, cut inside its tensor data with the header whole; llama.cpp refuses it 
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from dataclasses import dataclass
@@ -184,6 +185,18 @@ def read_metadata(path: str | os.PathLike[str], *, skip_arrays: bool = True) -> 
         except OSError as e:
             raise ModelError(f"cannot read model file {path}: {e.strerror or e}") from None
     return meta
+
+
+def cached_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
+    """read_metadata(path), kept while the file keeps its size and modification time: listings (`/v1/models`,
+    the page's picker polled during a load) read the same headers again and again (~30 ms each)."""
+    st = os.stat(path)
+    return _cached(os.fspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=128)
+def _cached(path: str, size: int, mtime_ns: int) -> dict[str, object]:
+    return read_metadata(path)
 
 
 def chat_template(meta: dict[str, object]) -> str | None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import tomlkit
 
-from parley.engine.gguf import read_metadata
+from parley.engine.gguf import cached_metadata, read_metadata
 from parley.engine.model_path import EMBEDDED_NAME, embedded_model_path
 from parley.errors import InvalidRequest, ModelError, NotFound, ParleyError, shorten
 from parley.registry import FileRegistry
@@ -278,8 +278,8 @@ def header_name(e: ModelEntry) -> str:
     if e.source == "embedded":
         return EMBEDDED_NAME
     try:
-        meta = read_metadata(e.path)
-    except ParleyError:
+        meta = cached_metadata(e.path)
+    except (ParleyError, OSError):
         return e.name
     n = meta.get("general.name")
     return n if isinstance(n, str) and n.strip() else e.path.stem
