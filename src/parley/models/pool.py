@@ -9,14 +9,17 @@ the load's progress (0..1), which `states()` shows. Loading another would pass `
 budget (each model's estimated weights + KV): the least recently used loaded model is unloaded first, never
 one in use (a `use()` block open, or requests running or waiting in its scheduler). If none can go, the new
 load is refused (429, retry later) instead of waiting. A model nobody used for `idle_s` is unloaded by a
-reaper thread. Unloading closes the model's scheduler with its KV saved: idle conversations' sequences go to
-the disk tier, so a conversation that comes back costs a restore, not a re-read.
+reaper thread; `keep_alive(name, seconds)` sets that time for one model until it next loads (Ollama's
+per-request `keep_alive`: math.inf never, None back to `idle_s`). Unloading closes the model's scheduler with
+its KV saved: idle conversations' sequences go to the disk tier, so a conversation that comes back costs a
+restore, not a re-read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +43,7 @@ class _Slot:
     users: int = 0                   # open use() blocks
     error: str | None = None         # why the last load failed
     loads: int = 0
+    keep_alive: float | None = None  # idle seconds before it unloads, for this load only (None: the pool's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,7 @@ class SlotState:
     error: str | None
     loads: int
     footprint: int
+    idle_s: float = math.inf         # idle seconds before it unloads (inf: it never unloads for being idle)
 
 
 class Pool:
@@ -68,8 +73,7 @@ class Pool:
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         if idle_s > 0:
-            self._reaper = threading.Thread(target=self._reap_loop, name="parley-model-reaper", daemon=True)
-            self._reaper.start()
+            self._start_reaper()
 
     # ---- use -----------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -103,8 +107,20 @@ class Pool:
     def states(self) -> dict[str, SlotState]:
         with self._lock:
             return {s.name: SlotState(s.name, s.state, s.progress, s.last_used, s.error, s.loads,
-                                      getattr(s.loaded, "footprint", 0) if s.loaded is not None else 0)
+                                      getattr(s.loaded, "footprint", 0) if s.loaded is not None else 0,
+                                      self._idle_of(s))
                     for s in self._slots.values()}
+
+    def keep_alive(self, name: str, seconds: float | None) -> None:
+        """How long `name` stays loaded once idle, until it next loads (None: idle_s; math.inf: no idle unload;
+        0: at the next reap once idle). Making room for another model may still unload it."""
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None or slot.state != "loaded":
+                return
+            slot.keep_alive = seconds
+        if seconds is not None and math.isfinite(seconds):
+            self._start_reaper()
 
     # ---- unloading -------------------------------------------------------------------------------------------
     def unload(self, name: str, *, save: bool = True) -> bool:
@@ -125,14 +141,15 @@ class Pool:
         now = time.monotonic() if now is None else now
         with self._lock:
             idle = [s for s in self._slots.values() if s.state == "loaded" and not self._in_use(s)
-                    and now - s.last_used >= self.idle_s]
+                    and now - s.last_used >= self._idle_of(s)]
             for s in idle:
                 s.state = "unloaded"
             taken = [(s.name, s.loaded) for s in idle]
             for s in idle:
                 s.loaded = None
         for name, loaded in taken:
-            log.info("model %s unloaded after %.0f s idle (--model-idle)", name, self.idle_s)
+            log.info("model %s unloaded after being idle (--model-idle %.0f s, or its keep_alive)", name,
+                     self.idle_s)
             self._close(name, loaded, True)
         return [n for n, _ in taken]
 
@@ -192,6 +209,7 @@ class Pool:
                 slot.loaded, slot.state, slot.progress = loaded, "loaded", 1.0
                 slot.last_used = time.monotonic()
                 slot.loads += 1
+                slot.keep_alive = None          # a keep_alive lasts one load
             log.info("model %s loaded in %.1f s", slot.name, time.monotonic() - t0)
             return loaded
 
@@ -230,9 +248,27 @@ class Pool:
         except Exception:
             log.exception("closing model %s failed", name)
 
+    def _idle_of(self, slot: _Slot) -> float:
+        """The idle seconds after which `slot` unloads: its keep_alive, else idle_s (0: never, so inf)."""
+        if slot.keep_alive is not None:
+            return slot.keep_alive
+        return self.idle_s if self.idle_s > 0 else math.inf
+
+    def _start_reaper(self) -> None:
+        with self._lock:
+            if self._reaper is not None or self._closed:
+                return
+            self._reaper = threading.Thread(target=self._reap_loop, name="parley-model-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap_every(self) -> float:
+        """A quarter of the shortest idle time in force (a keep_alive of 10 s unloads within 12.5 s)."""
+        with self._lock:
+            times = [self._idle_of(s) for s in self._slots.values() if s.state == "loaded"]
+        return max(0.05, min([REAP_EVERY_S, *(t / 4 for t in times if t < math.inf)]))
+
     def _reap_loop(self) -> None:
-        every = max(0.05, min(REAP_EVERY_S, self.idle_s / 4))
-        while not self._stop.wait(every):
+        while not self._stop.wait(self._reap_every()):
             try:
                 self.reap()
             except Exception:
