@@ -8,6 +8,8 @@ loaded, and the verbs of `parley models` and `/v1/models`.
     parley.models.pull("owner/repo:Q4_K_M")   download from a hub, verified, registered
     parley.models.quantize("qwen", "q8_0")    a compressed copy by llama.cpp's own quantizer, registered
     parley.models.load("qwen") / unload(...)  now, rather than on the first request / after --model-idle
+    parley.models.keep_alive("qwen", 300)     how long it stays loaded once idle, until it next loads
+    parley.models.header("qwen")              its GGUF header's keys and the chat template it is served with
 
 Everything here blocks (headers read, files written, models loaded): an edge that serves an event loop calls
 it in a worker thread (api/guard.py checks).
@@ -15,19 +17,22 @@ it in a worker thread (api/guard.py checks).
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from parley.api.guard import LoopGuard, blocking
-from parley.api.loaded import unloaded_info
-from parley.engine.gguf import cached_metadata
+from parley.api.loaded import model_settings, unloaded_info
+from parley.engine.gguf import ArrayInfo, cached_metadata, chat_template, read_metadata
 from parley.engine.probe import probe
 from parley.errors import InvalidRequest, ParleyError
 from parley.models.quantize import file_type, quant_type
 from parley.models.quantize import quantize as run_quantize
 from parley.models.registry import ModelEntry, ModelRegistry, Preset, check_name, header_name
 from parley.settings import Settings
+from parley.text.template import resolve_template
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,18 @@ class ModelView:
     quantized: dict = field(default_factory=dict)
     error: str | None = None       # why its last load failed, or what is wrong with its file
     toml: str = ""                 # the TOML file its entry is read from ("" for a file -m gave, not registered)
+    memory_bytes: int = 0          # loaded: what it takes (weights and KV cells)
+    unloads_in: float | None = None   # loaded: seconds until it unloads for being idle (None: it never does)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelHeader:
+    """A model file's GGUF header, JSON-ready: its keys (arrays as [] unless read whole), and the chat template
+    the model is served with (the file's own or the named chat_format's source; "" when it has none)."""
+
+    metadata: dict
+    chat_template: str
+    chat_format: str
 
 
 class ModelsService:
@@ -155,6 +172,30 @@ class ModelsService:
         self._pool().unload(entry.name)
         return self._view(entry)
 
+    @blocking
+    def keep_alive(self, name: str, seconds: float | None) -> None:
+        """How long a loaded model stays loaded once nobody uses it, until it next loads (Ollama's keep_alive):
+        None, --model-idle's; math.inf, no idle unloading; 0, as soon as it is idle. --models-max and the memory
+        budget may still unload it to make room."""
+        self._pool().keep_alive(self._entry(name).name, seconds)
+
+    @blocking
+    def header(self, name: str, *, arrays: bool = False) -> ModelHeader:
+        """A model's GGUF header (`arrays`: the vocabulary and the other arrays read whole, not as []) and the
+        chat template it is served with."""
+        entry = self._entry(name)
+        meta = read_metadata(entry.path, skip_arrays=False) if arrays else cached_metadata(entry.path)
+        keys = {k: [] if isinstance(v, ArrayInfo) else v for k, v in meta.items()}
+        loaded = self._shared.pool.loaded(entry.name) if self._shared is not None else None
+        if loaded is not None:
+            return ModelHeader(keys, loaded.template.source, loaded.template.name)
+        fmt = model_settings(entry, self._settings).template.chat_format if self._settings is not None else None
+        try:
+            template = resolve_template(chat_template(meta), fmt, bos_token="", eos_token="")
+        except ParleyError:      # no template of its own and no chat_format: it serves raw completions only
+            return ModelHeader(keys, "", fmt or "model")
+        return ModelHeader(keys, template.source, template.name)
+
     # ---- internals -----------------------------------------------------------------------------------------
     def _pool(self):
         if self._shared is None:
@@ -174,10 +215,15 @@ class ModelsService:
     def _view(self, e: ModelEntry) -> ModelView:
         state, progress, error = "unloaded", 0.0, None
         device, context = "cpu (not loaded)", 0
+        memory, unloads_in = 0, None
         if self._shared is not None:
             slot = self._shared.pool.states().get(e.name)
             if slot is not None:
                 state, progress, error = slot.state, slot.progress, slot.error
+                if slot.state == "loaded":
+                    memory = slot.footprint
+                    if slot.idle_s < math.inf:
+                        unloads_in = max(0.0, slot.idle_s - (time.monotonic() - slot.last_used))
             loaded = self._shared.pool.loaded(e.name)
             if loaded is not None:
                 info = loaded.info()
@@ -201,7 +247,8 @@ class ModelsService:
                          architecture=arch, file_type=ftype, display_name=header_name(e),
                          default=default, settings=settings, sampling=dict(p.sampling), pulled=dict(e.pulled),
                          quantized=dict(e.quantized), error=error,
-                         toml=str(self._registry.file(e.name)) if e.origin else "")
+                         toml=str(self._registry.file(e.name)) if e.origin else "", memory_bytes=memory,
+                         unloads_in=unloads_in)
 
     def _default_name(self) -> str:
         """The model a request (or `parley chat`) that names none gets: the first -m / $PARLEY_MODEL, else the
@@ -221,4 +268,4 @@ def models(home: str | os.PathLike | None = None) -> ModelsService:
     return ModelsService(None, LoopGuard(), registry=ModelRegistry(s.data_dir / "models"), settings=s)
 
 
-__all__ = ["ModelView", "ModelsService", "models"]
+__all__ = ["ModelHeader", "ModelView", "ModelsService", "models"]
