@@ -1,8 +1,10 @@
 """Every error the server returns is JSON in the OpenAI shape, `{"error": {"message", "type", "param", "code"}}`,
 with a status that says whose fault it is (4xx: the request; 5xx: the server). Messages name the field or the
 limit at fault. On the TGI routes the body also carries TGI's `error_type`, so the `text-generation` client raises
-its matching exception (ValidationError, OverloadedError, GenerationError). An exception nobody expected is
-faults.py's: a 500 that names only its type."""
+its matching exception (ValidationError, OverloadedError, GenerationError). On Ollama's routes (/api/...) it is
+Ollama's shape, `{"error": "message"}`, with parley's `type`, `param` and `code` beside it (the `ollama` client
+reads "error"; the middlewares' 401, 413, 429, 503 ... take it too, as every error here is built by path). An
+exception nobody expected is faults.py's: a 500 that names only its type."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from parley.errors import InvalidRequest, ParleyError, shorten
 log = logging.getLogger("parley.server")
 
 TGI_PATHS = frozenset({"/", "/generate", "/generate_stream"})
+OLLAMA_PREFIX = "/api/"     # Ollama's API (ollama_api.py)
 
 
 class NotSupported(InvalidRequest):
@@ -37,6 +40,8 @@ def retry_headers(status: int) -> dict[str, str] | None:
 
 def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
                code: str | None = None, status: int = 400, path: str = "") -> dict:
+    if path.startswith(OLLAMA_PREFIX):
+        return {"error": message, "type": type, "param": param, "code": code}
     body: dict = {"error": {"message": message, "type": type, "param": param, "code": code}}
     if path in TGI_PATHS:
         body["error_type"] = tgi_error_type(status)
