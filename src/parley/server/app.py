@@ -1,4 +1,4 @@
-"""create_app(parley, settings) -> FastAPI: the OpenAI, TGI and conversations APIs over one loaded model, and the
+"""create_app(parley, settings) -> FastAPI: the OpenAI, TGI, Ollama and conversations APIs over the models, and the
 web chat page at GET / (parley.web, mounted last so that only the page's own paths reach it), with /docs and
 /redoc served offline (docs.py) and, with --api-key, a login page (login.py) for the browser.
 
@@ -39,6 +39,7 @@ from parley.server import (
     faults,
     login,
     models_api,
+    ollama_api,
     openai_api,
     personas_api,
     tgi_api,
@@ -55,8 +56,10 @@ from parley.server.state import ServerState, State
 
 DESCRIPTION = """Local LLMs with a KV cache that is never recomputed.
 OpenAI (/v1/chat/completions, /v1/completions, /v1/models), TGI (/generate, /generate_stream, /info),
+Ollama (/api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/pull, /api/delete),
 server-side conversations (/v1/conversations), Prometheus metrics (/metrics).
-Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit.
+Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit
+(on /api/*, Ollama's `{"error": "message"}` with type, param and code beside it).
 
 Sampling defaults of this server, for every field a request leaves out: {sampling}. Out of the box they are the
 protocols' own (temperature 1, top_p 1, no top-k, no min-p, no penalty); `parley serve --temperature ...
@@ -89,7 +92,7 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     errors.install(app)
     app.add_exception_handler(Exception, faults.unexpected)   # only a middleware's fault gets past FaultBarrier
     routers = (openai_api.router, models_api.router, conversations_api.router, documents_api.router,
-               tgi_api.router, personas_api.router)
+               tgi_api.router, personas_api.router, ollama_api.router)
     for router in routers:
         app.include_router(router)
 

@@ -1,5 +1,5 @@
 """Request bodies (pydantic). Strict: wrong JSON types are refused, not coerced ("5" is not 5), and unknown fields
-are refused by name. Every documented field of the OpenAI and TGI requests is accepted; fields parley does not
+are refused by name. Every documented field of the OpenAI, TGI and Ollama requests is accepted; fields parley does not
 implement are refused with a 400 when they ask for something (n=2, logprobs, tools, ...), never ignored in a
 way that changes the answer. Ranges are checked once, by parley.sampling (the errors name the field and range).
 
@@ -283,3 +283,116 @@ class ConversationEdit(SamplingFields):
 
 class ConversationFork(Strict):
     at: Text = Field(description="The message the new conversation ends at.")
+
+
+# ---- Ollama (/api/..., server/ollama_api.py) ------------------------------------------------------------
+KEPT = "Accepted; changes nothing here (a setting of Ollama's model runner: parley's engine has its own flags)."
+
+
+class OllamaOptions(Strict):
+    """Ollama's `options` (its Modelfile parameters). A name Ollama does not know is refused by name: Ollama
+    logs and ignores it, so a misspelt option would silently change nothing."""
+
+    num_predict: int | None = Field(None, description="Most tokens to generate (-1 or -2, Ollama's \"no limit\" "
+                                                      "and \"fill the context\": as many as the server allows).")
+    temperature: float | None = Field(None, description="0 = greedy. Default 0.8 (Ollama's), or the server's "
+                                                        "`parley serve --temperature`.")
+    top_k: int | None = Field(None, description="Default 40 (Ollama's), or the server's `--top-k`.")
+    top_p: float | None = Field(None, description="Default 0.9 (Ollama's), or the server's `--top-p`.")
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = Field(None, description="Tokens the penalties look back over (default 64; 0 = "
+                                                        "none; -1 = the whole context).")
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = Field(None, description="Same seed and options: the same text; -1 = random.")
+    stop: list[Text] | None = Field(None, description="Stop strings; never part of the output.")
+    num_ctx: int | None = Field(None, description="At most the model's context (a 400 names it past that); the "
+                                                  "model keeps the context it was loaded with.")
+    num_keep: int | None = Field(None, description="Accepted; parley never shifts the context, so every token "
+                                                   "is kept.")
+    num_batch: int | None = Field(None, description=KEPT)
+    num_gpu: int | None = Field(None, description=KEPT)
+    main_gpu: int | None = Field(None, description=KEPT)
+    num_thread: int | None = Field(None, description=KEPT)
+    use_mmap: bool | None = Field(None, description=KEPT)
+    use_mlock: bool | None = Field(None, description=KEPT)
+    numa: bool | None = Field(None, description=KEPT)
+    low_vram: bool | None = Field(None, description=KEPT)
+    f16_kv: bool | None = Field(None, description=KEPT)
+    vocab_only: bool | None = Field(None, description=KEPT)
+    embedding_only: bool | None = Field(None, description=KEPT)
+    draft_num_predict: int | None = Field(None, description=KEPT)
+    penalize_newline: bool | None = Field(None, description="Accepted; changes nothing (Ollama ignores it too).")
+    typical_p: float | None = Field(None, description="Only 1 (typical sampling is not implemented).")
+    tfs_z: float | None = Field(None, description="Only 1 (tail-free sampling is not implemented).")
+    mirostat: int | None = Field(None, description="Only 0 (Mirostat is not implemented).")
+    mirostat_tau: float | None = Field(None, description=OFF)
+    mirostat_eta: float | None = Field(None, description=OFF)
+    logits_all: bool | None = Field(None, description="Only false.")
+
+
+class OllamaMessage(Strict):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Text = ""
+    thinking: Text | None = Field(None, description="Accepted; not rendered (the chat template gets role and "
+                                                    "content).")
+    images: list[Text] | None = Field(None, description="Not supported (only empty): the models read text.")
+    tool_calls: list[dict[str, Any]] | None = Field(None, description="Not supported yet (only empty).")
+    tool_name: Text | None = Field(None, description="Not supported yet.")
+    tool_call_id: Text | None = Field(None, description="Not supported yet.")
+
+
+KEEP_ALIVE = ("How long the model stays loaded after this request: a duration (\"5m\", \"1h30m\", \"90s\"), a number "
+              "of seconds, 0 (unload it once this request ends) or -1 (keep it loaded). Left out: the server's "
+              "--model-idle.")
+
+
+class OllamaGenerating(Strict):
+    model: Text = Field(description="A model this server offers (GET /api/tags; \"NAME\" or \"NAME:latest\"), "
+                                    "loaded on demand.")
+    stream: bool = Field(True, description="NDJSON lines as the reply comes (default), or false for one object.")
+    options: OllamaOptions | None = None
+    keep_alive: float | Text | None = Field(None, description=KEEP_ALIVE)
+    format: Text | dict[str, Any] | None = Field(None, description="Not supported yet (only empty): structured "
+                                                                   "output comes later.")
+    think: bool | Text | None = Field(None, description="Only false (no thinking mode is parsed out).")
+    logprobs: bool | None = Field(None, description="Only false.")
+    top_logprobs: int | None = Field(None, description="Only 0.")
+    truncate: bool | None = Field(None, description="Drop the oldest messages when the prompt does not fit, and "
+                                                    "say so in `parley` (default false: a 400 naming the limit; "
+                                                    "Ollama's default true truncates silently).")
+    shift: bool | None = Field(None, description="Only false: parley never shifts the context (a reply that "
+                                                 "reaches its end stops with done_reason \"length\").")
+
+
+class OllamaChatRequest(OllamaGenerating):
+    messages: list[OllamaMessage] = Field(default_factory=list, description="None: only load (or, with "
+                                                                             "keep_alive 0, unload) the model.")
+    tools: list[dict[str, Any]] | None = Field(None, description="Not supported yet (only empty).")
+
+
+class OllamaGenerateRequest(OllamaGenerating):
+    prompt: Text = Field("", description="Empty: only load (or, with keep_alive 0, unload) the model.")
+    system: Text = Field("", description="The system prompt (default: the model's own, if its entry has one).")
+    template_: Text = Field("", alias="template", description="Only empty: the model's own chat template.")
+    raw: bool = Field(False, description="The prompt as it is, no chat template.")
+    suffix: Text = Field("", description="Only empty (fill-in-the-middle is not available).")
+    context: list[int] | None = Field(None, description="The `context` of an earlier reply: its tokens come "
+                                                        "first, so its KV is read from the cache.")
+    images: list[Text] | None = Field(None, description="Not supported (only empty): the models read text.")
+
+
+class OllamaModelRef(Strict):
+    model: Text | None = None
+    name: Text | None = Field(None, description="Ollama's older name for `model`.")
+
+
+class OllamaShowRequest(OllamaModelRef):
+    verbose: bool = Field(False, description="Read the header's arrays whole (the vocabulary, ...) into "
+                                             "model_info, instead of [].")
+
+
+class OllamaPullRequest(OllamaModelRef):
+    stream: bool = True
+    insecure: bool | None = Field(None, description="Accepted and ignored, as Ollama does.")
