@@ -83,16 +83,22 @@ def wait_idle(parley, timeout: float = 10.0) -> dict:
 
 
 def assert_error(response: httpx.Response, status: int | tuple[int, ...], *words: str) -> dict:
-    """An OpenAI-shaped error with the status, whose message names each of `words`."""
+    """An error with the status, whose message names each of `words`: the OpenAI shape, or on Ollama's routes
+    (/api/...) Ollama's `{"error": message}` with type, param and code beside it. Returns it as the OpenAI
+    shape's inner object."""
     statuses = (status,) if isinstance(status, int) else status
     assert response.status_code in statuses, (response.status_code, response.text)
     body = response.json()
-    assert set(body["error"]) >= {"message", "type", "param", "code"}, body
-    message = body["error"]["message"]
+    err = body["error"]
+    if isinstance(err, str):
+        assert response.request.url.path.startswith("/api/"), body
+        err = {"message": err, **{k: body[k] for k in ("type", "param", "code")}}
+    assert set(err) >= {"message", "type", "param", "code"}, body
+    message = err["message"]
     assert isinstance(message, str) and message
     for w in words:
         assert w in message, (w, message)
-    return body["error"]
+    return err
 
 
 def pick_stop(text: str) -> str:
