@@ -279,3 +279,12 @@ def test_routes_ollama_has_and_parley_does_not_map(http):
     num_ctx = http.post("/api/chat", json={"model": DEFAULT, "messages": ask("Hi."), "stream": False,
                                            "options": {**GREEDY, "num_ctx": 512, "num_thread": 4}}).json()
     assert "num_ctx=512 changes nothing" in num_ctx["parley"]["note"]
+
+
+def test_the_middlewares_cover_api_routes_in_ollama_shape(http, served):
+    ollama_error(http.post("/api/chat", json={}, headers={"host": "evil.example"}), 421, "evil.example")
+    big = {"model": DEFAULT, "prompt": "x" * (served.state.settings.max_body_bytes + 1)}
+    ollama_error(http.post("/api/generate", json=big), 413)
+    assert http.get("/api/tags").status_code == 200
+    metrics = http.get("/metrics").text
+    assert 'route="/api/chat",status="421"' in metrics and 'route="/api/tags",status="200"' in metrics
