@@ -97,3 +97,13 @@ def test_a_broken_toml_is_a_warning_not_a_crash(reg):
     assert any("broken" in w and "TOML" in w for w in warnings)
     assert any("ctx_sise" in w for w in warnings)
     assert isinstance(Path(entries[0].path), Path)
+
+
+def test_remove_takes_the_exact_name_only(reg):
+    """A lookup for a request may go by a file's stem or header name; a removal never does (removing a model
+    again by the stem of a file another model shares used to remove that other model)."""
+    reg.add(embedded_model_path(), name="second")
+    assert reg.get("smollm2-135m-instruct.q4_1").name in ("second", EMBEDDED_ENTRY)
+    with pytest.raises(NotFound):
+        reg.remove("smollm2-135m-instruct.q4_1")
+    assert "second" in reg.names()

@@ -109,8 +109,9 @@ class ModelsService:
 
     @blocking
     def remove(self, name: str) -> ModelView:
-        """Forget a model (unloaded first); a file parley made (pulled, quantized) goes with it."""
-        entry = self._entry(name)
+        """Forget a model (unloaded first; its exact registry name); a file parley made (pulled, quantized)
+        goes with it."""
+        entry = self._registry.get(name, exact=True)
         if self._shared is not None:
             self._shared.pool.unload(entry.name)
         view = self._view(entry)

@@ -194,14 +194,15 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return self._files.names()
 
-    def get(self, name: str) -> ModelEntry:
-        """The entry a name gives: its registry name in any case, or the name its GGUF header says."""
+    def get(self, name: str, *, exact: bool = False) -> ModelEntry:
+        """The entry a name gives: its registry name in any case, or (not `exact`) the name its GGUF header
+        gives or its file's stem, as requests may call a model; what deletes an entry looks it up `exact`."""
         names = self.names()
         key = str(name).strip().lower()
         for n in names:
             if n.lower() == key:
                 return self._files.get(n)
-        for n in names:              # the header's name (what /v1/models said before there was a registry)
+        for n in [] if exact else names:   # the header's name (what /v1/models said before a registry)
             e = self._files.get(n)
             if key in (header_name(e).lower(), e.path.stem.lower()):
                 return e
@@ -254,7 +255,7 @@ class ModelRegistry:
 
     def remove(self, name: str) -> ModelEntry:
         """Forget a model; a file parley made (pulled, quantized) goes with it, one it was given stays."""
-        entry = self.get(name)
+        entry = self.get(name, exact=True)
         if entry.origin == "bundled":
             raise InvalidRequest(f"model {entry.name!r} is embedded in parley and cannot be removed", param="name")
         self._files.delete(entry.name)
