@@ -146,13 +146,13 @@ def test_not_found_and_method_not_allowed(server):
 
 
 def test_unsupported_options_are_refused_not_ignored(server):
-    for extra, name in [({"n": 2}, "n"), ({"logprobs": True}, "logprobs"), ({"logit_bias": {"1": 5}}, "logit_bias"),
+    for extra, name in [({"n": 17}, "n"), ({"logprobs": True}, "logprobs"), ({"logit_bias": {"1": 5}}, "logit_bias"),
                         ({"tools": [{"type": "function"}]}, "tools"), ({"response_format": {"type": "json_object"}},
                                                                           "response_format"),
                         ({"stream_options": {"include_usage": True}}, "stream_options")]:
         err = assert_error(post(server, CHAT, {"messages": [OK], **extra}), 400, name)
         assert err["param"] == name
-    for extra, name in [({"best_of": 2}, "best_of"), ({"suffix": "x"}, "suffix"), ({"prompt": ["a", "b"]}, "prompt")]:
+    for extra, name in [({"best_of": 3}, "best_of"), ({"suffix": "x"}, "suffix"), ({"prompt": ["a", "b"]}, "prompt")]:
         body = {"prompt": "x", "max_tokens": 2, **extra}
         assert_error(post(server, "/v1/completions", body), 400, name)
     for extra, name in [({"typical_p": 0.5}, "typical_p"), ({"best_of": 2, "do_sample": True}, "best_of"),

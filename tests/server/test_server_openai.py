@@ -153,8 +153,8 @@ def test_completions(client, server, parley):
 
 
 def test_not_supported_fields_are_refused(client):
-    with pytest.raises(openai.BadRequestError, match="n is not supported"):
-        chat(client, n=2)
+    with pytest.raises(openai.BadRequestError, match="n must be 1 to 16"):
+        chat(client, n=17)
     with pytest.raises(openai.BadRequestError, match="tool calls"):
         chat(client, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
     with pytest.raises(openai.BadRequestError, match="logprobs"):
@@ -198,3 +198,22 @@ def test_truncate_drops_oldest_and_says_so(small_server, parley):
     with pytest.raises(openai.BadRequestError, match="alone are"):
         chat(client, messages=lone, max_tokens=2, extra_body={"truncate": True})
     wait_idle(parley)
+
+
+def test_n_choices_of_one_prompt_read_it_once(client, parley):
+    """n choices: the prompt is read once and forked (one sequence's prefill, the others' KV shared), each
+    choice sampled with its own seed; streamed, every chunk names its choice and each choice ends with its own
+    finish_reason."""
+    long_system = f"{fresh_prefix()} " + "You are a patient guide who answers with one word. " * 12
+    messages = [{"role": "system", "content": long_system}, {"role": "user", "content": "Tell me a word."}]
+    before = parley.scheduler.stats().totals.prefilled_tokens
+    r = chat(client, n=3, max_tokens=6, temperature=0.9, seed=7, messages=messages)
+    read = parley.scheduler.stats().totals.prefilled_tokens - before
+    assert [c.index for c in r.choices] == [0, 1, 2] and all(c.message.content for c in r.choices)
+    assert r.usage.prompt_tokens > 100 and read < 1.5 * r.usage.prompt_tokens, (read, r.usage.prompt_tokens)
+    assert r.usage.completion_tokens <= 3 * 6
+    text, chunks = stream_chat(client, n=2, max_tokens=5, temperature=0.9, seed=3)
+    ended = {c.choices[0].index: c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason}
+    assert set(ended) == {0, 1}
+    seen = {c.choices[0].index for c in chunks if c.choices and c.choices[0].delta.content}
+    assert seen <= {0, 1} and seen

@@ -39,11 +39,11 @@ from parley.chat.skills import Skills
 from parley.chat.turns import Turns
 from parley.chat.window import PromptTooLong, WindowPolicy, fit, message_sizes, reply_room
 from parley.engine.interrupt import deferred_sigint
-from parley.errors import InvalidRequest, NotFound, shorten
+from parley.errors import InvalidRequest, LimitExceeded, NotFound, shorten
 from parley.models.pool import Pool
 from parley.models.registry import ModelEntry, ModelRegistry
 from parley.paths import check_data_dir
-from parley.sampling import SamplingParams
+from parley.sampling import SEED_MAX, SamplingParams
 from parley.scheduler.request import Result
 from parley.scheduler.stats import SchedulerStats, combine
 from parley.scheduler.stream import Stream
@@ -51,7 +51,9 @@ from parley.settings import Settings
 from parley.store import Store
 from parley.text.template import validate_messages
 
-__all__ = ["ModelInfo", "Parley", "load"]
+__all__ = ["MAX_SAMPLES", "ModelInfo", "Parley", "load"]
+MAX_SAMPLES = 16        # completions of one prompt per request (OpenAI's n, TGI's best_of)
+SEED_SPAN = SEED_MAX + 1
 
 
 def memory_budget(mb: int) -> int:
@@ -310,6 +312,19 @@ class Parley:
             if params.max_tokens > limits.max_tokens:
                 params = params.replace(max_tokens=limits.max_tokens)
             return loaded.scheduler.stream(meta.tokens, params, loop=loop, param=param, meta=meta)
+
+    @blocking
+    def samples(self, prompt: str | Sequence[int] | Prompt, params: SamplingParams | None = None, n: int = 1, *,
+                loop: asyncio.AbstractEventLoop | None = None, param: str = "prompt") -> list[Stream]:
+        """`n` completions of one prompt, side by side (OpenAI's `n`, TGI's best_of): submitted together, so the
+        scheduler reads the prompt once and the others fork its KV (zero-copy) and decode in the same batches.
+        A seed gives choice i the seed + i (the same seed each would make n copies of one text)."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+            raise LimitExceeded(f"n must be 1 to {MAX_SAMPLES}, got {n!r}", param="n")
+        params = params or SamplingParams()
+        with self._shared.pool.use(self._model):
+            return [self.generate(prompt, params if params.seed is None else params.replace(seed=(params.seed + i) % SEED_SPAN),
+                                  loop=loop, param=param) for i in range(n)]
 
     def complete(self, prompt: str, **sampling) -> Stream:
         """generate(prompt, SamplingParams(**sampling)): iterate the Stream for Chunks."""

@@ -26,7 +26,7 @@ from parley.server.responses import (
     FINGERPRINT,
     chat_completion,
     chat_events,
-    finished,
+    finished_all,
     new_id,
     openai_events,
     parley_ext,
@@ -44,8 +44,6 @@ def _unsupported(name: str, why: str) -> NotSupported:
 
 
 def check_common(body: OpenAICommon) -> None:
-    if body.n not in (None, 1):
-        raise _unsupported("n", f"it returns one choice per request (got n={body.n}; send 1 or leave it out)")
     if body.logit_bias:
         raise _unsupported("logit_bias", "send an empty object or leave it out")
     if body.stream_options is not None and not body.stream:
@@ -114,10 +112,14 @@ def chat_prompt(door, body: ChatCompletionRequest, params: SamplingParams, skill
     return prompt.add_note(llama_compat.note(body))
 
 
-async def generation(state: ServerState, door, prompt: Prompt, params: SamplingParams, body,
-                     param: str) -> Generation:
-    return await Generation.start(state, lambda loop: door.generate(prompt, params, loop=loop, param=param),
-                                  time_limit_s=llama_compat.time_limit_s(body))
+async def generation(state: ServerState, door, prompt: Prompt, params: SamplingParams, body, param: str,
+                     n: int = 1) -> Generation:
+    """The request's generation: one Stream, or `n` choices of the prompt side by side (one concurrency slot)."""
+    def begin(loop):
+        if n == 1:
+            return door.generate(prompt, params, loop=loop, param=param)
+        return door.samples(prompt, params, n, loop=loop, param=param)
+    return await Generation.start(state, begin, time_limit_s=llama_compat.time_limit_s(body))
 
 
 async def model_door(state: ServerState, model: str | None):
@@ -133,15 +135,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     skill = await off_loop(chat_skill, state, body)
     params = sampling(state, door, body, max_tokens=max_tokens, max_tokens_name=name, chat=True, skill=skill)
     prompt = await off_loop(chat_prompt, door, body, params, skill)
-    gen = await generation(state, door, prompt, params, body, "messages")
+    gen = await generation(state, door, prompt, params, body, "messages", n=body.n or 1)
     model = door.name
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include), gen.close)
-    result = await finished(gen, request)
-    if isinstance(result, Response):
-        return result
-    return chat_completion(new_id("chatcmpl"), model, gen, result, prompt)
+    results = await finished_all(gen, request)
+    if isinstance(results, Response):
+        return results
+    return chat_completion(new_id("chatcmpl"), model, gen, results, prompt)
 
 
 def completion_prompt(door, prompt) -> tuple[list[int], str]:
@@ -163,8 +165,6 @@ def completion_prompt(door, prompt) -> tuple[list[int], str]:
 
 def check_completion(body: CompletionRequest) -> None:
     check_common(body)
-    if body.best_of not in (None, 1):
-        raise _unsupported("best_of", f"it generates one sequence per request (got best_of={body.best_of})")
     if body.logprobs:
         raise _unsupported("logprobs", "log probabilities are not returned yet")
     if body.suffix:
@@ -178,17 +178,17 @@ def text_prompt(door, body: CompletionRequest) -> tuple[Prompt, str]:
     return Prompt(tokens).add_note(llama_compat.note(body)), text
 
 
-def completion_body(model: str, gen: Generation, result, prompt: Prompt, echo: str) -> dict:
+def completion_body(model: str, gen: Generation, results: list, prompt: Prompt, echo: str) -> dict:
     return {
         "id": new_id("cmpl"),
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "text": echo + result.text, "logprobs": None,
-                     "finish_reason": gen.finish_reason(result)}],
-        "usage": usage(result),
-        "parley": parley_ext(result, prompt, gen.note),
+        "choices": [{"index": i, "text": echo + r.text, "logprobs": None, "finish_reason": gen.finish_reason(r)}
+                    for i, r in enumerate(results)],
+        "usage": usage(results),
+        "parley": parley_ext(results[0], prompt, gen.note),
     }
 
 
@@ -198,16 +198,20 @@ async def completions(body: CompletionRequest, request: Request, state: State):
     door = await model_door(state, body.model)
     params = sampling(state, door, body, max_tokens=body.max_tokens, max_tokens_name="max_tokens", chat=False)
     prompt, text = await off_loop(text_prompt, door, body)
-    gen = await generation(state, door, prompt, params, body, "prompt")
+    n = body.n or 1
+    if body.best_of not in (None, 1, n):
+        raise NotSupported(f"best_of must equal n ({n}) here: parley returns every choice it generates "
+                           f"(got best_of={body.best_of})", param="best_of")
+    gen = await generation(state, door, prompt, params, body, "prompt", n=n)
     model = door.name
     echo = text if body.echo else ""
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(_completion_events(gen, model, prompt, include, echo), gen.close)
-    result = await finished(gen, request)
-    if isinstance(result, Response):
-        return result
-    return completion_body(model, gen, result, prompt, echo)
+    results = await finished_all(gen, request)
+    if isinstance(results, Response):
+        return results
+    return completion_body(model, gen, results, prompt, echo)
 
 
 def _completion_events(gen: Generation, model: str, prompt: Prompt, include_usage: bool, echo: str):

@@ -30,12 +30,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
-def usage(r: Result) -> dict:
+def usage(r: Result | list[Result]) -> dict:
+    """OpenAI's usage: the prompt once, the completion tokens of every choice."""
+    rs = r if isinstance(r, list) else [r]
+    completion = sum(x.generated_tokens for x in rs)
     return {
-        "prompt_tokens": r.prompt_tokens,
-        "completion_tokens": r.generated_tokens,
-        "total_tokens": r.prompt_tokens + r.generated_tokens,
-        "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
+        "prompt_tokens": rs[0].prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": rs[0].prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": rs[0].cached_tokens},
     }
 
 
@@ -83,13 +86,23 @@ async def finished(gen: Generation, request, on_chunk=None) -> Result | Response
     result = await gen.result(request, on_chunk)
     if result is None and gen.client_gone:
         return client_gone()
-    err = failure(result)
-    if err is not None:
-        return parley_error_response(err, request.url.path)
+    for r in [result] if result is None else [st.result for st in gen.streams]:
+        err = failure(r)
+        if err is not None:
+            return parley_error_response(err, request.url.path)
     return result
 
 
-def chat_completion(cid: str, model: str, gen: Generation, r: Result, prompt: Prompt, **extra) -> dict:
+async def finished_all(gen: Generation, request) -> list[Result] | Response:
+    """finished() for n choices: every Result, in order."""
+    first = await finished(gen, request)
+    return first if isinstance(first, Response) else [st.result for st in gen.streams]
+
+
+def chat_completion(cid: str, model: str, gen: Generation, r: Result | list[Result], prompt: Prompt,
+                    **extra) -> dict:
+    """A chat.completion: one choice per Result (n > 1: several, in order)."""
+    rs = r if isinstance(r, list) else [r]
     return {
         "id": cid,
         "object": "chat.completion",
@@ -97,13 +110,13 @@ def chat_completion(cid: str, model: str, gen: Generation, r: Result, prompt: Pr
         "model": model,
         "system_fingerprint": FINGERPRINT,
         "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": r.text},
+            "index": i,
+            "message": {"role": "assistant", "content": x.text},
             "logprobs": None,
-            "finish_reason": gen.finish_reason(r),
-        }],
-        "usage": usage(r),
-        "parley": parley_ext(r, prompt, gen.note, **extra),
+            "finish_reason": gen.finish_reason(x),
+        } for i, x in enumerate(rs)],
+        "usage": usage(rs),
+        "parley": parley_ext(rs[0], prompt, gen.note, **extra),
     }
 
 
@@ -122,23 +135,38 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
         out.update(more)
         return out
 
-    def chunk(choice: dict, finish: str | None = None, **more) -> dict:
-        return event([{"index": 0, **choice, "logprobs": None, "finish_reason": finish}], **more)
+    def chunk(choice: dict, finish: str | None = None, index: int = 0, **more) -> dict:
+        return event([{"index": index, **choice, "logprobs": None, "finish_reason": finish}], **more)
 
     try:
+        n = len(gen.streams)
         if opening is not None:
-            yield sse(chunk(opening))
-        async for c in gen.chunks():
-            if c.text:
-                yield sse(chunk(piece(c.text)))
-        r = gen.stream.result
-        err = failure(r)
+            for i in range(n):
+                yield sse(chunk(opening, index=i))
+        if n == 1:
+            async for c in gen.chunks():
+                if c.text:
+                    yield sse(chunk(piece(c.text)))
+        else:           # n choices side by side: each chunk names its choice, each choice closes when it ends
+            async for i, c in gen.indexed():
+                if c is None:
+                    r = gen.streams[i].result
+                    if failure(r) is None:
+                        yield sse(chunk(closing, gen.finish_reason(r), index=i))
+                elif c.text:
+                    yield sse(chunk(piece(c.text), index=i))
+        results = [st.result for st in gen.streams]
+        err = next((e for e in map(failure, results) if e is not None), None)
         if err is not None:
             yield sse(error_body(err.message, type=err.type, code=err.code, status=err.status))
         else:
-            yield sse(chunk(closing, gen.finish_reason(r), parley=parley_ext(r, prompt, gen.note, **extra)))
+            ext = parley_ext(results[0], prompt, gen.note, **extra)
+            if n == 1:
+                yield sse(chunk(closing, gen.finish_reason(results[0]), parley=ext))
+            else:
+                yield sse(event([], parley=ext))
             if include_usage:
-                yield sse(event([], usage=usage(r)))
+                yield sse(event([], usage=usage(results)))
         yield sse("[DONE]")
     finally:
         gen.close()

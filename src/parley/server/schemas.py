@@ -140,7 +140,8 @@ class OpenAICommon(SamplingFields):
                                                  "demand; left out, \"default\" or \"parley\": the default one.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(None, description="Only 1 is supported.")
+    n: int | None = Field(None, description="Choices of the one prompt, 1 to 16: read once, forked, decoded side by "
+                                            "side in one batch; a seed gives choice i the seed + i.")
     user: Text | None = None
     logit_bias: dict[str, Any] | None = Field(None, description="Not supported (only empty).")
     metadata: dict[str, Any] | None = None
@@ -182,7 +183,7 @@ class CompletionRequest(LlamaServerFields, OpenAICommon):
         description="A string (one), or token ids. A list of several strings is not supported.")
     echo: bool | None = None
     suffix: Text | None = Field(None, description="Not supported.")
-    best_of: int | None = Field(None, description="Only 1.")
+    best_of: int | None = Field(None, description="Equal to n, or left out: every choice generated is returned.")
     logprobs: int | None = Field(None, description="Not supported (only 0).")
 
 

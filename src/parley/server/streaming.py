@@ -44,10 +44,14 @@ async def wait_disconnect(receive) -> None:
 
 
 class Generation:
+    """`stream`: the Stream begin() returned, or a list of them (n choices of one prompt: one HTTP request, one
+    concurrency slot); `stream` is the first, `streams` all of them."""
+
     def __init__(self, state, stream, *, time_limit_s: float | None = None):
         self._state = state
         self._closed = False
-        self.stream = stream              # parley.api.Stream; its meta says what it is (chat/meta.py)
+        self.streams = list(stream) if isinstance(stream, (list, tuple)) else [stream]
+        self.stream = self.streams[0]     # parley.api.Stream; its meta says what it is (chat/meta.py)
         self.client_gone = False
         self.note = ""                  # why the server ended it early ("" when it did not)
         self.time_limit_s = time_limit_s
@@ -80,11 +84,36 @@ class Generation:
         """The finish reason to report: a reply the time limit ended is "length", as llama-server says."""
         return "length" if self.limit_hit and r.finish_reason == "cancelled" else r.finish_reason
 
+    async def indexed(self) -> AsyncIterator[tuple[int, Chunk | None]]:
+        """Every stream's chunks as they come, as (its index, chunk), and (index, None) when one ends: the n
+        choices of one request, side by side."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(i: int, stream) -> None:
+            try:
+                async for chunk in stream:
+                    self._watch(chunk)
+                    await queue.put((i, chunk))
+            finally:
+                await queue.put((i, None))
+        tasks = [asyncio.ensure_future(pump(i, st)) for i, st in enumerate(self.streams)]
+        try:
+            left = len(tasks)
+            while left:
+                item = await queue.get()
+                if item[1] is None:
+                    left -= 1
+                yield item
+        finally:
+            for t in tasks:
+                t.cancel()
+
     def cancel(self, note: str) -> None:
         """End the generation from the server's side; its reply ends with finish_reason "cancelled" and `note`."""
-        if self.stream.result is None:
+        if any(st.result is None for st in self.streams):
             self.note = self.note or note
-            self.stream.cancel()
+            for st in self.streams:
+                st.cancel()
 
     async def result(self, request, on_chunk: Callable[[Chunk], None] | None = None) -> Result | None:
         """The whole reply, or None when the client disconnected first (then the generation is cancelled).
@@ -103,7 +132,16 @@ class Generation:
         self.client_gone = watcher.done() and not watcher.cancelled()
         return None
 
+    async def results(self, request) -> list[Result] | None:
+        """Every choice's Result, or None when the client disconnected first (then all are cancelled)."""
+        first = await self.result(request)
+        return None if first is None else [st.result for st in self.streams]
+
     async def _consume(self, on_chunk) -> Result:
+        if len(self.streams) > 1:
+            async for _ in self.indexed():
+                pass
+            return self.stream.result
         async for chunk in self.chunks():
             if on_chunk is not None:
                 on_chunk(chunk)
@@ -118,7 +156,8 @@ class Generation:
         self._newline = self._newline or "\n" in chunk.text
         if self._first_at is not None and self._newline and now - self._first_at > self.time_limit_s:
             self.limit_hit = True
-            self.stream.cancel()
+            for st in self.streams:
+                st.cancel()
 
     def close(self) -> None:
         """Release the concurrency slot; cancel the generation if it is still running."""
@@ -127,8 +166,9 @@ class Generation:
         self._closed = True
         self._state.gate.release()
         self._state.generations.discard(self)
-        if self.stream.result is None:
-            self.stream.cancel()
+        for st in self.streams:
+            if st.result is None:
+                st.cancel()
 
 
 def client_gone() -> Response:
