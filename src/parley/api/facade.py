@@ -341,14 +341,20 @@ class Parley:
 
     @blocking
     def embed(self, texts: str | Sequence[str | Sequence[int]], *, model: str | None = None,
-              cancel: threading.Event | None = None, param: str = "input") -> Embeddings:
+              dimensions: int | None = None, cancel: threading.Event | None = None,
+              param: str = "input") -> Embeddings:
         """One vector per text (or list of token ids, taken as given) from this door's model, or `model`'s
         (loaded first; an embedding GGUF from the registry works the same way): its hidden states pooled and
         normalized, in a llama.cpp context of the model's own (engine/embeddings.py). A text over the model's
         embedding context, or over this door's prompt cap, is a LimitExceeded naming the limit (nothing is
-        truncated); `cancel` set stops it between decodes (a client that left)."""
+        truncated); `dimensions` other than the model's is refused by name (its vectors cannot be shortened);
+        `cancel` set stops it between decodes (a client that left)."""
         with self._serving(model) as (loaded, limits):
             embedder = loaded.embedder
+            if dimensions is not None and dimensions != embedder.dimensions:
+                raise InvalidRequest(f"dimensions is {dimensions!r}; {loaded.entry.name} makes "
+                                     f"{embedder.dimensions}-dimensional vectors and cannot shorten them: send "
+                                     f"{embedder.dimensions} or leave dimensions out", param="dimensions")
             ids = embedder.tokens(texts, param=param, limit=limits.prompt_tokens if limits.prompt_setting else 0,
                                   limit_setting=limits.prompt_setting)
             vectors = embedder.embed(ids, cancel=cancel)
