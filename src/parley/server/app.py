@@ -35,6 +35,7 @@ from parley.server import (
     conversations_api,
     docs,
     documents_api,
+    embeddings_api,
     errors,
     faults,
     login,
@@ -54,8 +55,8 @@ from parley.server.settings import ServerSettings
 from parley.server.state import ServerState, State
 
 DESCRIPTION = """Local LLMs with a KV cache that is never recomputed.
-OpenAI (/v1/chat/completions, /v1/completions, /v1/models), TGI (/generate, /generate_stream, /info),
-server-side conversations (/v1/conversations), Prometheus metrics (/metrics).
+OpenAI (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models), TGI (/generate, /generate_stream,
+/info), server-side conversations (/v1/conversations), Prometheus metrics (/metrics).
 Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit.
 
 Sampling defaults of this server, for every field a request leaves out: {sampling}. Out of the box they are the
@@ -88,8 +89,8 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     app.state.parley_server = state
     errors.install(app)
     app.add_exception_handler(Exception, faults.unexpected)   # only a middleware's fault gets past FaultBarrier
-    routers = (openai_api.router, models_api.router, conversations_api.router, documents_api.router,
-               tgi_api.router, personas_api.router)
+    routers = (openai_api.router, embeddings_api.router, models_api.router, conversations_api.router,
+               documents_api.router, tgi_api.router, personas_api.router)
     for router in routers:
         app.include_router(router)
 
