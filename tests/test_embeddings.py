@@ -203,3 +203,25 @@ def test_embedding_models_are_told_by_their_header(p):
     assert not is_embedding_model({"general.architecture": "qwen3", "qwen3.pooling_type": 4})  # a reranker
     assert header_pooling({"general.architecture": "bert", "bert.pooling_type": 2}) == 2
     assert header_pooling(p.engine.metadata) is None
+
+
+def test_models_list_marks_embedding_models_by_their_header(tmp_path):
+    import struct
+
+    from parley.api import models
+    from parley.engine.model_path import embedded_model_path
+
+    def gstr(s: str) -> bytes:
+        return struct.pack("<Q", len(s.encode())) + s.encode()
+
+    header = (b"GGUF" + struct.pack("<IQQ", 3, 0, 2) + gstr("general.architecture") + struct.pack("<I", 8)
+              + gstr("bert") + gstr("bert.pooling_type") + struct.pack("<II", 4, 2))
+    encoder = tmp_path / "encoder.gguf"
+    encoder.write_bytes(header)        # a header alone: listing reads it, nothing loads it
+    service = models(tmp_path / "home")
+    service.add(embedded_model_path(), name="tiny")
+    toml = tmp_path / "home" / "models" / "tiny.toml"
+    toml.write_text(toml.read_text().replace(str(embedded_model_path()), str(encoder)))
+    views = {v.name: v for v in service.list()}
+    assert views["tiny"].embedding and views["tiny"].architecture == "bert"
+    assert not views["smollm2-135m-instruct"].embedding

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from parley.api.guard import LoopGuard, blocking
 from parley.api.loaded import unloaded_info
+from parley.engine.embeddings import is_embedding_model
 from parley.engine.gguf import cached_metadata
 from parley.engine.probe import probe
 from parley.errors import InvalidRequest, ParleyError
@@ -52,6 +53,7 @@ class ModelView:
     quantized: dict = field(default_factory=dict)
     error: str | None = None       # why its last load failed, or what is wrong with its file
     toml: str = ""                 # the TOML file its entry is read from ("" for a file -m gave, not registered)
+    embedding: bool = False        # an embedding model by its GGUF header (a pooling type, or an encoder)
 
 
 class ModelsService:
@@ -182,10 +184,11 @@ class ModelsService:
             if loaded is not None:
                 info = loaded.info()
                 device, context = info.device, info.context_size
-        arch, ftype, size = "", "", 0
+        arch, ftype, size, embedding = "", "", 0, False
         try:
             meta = cached_metadata(e.path)
             arch, ftype = str(meta.get("general.architecture", "")), file_type(meta)
+            embedding = is_embedding_model(meta)
             size = e.path.stat().st_size
         except (ParleyError, OSError) as err:
             state, error = "missing", getattr(err, "message", str(err))
@@ -201,7 +204,7 @@ class ModelsService:
                          architecture=arch, file_type=ftype, display_name=header_name(e),
                          default=default, settings=settings, sampling=dict(p.sampling), pulled=dict(e.pulled),
                          quantized=dict(e.quantized), error=error,
-                         toml=str(self._registry.file(e.name)) if e.origin else "")
+                         toml=str(self._registry.file(e.name)) if e.origin else "", embedding=embedding)
 
     def _default_name(self) -> str:
         """The model a request (or `parley chat`) that names none gets: the first -m / $PARLEY_MODEL, else the
