@@ -23,6 +23,7 @@ ROUTES = [
     ("GET", "/models/model_x/info", None),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
     ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1}),
+    ("POST", "/v1/embeddings", {"input": "hi"}),
     ("POST", "/generate", {"inputs": "hi", "parameters": {"max_new_tokens": 1}}),
     ("POST", "/generate_stream", {"inputs": "hi", "parameters": {"max_new_tokens": 1}}),
     ("POST", "/", {"inputs": "hi"}),

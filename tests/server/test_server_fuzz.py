@@ -20,7 +20,7 @@ from srvutil import LiveServer
 from parley.server import ServerSettings
 
 OPERATIONS = [
-    ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
+    ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"), ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id}"), ("POST", "/v1/models/{name}/load"), ("POST", "/v1/models/{name}/unload"),
     ("GET", "/v1/conversations"), ("POST", "/v1/conversations"),
     ("GET", "/v1/conversations/{conversation_id}"), ("DELETE", "/v1/conversations/{conversation_id}"),

@@ -11,6 +11,7 @@ What a loaded Parley offers (api/facade.py):
     settings, info, limits                       what runs, how, and how much a request may ask for
     tokenize / detokenize / token_text / check_tokens
     generate(prompt, params, loop=None)          raw completion -> Stream (iterate with for, or async for)
+    embed(texts, model=None)                     unit-length vectors from the model's hidden states -> Embeddings
     chat_prompt(messages, ...)                   a stateless chat request's prompt, windowed to fit -> Prompt
     conversations                                stored conversations, branches and turns (api/conversations.py)
     documents                                    files loaded once into model memory, asked many questions
@@ -29,7 +30,7 @@ registries() (personas and skills).
 from parley.api.chat import Chat, LastReply
 from parley.api.conversations import ConversationsService
 from parley.api.documents import DocumentsService
-from parley.api.facade import Parley, load
+from parley.api.facade import Embeddings, Parley, load
 from parley.api.library import Library
 from parley.api.loaded import ModelInfo
 from parley.api.models import ModelsService, ModelView, models
@@ -47,7 +48,7 @@ from parley.scheduler.stream import Stream
 from parley.text.template import validate_messages
 
 __all__ = ["AnswerMeta", "Caps", "Chat", "Chunk", "ModelView", "ModelsService", "models", "ConversationList", "ConversationView", "ConversationsService",
-           "DocumentInfo", "DocumentsService", "LastReply", "Library", "Limits", "MessageView", "ModelInfo",
+           "DocumentInfo", "DocumentsService", "Embeddings", "LastReply", "Library", "Limits", "MessageView", "ModelInfo",
            "Parley", "Persona", "PersonasService", "Prompt", "PromptTooLong", "Registries", "ReplyMeta", "Result",
            "SearchHit", "Skill", "SkillsService", "Source", "Stream", "load", "load_card", "parse_params",
            "read_persona_file", "registries", "validate_messages"]

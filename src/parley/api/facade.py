@@ -4,6 +4,7 @@
     p.info, p.limits                                   # the model this door speaks to; what a request may ask
     p.using("qwen")                                    # the same door, speaking to another model (404: unknown)
     p.generate(prompt, params, loop=None) -> Stream    # a raw completion; p.chat_prompt(messages) -> Prompt
+    p.embed(["a text", ...], model=None) -> Embeddings # unit-length vectors from the model's hidden states
     p.conversations, p.documents, p.personas, p.skills # the services (api/conversations.py, ...)
     p.models                                           # which models exist, which are loaded (api/models.py)
     p.stats(), p.on_finish(callback)                   # what the schedulers are doing; a hook per request
@@ -24,7 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from parley.api.conversations import ConversationsService
 from parley.api.documents import DocumentsService
@@ -51,7 +56,7 @@ from parley.settings import Settings
 from parley.store import Store
 from parley.text.template import validate_messages
 
-__all__ = ["MAX_SAMPLES", "ModelInfo", "Parley", "load"]
+__all__ = ["Embeddings", "MAX_SAMPLES", "ModelInfo", "Parley", "load"]
 MAX_SAMPLES = 16        # completions of one prompt per request (OpenAI's n, TGI's best_of)
 SEED_SPAN = SEED_MAX + 1
 
@@ -66,6 +71,29 @@ def memory_budget(mb: int) -> int:
     except (ValueError, OSError, AttributeError):
         return 0
     return int(total * MEMORY_SHARE)
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """What `Parley.embed` gives: one unit-length float32 vector per input, in order (a read-only numpy array
+    [len(inputs), dimensions]: a dot product is the cosine similarity), the model that made them, and each
+    input's token count (OpenAI's usage.prompt_tokens is their sum)."""
+
+    vectors: np.ndarray
+    model: str
+    tokens: tuple[int, ...]
+    pooling: str = "mean"          # how the hidden states became one vector (engine/embeddings.py)
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.tokens)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
 
 
 class _Shared:
@@ -325,6 +353,28 @@ class Parley:
         with self._shared.pool.use(self._model):
             return [self.generate(prompt, params if params.seed is None else params.replace(seed=(params.seed + i) % SEED_SPAN),
                                   loop=loop, param=param) for i in range(n)]
+
+    @blocking
+    def embed(self, texts: str | Sequence[str | Sequence[int]], *, model: str | None = None,
+              dimensions: int | None = None, cancel: threading.Event | None = None,
+              param: str = "input") -> Embeddings:
+        """One vector per text (or list of token ids, taken as given) from this door's model, or `model`'s
+        (loaded first; an embedding GGUF from the registry works the same way): its hidden states pooled and
+        normalized, in a llama.cpp context of the model's own (engine/embeddings.py). A text over the model's
+        embedding context, or over this door's prompt cap, is a LimitExceeded naming the limit (nothing is
+        truncated); `dimensions` other than the model's is refused by name (its vectors cannot be shortened);
+        `cancel` set stops it between decodes (a client that left)."""
+        with self._serving(model) as (loaded, limits):
+            embedder = loaded.embedder
+            if dimensions is not None and dimensions != embedder.dimensions:
+                raise InvalidRequest(f"dimensions is {dimensions!r}; {loaded.entry.name} makes "
+                                     f"{embedder.dimensions}-dimensional vectors and cannot shorten them: send "
+                                     f"{embedder.dimensions} or leave dimensions out", param="dimensions")
+            ids = embedder.tokens(texts, param=param, limit=limits.prompt_tokens if limits.prompt_setting else 0,
+                                  limit_setting=limits.prompt_setting)
+            vectors = embedder.embed(ids, cancel=cancel)
+        vectors.flags.writeable = False     # a frozen value: its vectors too
+        return Embeddings(vectors, loaded.entry.name, tuple(len(t) for t in ids), embedder.pooling)
 
     def complete(self, prompt: str, **sampling) -> Stream:
         """generate(prompt, SamplingParams(**sampling)): iterate the Stream for Chunks."""

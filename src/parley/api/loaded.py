@@ -1,7 +1,8 @@
 """LoadedModel: one model loaded in this process, the parts the pool holds for it (models/pool.py): its engine
 (llama.cpp), its chat template and prompt builder, its scheduler thread with its KV tiers, and the chat stage's
-view of it (chat.model.Model with its documents' memory: a Served). The shared parts (the store, the
-registries, the chat stage's rules) are the facade's; each loaded model has only what is its own.
+view of it (chat.model.Model with its documents' memory: a Served), and its embedder (engine/embeddings.py: a
+llama.cpp context of its own on the same weights, made on the first embedding request). The shared parts (the
+store, the registries, the chat stage's rules) are the facade's; each loaded model has only what is its own.
 
 A model's settings are the process's (parley.settings.Settings) with its registry entry's own over them
 (models/registry.py Preset: ctx_size, kv_size, chat_format, gpu_layers).
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from parley.chat.documents import Documents
 from parley.chat.model import Model, Served
 from parley.chat.prompt import PromptBuilder
+from parley.engine.embeddings import Embedder
 from parley.engine.gguf import cached_metadata
 from parley.engine.llamacpp import EngineConfig, LlamaCppEngine
 from parley.errors import ParleyError
@@ -79,6 +81,7 @@ class LoadedModel:
                                          on_progress=progress)
         self.engine = engine = LlamaCppEngine(cfg)
         self.scheduler = None
+        self.embedder = None
         try:
             self.template = resolve_template(engine.chat_template, s.template.chat_format,
                                              bos_token=engine.bos_text, eos_token=engine.eos_text)
@@ -92,6 +95,7 @@ class LoadedModel:
                                token_bytes=lambda: max(len(engine.piece(t)) for t in range(engine.n_vocab)))
             self.documents = Documents(self.model, store, s.documents.limits)
             self.served = Served(self.model, self.documents)
+            self.embedder = Embedder(engine, context_size=self.scheduler.context_size)
             self.scheduler.observers.extend(observers)     # the door's finish hooks (metrics) see every model
         except BaseException:
             self.close(save=False)
@@ -103,12 +107,13 @@ class LoadedModel:
 
     @property
     def footprint(self) -> int:
-        """Bytes it takes: the weights (mapped) and its KV cells."""
+        """Bytes it takes: the weights (mapped), its KV cells and, once made, its embedding context."""
         try:
             size = self.entry.path.stat().st_size
         except OSError:
             size = 0
-        return size + self.engine.n_ctx * self.engine.kv_bytes_per_cell
+        embedding = self.embedder.footprint if self.embedder is not None else 0
+        return size + self.engine.n_ctx * self.engine.kv_bytes_per_cell + embedding
 
     def busy(self) -> bool:
         """A user's request queued, waiting or running in its scheduler (parley's own read-ahead does not count)."""
@@ -123,10 +128,13 @@ class LoadedModel:
 
     def close(self, *, save: bool) -> None:
         """Stop its scheduler (running replies end as cancelled; with `save`, idle sequences go to the disk
-        tier), let the chat stage record what it was handed (it tokenizes with this engine), free the model."""
+        tier), let the chat stage record what it was handed (it tokenizes with this engine), stop the embedder
+        (its context lives on this model's weights), free the model."""
         if self.scheduler is not None:
             self.scheduler.close(save=save)
             self._drain()
+        if self.embedder is not None:
+            self.embedder.close()
         self.engine.close()
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from parley.api.guard import LoopGuard, blocking
 from parley.api.loaded import model_settings, unloaded_info
+from parley.engine.embeddings import is_embedding_model
 from parley.engine.gguf import ArrayInfo, cached_metadata, chat_template, read_metadata
 from parley.engine.probe import probe
 from parley.errors import InvalidRequest, ParleyError
@@ -59,6 +60,7 @@ class ModelView:
     toml: str = ""                 # the TOML file its entry is read from ("" for a file -m gave, not registered)
     memory_bytes: int = 0          # loaded: what it takes (weights and KV cells)
     unloads_in: float | None = None   # loaded: seconds until it unloads for being idle (None: it never does)
+    embedding: bool = False        # an embedding model by its GGUF header (a pooling type, or an encoder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +231,11 @@ class ModelsService:
             if loaded is not None:
                 info = loaded.info()
                 device, context = info.device, info.context_size
-        arch, ftype, size = "", "", 0
+        arch, ftype, size, embedding = "", "", 0, False
         try:
             meta = cached_metadata(e.path)
             arch, ftype = str(meta.get("general.architecture", "")), file_type(meta)
+            embedding = is_embedding_model(meta)
             size = e.path.stat().st_size
         except (ParleyError, OSError) as err:
             state, error = "missing", getattr(err, "message", str(err))
@@ -249,7 +252,7 @@ class ModelsService:
                          default=default, settings=settings, sampling=dict(p.sampling), pulled=dict(e.pulled),
                          quantized=dict(e.quantized), error=error,
                          toml=str(self._registry.file(e.name)) if e.origin else "", memory_bytes=memory,
-                         unloads_in=unloads_in)
+                         unloads_in=unloads_in, embedding=embedding)
 
     def _default_name(self) -> str:
         """The model a request (or `parley chat`) that names none gets: the first -m / $PARLEY_MODEL, else the

@@ -35,6 +35,7 @@ from parley.server import (
     conversations_api,
     docs,
     documents_api,
+    embeddings_api,
     errors,
     faults,
     login,
@@ -55,7 +56,7 @@ from parley.server.settings import ServerSettings
 from parley.server.state import ServerState, State
 
 DESCRIPTION = """Local LLMs with a KV cache that is never recomputed.
-OpenAI (/v1/chat/completions, /v1/completions, /v1/models), TGI (/generate, /generate_stream, /info),
+OpenAI (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models), TGI (/generate, /generate_stream, /info),
 Ollama (/api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/pull, /api/delete),
 server-side conversations (/v1/conversations), Prometheus metrics (/metrics).
 Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit
@@ -91,8 +92,8 @@ def create_app(parley: Parley, settings: ServerSettings | None = None) -> FastAP
     app.state.parley_server = state
     errors.install(app)
     app.add_exception_handler(Exception, faults.unexpected)   # only a middleware's fault gets past FaultBarrier
-    routers = (openai_api.router, models_api.router, conversations_api.router, documents_api.router,
-               tgi_api.router, personas_api.router, ollama_api.router)
+    routers = (openai_api.router, embeddings_api.router, models_api.router, conversations_api.router,
+               documents_api.router, tgi_api.router, personas_api.router, ollama_api.router)
     for router in routers:
         app.include_router(router)
 

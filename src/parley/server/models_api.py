@@ -26,7 +26,7 @@ def model_card(state: ServerState, v: ModelView) -> dict:
             "parley": {"state": v.state, "progress": round(v.progress, 3), "device": v.device, "default": v.default,
                        "display_name": v.display_name, "source": v.source, "architecture": v.architecture,
                        "file_type": v.file_type, "size_bytes": v.size_bytes, "settings": v.settings,
-                       "error": v.error}}
+                       "embedding": v.embedding, "error": v.error}}
 
 
 @router.get("/v1/models", summary="The models this server offers, with their state (OpenAI list)")
