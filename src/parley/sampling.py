@@ -8,6 +8,12 @@ One home for the defaults:
                tokens on chat completions, completions, conversations and TGI, as from any OpenAI server.
   CHAT_PRESET  what the terminal chat and `Parley.chat()` use unless told otherwise: llama.cpp's chat defaults
                (temperature 0.7, top-p 0.95, top-k 40, min-p 0.05, repeat penalty 1.1).
+
+Two requests beyond picking tokens ride along, both off by default (and then free):
+  grammar      a `Grammar` the reply must match (structured output). Only its kind and types are checked here;
+               the engine compiles it when the request is submitted (engine/constraint.py), so a schema it
+               cannot do is an InvalidRequest raised in the caller's thread with param "grammar".
+  logprobs     None: off; 0: each generated token's log-probability; 1..20: also the k most likely tokens.
 """
 
 from __future__ import annotations
@@ -16,11 +22,45 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parley.errors import InvalidRequest
+from parley.errors import InvalidRequest, shorten
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
 SEED_MAX = 2**63 - 1
+MAX_LOGPROBS = 20          # the most alternatives per token (OpenAI's top_logprobs limit, llama-server's too)
+MAX_GRAMMAR_CHARS = 100_000
+GRAMMAR_KINDS = ("json_schema", "json_object", "regex", "lark", "gbnf")
+
+
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    """What a reply must match. `kind`:
+      json_schema  `source` is a JSON Schema as a JSON string (an object); objects take only the properties
+                   they name unless the schema says otherwise (`additionalProperties`), as OpenAI's strict mode
+      json_object  any JSON object; `source` is ""
+      regex        `source` is a regular expression the whole reply matches (no anchors needed)
+      lark         `source` is a Lark grammar (llguidance's dialect; `start` is the first rule)
+      gbnf         `source` is a llama.cpp GBNF grammar (`root` is the first rule), translated to Lark
+    The reply ends ("stop") as soon as the grammar is complete and nothing more may follow."""
+
+    kind: str
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in GRAMMAR_KINDS:
+            raise InvalidRequest(f"grammar kind must be one of {', '.join(GRAMMAR_KINDS)}, got {shorten(self.kind)!r}",
+                                 param="grammar")
+        if not isinstance(self.source, str):
+            raise InvalidRequest(f"{self.kind} must be given as a string, got {type(self.source).__name__}",
+                                 param="grammar")
+        if self.kind == "json_object" and self.source:
+            raise InvalidRequest("json_object takes no source (any JSON object); use json_schema for a schema",
+                                 param="grammar")
+        if self.kind != "json_object" and not self.source.strip():
+            raise InvalidRequest(f"{self.kind} is empty", param="grammar")
+        if len(self.source) > MAX_GRAMMAR_CHARS:
+            raise InvalidRequest(f"{self.kind} is {len(self.source)} characters; at most {MAX_GRAMMAR_CHARS}",
+                                 param="grammar")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +80,10 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = field(default=())
     ignore_eos: bool = False  # never end at the model's end-of-turn tokens (benchmarks, tests): max_tokens or a stop
+    # the reply matches this grammar and ends when it is complete; stop strings are not applied to it (they could
+    # cut the JSON), only max_tokens can cut it ("length")
+    grammar: Grammar | None = None
+    logprobs: int | None = None   # None: off; 0: the chosen token's; k in 1..20: and the k most likely (Chunk.logprobs)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -101,6 +145,10 @@ def validate(p: SamplingParams) -> None:
     _number("penalty_last_n", p.penalty_last_n, 0, 1_000_000, integer=True)
     if p.seed is not None:
         _number("seed", p.seed, 0, SEED_MAX, integer=True)
+    if p.logprobs is not None:
+        _number("logprobs", p.logprobs, 0, MAX_LOGPROBS, integer=True)
+    if p.grammar is not None and not isinstance(p.grammar, Grammar):
+        raise InvalidRequest(f"grammar must be a Grammar, got {type(p.grammar).__name__}", param="grammar")
     if not isinstance(p.ignore_eos, bool):
         raise InvalidRequest(f"ignore_eos must be true or false, got {type(p.ignore_eos).__name__}", param="ignore_eos")
     if not isinstance(p.stop, tuple):

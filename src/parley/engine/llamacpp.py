@@ -5,7 +5,9 @@ so forking a prefix into another sequence only tags cells (no copy). The engine 
 (the scheduler's); only the read-only vocabulary calls (tokenize, piece, detokenize) may come from others.
 
 Shapes: a decode call takes n <= n_batch tokens, each (token id, position, sequence id, wants logits);
-logits come back inside llama.cpp and are read only by the sampler, by batch index.
+logits come back inside llama.cpp (n_vocab float32 per flagged entry) and are read by the sampler, by batch
+index. Two readers touch them before it, only for requests that ask: `log_probs` (the raw distribution, read
+first) and a grammar's mask (engine/constraint.py), which sets the disallowed tokens to -inf in place.
 
 Device: `gpu_layers` model layers go to the GPU when llama.cpp was built with a GPU backend (default: all of
 them there, none on a CPU-only build); `device` says which ("cpu" or "gpu (N of M layers)").
@@ -28,13 +30,14 @@ import llama_cpp.llama_cpp as llc
 import numpy as np
 
 from parley.engine import logs
+from parley.engine.constraint import Constraint, GrammarCompiler
 from parley.engine.gguf import read_metadata
 from parley.engine.interrupt import deferred_sigint
 from parley.engine.model_path import model_display_name, resolve_model_path
 from parley.engine.settings import DECODE_BATCH, EngineSettings
 from parley.engine.threads import ThreadGovernor
 from parley.errors import InvalidRequest, ModelError, ParleyError
-from parley.sampling import SamplingParams
+from parley.sampling import Grammar, SamplingParams
 
 _backend_ready = False
 log = logging.getLogger("parley.engine")
@@ -154,6 +157,33 @@ class _Batch:
         b.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))
         b.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
         self.struct = b
+
+
+class LogProbs:
+    """Log-probabilities of one logits row: `top` holds the k most likely (token, logprob), most likely first
+    (ties: the lower id first), `logprob(token)` any token's. Reads the row it was made from, so use it before
+    the next decode (a grammar's mask changes only tokens that cannot be drawn, never the chosen one)."""
+
+    __slots__ = ("_row", "_lse", "top")
+
+    def __init__(self, row: np.ndarray, lse: float, top: tuple[tuple[int, float], ...]):
+        self._row = row
+        self._lse = lse
+        self.top = top
+
+    @classmethod
+    def of(cls, row: np.ndarray, k: int) -> LogProbs:
+        m = float(row.max())
+        lse = m + float(np.log(np.exp(row - np.float32(m)).sum(dtype=np.float64)))   # shifted: no overflow
+        top: tuple[tuple[int, float], ...] = ()
+        if k > 0:
+            ids = np.argpartition(row, -k)[-k:]
+            ids = ids[np.lexsort((ids, -row[ids]))]        # by logit, descending; ties by id
+            top = tuple((int(t), float(row[t]) - lse) for t in ids)
+        return cls(row, lse, top)
+
+    def logprob(self, token: int) -> float:
+        return float(self._row[token]) - self._lse
 
 
 class Sampler:
@@ -282,6 +312,11 @@ class LlamaCppEngine:
             if llc.llama_vocab_is_eog(self._vocab, t):
                 self._eog[t] = True
         self.eog_ids = frozenset(int(t) for t in np.flatnonzero(self._eog))
+        self._grammars = GrammarCompiler(self._vocab, self.n_vocab, self.eog_ids)
+        # llama_get_logits_ith as a bare address: a numpy view of one row costs ~2 us (ctypes' pointer ~6)
+        self._logits_ith = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)(
+            ("llama_get_logits_ith", llc._lib))
+        self._row_type = ctypes.c_float * self.n_vocab
 
     # ---- model facts -------------------------------------------------------------------------------------
     @property
@@ -443,11 +478,30 @@ class LlamaCppEngine:
 
     def logits(self, batch_index: int) -> np.ndarray:
         """A copy of the logits of batch entry `batch_index` of the last decode (n_vocab floats)."""
-        row = llc.llama_get_logits_ith(self._ctx, batch_index)
-        return np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
+        return self._logits_view(batch_index).copy()
 
-    def sample(self, sampler: Sampler, batch_index: int) -> int:
-        """Draw the next token from the logits of batch entry `batch_index` of the last decode."""
+    def _logits_view(self, batch_index: int) -> np.ndarray:
+        """llama.cpp's own logits row for batch entry `batch_index` (valid until the next decode; writable)."""
+        addr = self._logits_ith(self._ctx, batch_index)
+        if not addr:
+            raise ValueError(f"batch entry {batch_index} of the last decode has no logits")
+        return np.frombuffer(self._row_type.from_address(addr), dtype=np.float32)
+
+    def constrain(self, grammar: Grammar) -> Constraint:
+        """Compile `grammar` for this vocabulary into a fresh matcher for one request. Any thread (the vocabulary
+        is read-only); raises InvalidRequest (param "grammar") for a grammar it cannot enforce."""
+        return self._grammars.compile(grammar)
+
+    def log_probs(self, batch_index: int, k: int) -> LogProbs:
+        """The distribution the model gave batch entry `batch_index` (log-softmax of the raw logits, before any
+        sampler stage or grammar mask): read it before sample() masks the row. `k` most likely tokens in `top`."""
+        return LogProbs.of(self._logits_view(batch_index), k)
+
+    def sample(self, sampler: Sampler, batch_index: int, constraint: Constraint | None = None) -> int:
+        """Draw the next token from the logits of batch entry `batch_index` of the last decode; with a
+        `constraint`, only from the tokens its grammar allows next (the caller accepts the token into it)."""
+        if constraint is not None:
+            constraint.apply(self._logits_view(batch_index))
         return llc.llama_sampler_sample(sampler.ptr, self._ctx, batch_index)
 
     # ---- per-sequence KV (scheduler thread only) ---------------------------------------------------------

@@ -24,12 +24,28 @@ class Status(enum.Enum):
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
 
 
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log-probability under the distribution the model gave (log-softmax of the raw
+    logits: before temperature, top-k/top-p/min-p, penalties and a grammar's mask, as OpenAI's and
+    llama-server's are), read from the logits the sampler used. `top`: the k most likely (token, logprob),
+    most likely first (SamplingParams.logprobs = k; empty for 0). Under sampling (or a grammar) the chosen
+    token need not be top[0]; for greedy without penalties it is."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
 @dataclass(slots=True)
 class Chunk:
-    """New text of a reply (never half a character, never any part of a stop string) and its token ids."""
+    """New text of a reply (never half a character, never any part of a stop string) and its token ids.
+    `logprobs` (when the request asked, else None) has one entry per token id, in the same order: a token held
+    back by stop-string matching travels, with its logprob, in the chunk that carries its text."""
 
     text: str
     token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +71,7 @@ class Result:
     error_code: str | None = None      # "kv_budget_exceeded" (will not fit beside the pinned prefixes) |
                                        # "kv_full" (llama.cpp found no free cells mid-way) | "internal"
     max_tokens: int = 0                # the generation limit applied: max_tokens clipped to the context left
+    logprobs: list[TokenLogprob] | None = None   # one per token_ids entry when the request asked, else None
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -89,11 +106,14 @@ class Request:
     sampler: Any = None
     detok: Any = None
     stops: Any = None
+    constraint: Any = None             # engine.constraint.Constraint when params.grammar (compiled at submit)
     n_past: int = 0                    # tokens of prompt + output already in the sequence's KV
     next_token: int = -1               # sampled, not yet decoded
     batch_index: int = -1
     output: list[int] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)   # generated ids whose text is not yet sent
+    logprobs: list[TokenLogprob] = field(default_factory=list)          # every generated token's (when asked)
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)  # those of `pending`
     text: list[str] = field(default_factory=list)
     cached_tokens: int = 0
     cache_source: str = "none"

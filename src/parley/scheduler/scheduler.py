@@ -6,6 +6,9 @@ Stats, Persist, Unpin, Retire, Drop, SetThreads, SetIdleCells, Stop), between tw
     2. build ONE batch: one token for every decoding request, then prompt chunks of prefilling requests
        (chunked prefill: while anyone is decoding, at most `prefill_chunk` prompt tokens per step),
     3. llama_decode, sample, stream text (UTF-8 safe, stop strings held back), finish what is done.
+A request with a grammar (SamplingParams.grammar) is compiled at submit, in the caller's thread; each of its
+tokens is drawn within the grammar's mask and it ends ("stop") once the grammar is complete. A request with
+logprobs reads the raw distribution of each token's logits before it is sampled. Neither costs the others.
 A finished request's sequence stays in the prefix cache; the next turn of its conversation forks from it.
 """
 
@@ -21,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from parley.engine.constraint import ConstraintError
 from parley.engine.llamacpp import KVFull
 from parley.errors import InvalidRequest, LimitExceeded, Overloaded, ShuttingDown
 from parley.paths import check_data_dir
@@ -28,7 +32,7 @@ from parley.sampling import SamplingParams
 from parley.scheduler.kv_store import KVStore, model_fingerprint
 from parley.scheduler.prefix_cache import PrefixCache, Slot
 from parley.scheduler.prefix_index import BLOCK, chain_hashes, shared_blocks
-from parley.scheduler.request import Chunk, Request, Result, Status
+from parley.scheduler.request import Chunk, Request, Result, Status, TokenLogprob
 from parley.scheduler.settings import SchedulerSettings
 from parley.scheduler.stats import SchedulerStats, Totals
 from parley.scheduler.stream import Stream
@@ -111,8 +115,9 @@ class Scheduler:
     # ---- any thread --------------------------------------------------------------------------------------
     def submit(self, prompt: Sequence[int], params: SamplingParams, sink: Callable, *, pin: bool = False,
                prefill_only: bool = False, param: str = "prompt", internal: bool = False) -> Request:
-        """Queue a generation. Raises (in the caller's thread) for a prompt that cannot fit or a full queue;
-        `param` names the request field the prompt came from, for those errors."""
+        """Queue a generation. Raises (in the caller's thread) for a prompt that cannot fit, a full queue or a
+        grammar the engine cannot enforce (InvalidRequest, param "grammar", compiled here: ~1 ms, cached);
+        `param` names the request field the prompt came from, for the prompt's errors."""
         prompt = list(prompt)
         if not prompt:
             raise InvalidRequest("the prompt is empty", param=param)
@@ -129,6 +134,8 @@ class Scheduler:
             raise Overloaded(f"{len(self.waiting)} requests are already waiting (max_waiting, --max-waiting); "
                              "retry later")
         req = Request(prompt=prompt, params=params, sink=sink)
+        if params.grammar is not None and not prefill_only:
+            req.constraint = self.engine.constrain(params.grammar)
         req.max_new = 0 if prefill_only else min(params.max_tokens, room)
         req.pin = pin
         req.internal = internal
@@ -441,11 +448,30 @@ class Scheduler:
                     self._finish(r, "stop")
                 else:
                     r.status = Status.DECODE
-                    self._emit(r, self.engine.sample(r.sampler, r.batch_index))
+                    self._sample(r)
         for r in decoding:
             self.cache.advance(r.slot, (r.next_token,))
             r.n_past += 1
+            self._sample(r)
+
+    def _sample(self, r: Request) -> None:
+        """Draw r's next token from its row of the last decode and emit it. A request without a grammar or
+        logprobs takes the plain path (two attribute checks more than before)."""
+        if r.constraint is None and r.params.logprobs is None:
             self._emit(r, self.engine.sample(r.sampler, r.batch_index))
+            return
+        k = r.params.logprobs
+        # the raw distribution first: the grammar's mask below writes -inf into the same row
+        dist = self.engine.log_probs(r.batch_index, k) if k is not None else None
+        try:
+            tok = self.engine.sample(r.sampler, r.batch_index, r.constraint)
+            if r.constraint is not None and not self.engine.is_eog(tok):
+                r.constraint.accept(tok)
+        except ConstraintError as e:  # this request's grammar alone failed: the others go on
+            self._finish(r, "error", error=str(e), code="grammar")
+            return
+        lp = TokenLogprob(tok, dist.logprob(tok), dist.top) if dist is not None else None
+        self._emit(r, tok, lp)
 
     def _admit(self) -> None:
         held: list[Request] = []
@@ -480,7 +506,8 @@ class Scheduler:
             if r.max_new > 0:
                 r.sampler = self.engine.make_sampler(r.params, r.prompt)
                 r.detok = IncrementalDetokenizer(self.engine.piece)
-                r.stops = StopMatcher(r.params.stop)
+                # a grammar decides where the reply ends: a stop string must not cut the JSON
+                r.stops = StopMatcher(() if r.constraint is not None else r.params.stop)
             self.totals.cached_tokens += r.cached_tokens
             self.totals.prompt_tokens += len(r.prompt)
         self.waiting.extendleft(reversed(held))
@@ -495,7 +522,7 @@ class Scheduler:
                     return True
         return False
 
-    def _emit(self, r: Request, tok: int) -> None:
+    def _emit(self, r: Request, tok: int, lp: TokenLogprob | None = None) -> None:
         if not r.first_token:
             r.first_token = time.perf_counter()
         if self.engine.is_eog(tok):
@@ -503,6 +530,9 @@ class Scheduler:
             return
         r.output.append(tok)
         r.pending.append(tok)
+        if lp is not None:
+            r.logprobs.append(lp)
+            r.pending_logprobs.append(lp)
         text = r.detok.add(tok)
         if text:
             out = r.stops.feed(text)
@@ -512,6 +542,9 @@ class Scheduler:
                 r.stop_string = r.stops.matched
                 self._finish(r, "stop")
                 return
+        if r.constraint is not None and r.constraint.done:  # the value is closed: nothing more may follow
+            self._finish(r, "stop")
+            return
         if len(r.output) >= r.max_new:
             self._finish(r, "length")
             return
@@ -520,7 +553,10 @@ class Scheduler:
     def _send(self, r: Request, text: str) -> None:
         r.text.append(text)
         ids, r.pending = r.pending, []
-        r.sink(Chunk(text, ids))
+        lps = None
+        if r.params.logprobs is not None:
+            lps, r.pending_logprobs = r.pending_logprobs, []
+        r.sink(Chunk(text, ids, lps))
 
     def _finish(self, r: Request, reason: str, error: str | None = None, code: str | None = None) -> None:
         if r.stops is not None and not r.stops.stopped and reason != "error":
@@ -569,6 +605,7 @@ class Scheduler:
             error=error,
             error_code=code,
             max_tokens=r.max_new,
+            logprobs=list(r.logprobs) if r.params.logprobs is not None else None,
         )
         self.totals.finished[reason] = self.totals.finished.get(reason, 0) + 1
         self.totals.generated_tokens += n_gen
