@@ -12,7 +12,9 @@ What a loaded Parley offers (api/facade.py):
     tokenize / detokenize / token_text / check_tokens
     generate(prompt, params, loop=None)          raw completion -> Stream (iterate with for, or async for)
     embed(texts, model=None)                     unit-length vectors from the model's hidden states -> Embeddings
-    chat_prompt(messages, ...)                   a stateless chat request's prompt, windowed to fit -> Prompt
+    chat_prompt(messages, ..., tools=plan)       a stateless chat request's prompt, windowed to fit -> Prompt
+                                                 (tools: read_tools / read_plan; the reply read back into
+                                                 content and calls by ReplyReader / read_reply, chat/tools.py)
     conversations                                stored conversations, branches and turns (api/conversations.py)
     documents                                    files loaded once into model memory, asked many questions
     personas, skills                             bundled and the user's personas and skills (api/registries.py)
@@ -42,13 +44,24 @@ from parley.chat.meta import AnswerMeta, Prompt, ReplyMeta
 from parley.chat.personas import Persona, load_card
 from parley.chat.personas import read_file as read_persona_file
 from parley.chat.skills import Skill, parse_params
+from parley.chat.tools import (
+           CallArgs,
+           CallStart,
+           ReplyReader,
+           ToolCall,
+           ToolPlan,
+           read_plan,
+           read_reply,
+           read_tools,
+)
 from parley.chat.window import PromptTooLong
 from parley.scheduler.request import Chunk, Result
 from parley.scheduler.stream import Stream
 from parley.text.template import validate_messages
 
-__all__ = ["AnswerMeta", "Caps", "Chat", "Chunk", "ModelView", "ModelsService", "models", "ConversationList", "ConversationView", "ConversationsService",
+__all__ = ["AnswerMeta", "CallArgs", "CallStart", "Caps", "Chat", "Chunk", "ModelView", "ModelsService", "models", "ConversationList", "ConversationView", "ConversationsService",
            "DocumentInfo", "DocumentsService", "Embeddings", "LastReply", "Library", "Limits", "MessageView", "ModelInfo",
            "Parley", "Persona", "PersonasService", "Prompt", "PromptTooLong", "Registries", "ReplyMeta", "Result",
            "SearchHit", "Skill", "SkillsService", "Source", "Stream", "load", "load_card", "parse_params",
-           "read_persona_file", "registries", "validate_messages"]
+           "read_persona_file", "read_plan", "read_reply", "read_tools", "registries", "ReplyReader", "ToolCall",
+           "ToolPlan", "validate_messages"]

@@ -41,6 +41,8 @@ from parley.chat.limits import Caps, Limits
 from parley.chat.meta import Prompt
 from parley.chat.personas import Personas
 from parley.chat.skills import Skills
+from parley.chat.tools import FORCED_PREFIX, ToolPlan
+from parley.chat.tools import render as render_tools
 from parley.chat.turns import Turns
 from parley.chat.window import PromptTooLong, WindowPolicy, fit, message_sizes, reply_room
 from parley.engine.interrupt import deferred_sigint
@@ -382,13 +384,15 @@ class Parley:
 
     @blocking
     def chat_prompt(self, messages: list[dict], *, max_tokens: int, truncate: bool = False,
-                    param: str = "messages", hint: str = "") -> Prompt:
+                    param: str = "messages", hint: str = "", tools: ToolPlan | None = None) -> Prompt:
         """A stateless chat request's prompt. With `truncate`, old turns leave in blocks at the same boundaries
         a stored conversation uses (chat/window.py), so a client that resends its growing history keeps hitting
         the cache; without it, a prompt that does not fit is a LimitExceeded saying by how much (`hint`: what
         the request can do about it). A model's own system prompt (its registry settings) goes first when the
-        messages bring none."""
-        messages = validate_messages(messages)
+        messages bring none. `tools` (chat/tools.py): the offered functions go into the system message, tool
+        calls and results in the history are written in the tool convention, and a forced call's reply starts
+        inside its call markup (those tokens end the prompt; constrain it with tools.grammar())."""
+        messages = validate_messages(render_tools(messages, tools))
         system = self._entry().preset.system
         if system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": system}, *messages]
@@ -411,7 +415,10 @@ class Parley:
                 raise
             raise limits.too_long(e.tokens, param=param, hint=hint) from None
         note = f"{fitted.start} oldest messages were dropped to fit the context" if fitted.start else ""
-        return Prompt(fitted.built.tokens, fitted.start, note)
+        tokens = fitted.built.tokens
+        if tools is not None and tools.forced:
+            tokens = tokens + builder.tokenize_text(FORCED_PREFIX)
+        return Prompt(tokens, fitted.start, note)
 
     # ---- conversations -----------------------------------------------------------------------------------
     def chat(self, system: str | None = None, *, resume: bool | str = False, title: str | None = None,

@@ -14,7 +14,7 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from parley.api import Prompt
+from parley.api import Prompt, ToolPlan, read_plan, read_tools
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
 from parley.server import llama_compat
@@ -59,12 +59,10 @@ def check_chat(body: ChatCompletionRequest) -> None:
     if body.response_format is not None and body.response_format.get("type", "text") != "text":
         raise _unsupported("response_format", "structured output (json_object, json_schema) is not available yet; "
                                               "only {\"type\": \"text\"}")
-    if body.tools or body.functions:
-        raise _unsupported("tools" if body.tools else "functions", "tool calls are not available yet")
-    for name in ("tool_choice", "function_call"):
-        value = getattr(body, name)
-        if value is not None and value not in ("none", "auto"):
-            raise _unsupported(name, "tool calls are not available yet")
+    if body.functions:
+        raise _unsupported("functions", "the deprecated functions API: send the same functions as tools")
+    if body.function_call is not None and body.function_call not in ("none", "auto"):
+        raise _unsupported("function_call", "the deprecated functions API: send tool_choice")
     if body.modalities is not None and list(body.modalities) != ["text"]:
         raise _unsupported("modalities", "only [\"text\"]")
     for name in ("audio", "prediction", "web_search_options", "reasoning_effort", "verbosity"):
@@ -98,7 +96,15 @@ def chat_skill(state: ServerState, body: ChatCompletionRequest):
     return state.parley.skills.get(body.skill)
 
 
-def chat_prompt(door, body: ChatCompletionRequest, params: SamplingParams, skill=None) -> Prompt:
+def tool_plan(body: ChatCompletionRequest) -> ToolPlan | None:
+    """The request's tools and tool_choice (chat/tools.py), or None when it offers none and forces nothing."""
+    if body.tools is None and body.tool_choice in (None, "none", "auto"):
+        return None
+    return read_plan(read_tools(body.tools), body.tool_choice, body.parallel_tool_calls)
+
+
+def chat_prompt(door, body: ChatCompletionRequest, params: SamplingParams, skill=None,
+                plan: ToolPlan | None = None) -> Prompt:
     """The chat prompt's token ids (in a worker thread: rendering thousands of messages takes a while). A skill
     wraps the last message only, so the history before it renders as it did on the previous request."""
     messages = chat_messages(body.messages)
@@ -108,7 +114,7 @@ def chat_prompt(door, body: ChatCompletionRequest, params: SamplingParams, skill
                                  f"{messages[-1]['role']!r})", param="skill")
         messages[-1] = {**messages[-1], "content": skill.wrap(messages[-1]["content"], body.skill_params)}
     prompt = door.chat_prompt(messages, max_tokens=params.max_tokens, truncate=bool(body.truncate),
-                              hint="" if body.truncate else TRUNCATE_HINT)
+                              hint="" if body.truncate else TRUNCATE_HINT, tools=plan)
     return prompt.add_note(llama_compat.note(body))
 
 
@@ -134,16 +140,20 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     door = await model_door(state, body.model)
     skill = await off_loop(chat_skill, state, body)
     params = sampling(state, door, body, max_tokens=max_tokens, max_tokens_name=name, chat=True, skill=skill)
-    prompt = await off_loop(chat_prompt, door, body, params, skill)
+    plan = tool_plan(body)
+    if plan is not None and plan.forced:     # the call's JSON: the function's name, then its parameters' schema
+        params = params.replace(grammar=plan.grammar())
+    prompt = await off_loop(chat_prompt, door, body, params, skill, plan)
     gen = await generation(state, door, prompt, params, body, "messages", n=body.n or 1)
     model = door.name
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include), gen.close)
+        return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include, plan=plan),
+                           gen.close)
     results = await finished_all(gen, request)
     if isinstance(results, Response):
         return results
-    return chat_completion(new_id("chatcmpl"), model, gen, results, prompt)
+    return chat_completion(new_id("chatcmpl"), model, gen, results, prompt, plan=plan)
 
 
 def completion_prompt(door, prompt) -> tuple[list[int], str]:

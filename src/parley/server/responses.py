@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from starlette.responses import Response
 
 from parley import __version__
-from parley.api import Prompt, Result
+from parley.api import CallStart, Prompt, ReplyReader, Result, ToolPlan, read_reply
 from parley.errors import LimitExceeded, ParleyError
 from parley.server.errors import error_body, parley_error_response
 from parley.server.streaming import Generation, client_gone, sse
@@ -99,22 +99,40 @@ async def finished_all(gen: Generation, request) -> list[Result] | Response:
     return first if isinstance(first, Response) else [st.result for st in gen.streams]
 
 
+def tool_finish(reason: str, calls) -> str:
+    """A reply that made calls and ended on its own finishes with "tool_calls" (what agent loops check)."""
+    return "tool_calls" if calls and reason == "stop" else reason
+
+
+def reply_message(text: str, plan: ToolPlan | None) -> tuple[dict, list]:
+    """An assistant message in OpenAI's shape, its tool calls read out of the text (content null when it holds
+    only calls), and the calls."""
+    if plan is None:
+        return {"role": "assistant", "content": text}, []
+    content, calls = read_reply(text, plan)
+    message = {"role": "assistant", "content": content or None}
+    if calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+    return message, calls
+
+
 def chat_completion(cid: str, model: str, gen: Generation, r: Result | list[Result], prompt: Prompt,
-                    **extra) -> dict:
-    """A chat.completion: one choice per Result (n > 1: several, in order)."""
+                    plan: ToolPlan | None = None, **extra) -> dict:
+    """A chat.completion: one choice per Result (n > 1: several, in order); with tools, each reply's calls."""
     rs = r if isinstance(r, list) else [r]
+    choices = []
+    for i, x in enumerate(rs):
+        message, calls = reply_message(x.text, plan)
+        choices.append({"index": i, "message": message, "logprobs": None,
+                        "finish_reason": tool_finish(gen.finish_reason(x), calls)})
     return {
         "id": cid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{
-            "index": i,
-            "message": {"role": "assistant", "content": x.text},
-            "logprobs": None,
-            "finish_reason": gen.finish_reason(x),
-        } for i, x in enumerate(rs)],
+        "choices": choices,
         "usage": usage(rs),
         "parley": parley_ext(rs[0], prompt, gen.note, **extra),
     }
@@ -122,10 +140,12 @@ def chat_completion(cid: str, model: str, gen: Generation, r: Result | list[Resu
 
 async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | None, piece: Callable[[str], dict],
                         closing: dict, model: str, prompt: Prompt, include_usage: bool,
-                        **extra) -> AsyncIterator[str]:
+                        reader: Callable[[int], Pieces] | None = None, **extra) -> AsyncIterator[str]:
     """OpenAI stream events: `opening` (if any), a `piece` per text chunk, `closing` with the finish_reason (+ parley),
-    [usage], [DONE]; an error event instead of the closing one when the generation failed."""
+    [usage], [DONE]; an error event instead of the closing one when the generation failed. `reader(i)` (tools)
+    turns choice i's text into its deltas instead of `piece`, and says its finish_reason."""
     created = int(time.time())
+    readers = [reader(i) if reader is not None else Pieces(piece) for i in range(len(gen.streams))]
 
     def event(choices: list, **more) -> dict:
         out = {"id": cid, "object": obj, "created": created, "model": model, "system_fingerprint": FINGERPRINT,
@@ -146,15 +166,19 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
         if n == 1:
             async for c in gen.chunks():
                 if c.text:
-                    yield sse(chunk(piece(c.text)))
+                    for d in readers[0].feed(c.text):
+                        yield sse(chunk(d))
         else:           # n choices side by side: each chunk names its choice, each choice closes when it ends
             async for i, c in gen.indexed():
                 if c is None:
                     r = gen.streams[i].result
                     if failure(r) is None:
-                        yield sse(chunk(closing, gen.finish_reason(r), index=i))
+                        for d in readers[i].flush():
+                            yield sse(chunk(d, index=i))
+                        yield sse(chunk(closing, readers[i].finish(gen.finish_reason(r)), index=i))
                 elif c.text:
-                    yield sse(chunk(piece(c.text), index=i))
+                    for d in readers[i].feed(c.text):
+                        yield sse(chunk(d, index=i))
         results = [st.result for st in gen.streams]
         err = next((e for e in map(failure, results) if e is not None), None)
         if err is not None:
@@ -162,7 +186,9 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
         else:
             ext = parley_ext(results[0], prompt, gen.note, **extra)
             if n == 1:
-                yield sse(chunk(closing, gen.finish_reason(results[0]), parley=ext))
+                for d in readers[0].flush():
+                    yield sse(chunk(d))
+                yield sse(chunk(closing, readers[0].finish(gen.finish_reason(results[0])), parley=ext))
             else:
                 yield sse(event([], parley=ext))
             if include_usage:
@@ -172,9 +198,54 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
         gen.close()
 
 
-def chat_events(gen: Generation, *, model: str, prompt: Prompt, include_usage: bool, **extra) -> AsyncIterator[str]:
-    """chat.completion.chunk events: the role first, then content deltas."""
+class Pieces:
+    """A choice's text -> its stream deltas, one per chunk (`piece`), nothing held back."""
+
+    def __init__(self, piece: Callable[[str], dict]):
+        self._piece = piece
+
+    def feed(self, text: str) -> list[dict]:
+        return [self._piece(text)]
+
+    def flush(self) -> list[dict]:
+        return []
+
+    def finish(self, reason: str) -> str:
+        return reason
+
+
+class ToolDeltas(Pieces):
+    """A choice's text -> content deltas and tool_calls deltas as OpenAI streams them: a call's first delta
+    carries its index, id, type and name with arguments "", the next ones pieces of its arguments."""
+
+    def __init__(self, plan: ToolPlan):
+        self._reader = ReplyReader(plan)
+
+    def feed(self, text: str) -> list[dict]:
+        return [self._delta(e) for e in self._reader.feed(text)]
+
+    def flush(self) -> list[dict]:
+        return [self._delta(e) for e in self._reader.flush()]
+
+    def finish(self, reason: str) -> str:
+        return tool_finish(reason, self._reader.calls)
+
+    @staticmethod
+    def _delta(e) -> dict:
+        if isinstance(e, str):
+            return {"delta": {"content": e}}
+        if isinstance(e, CallStart):
+            call = {"index": e.index, "id": e.id, "type": "function", "function": {"name": e.name, "arguments": ""}}
+        else:
+            call = {"index": e.index, "function": {"arguments": e.text}}
+        return {"delta": {"tool_calls": [call]}}
+
+
+def chat_events(gen: Generation, *, model: str, prompt: Prompt, include_usage: bool, plan: ToolPlan | None = None,
+                **extra) -> AsyncIterator[str]:
+    """chat.completion.chunk events: the role first, then content deltas (and tool_calls deltas, with tools)."""
     return openai_events(gen, obj="chat.completion.chunk", cid=new_id("chatcmpl"),
                          opening={"delta": {"role": "assistant", "content": ""}},
                          piece=lambda text: {"delta": {"content": text}}, closing={"delta": {}},
-                         model=model, prompt=prompt, include_usage=include_usage, **extra)
+                         model=model, prompt=prompt, include_usage=include_usage,
+                         reader=None if plan is None else (lambda _i: ToolDeltas(plan)), **extra)

@@ -129,10 +129,30 @@ class TextPart(Strict):
     text: Text
 
 
+class ToolCallFunction(Strict):
+    name: Text
+    arguments: Text = Field(description="The call's arguments: a JSON object, as text (OpenAI's shape).")
+
+
+class ToolCallItem(Strict):
+    id: Text | None = None
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Text | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Text | list[TextPart] | None = Field(None, description="Required, except on an assistant message "
+                                                                     "that makes tool calls.")
     name: Text | None = None
+    tool_calls: list[ToolCallItem] | None = Field(None, description="An assistant message's calls, as a reply gave "
+                                                                    "them: written back in the tool convention, so "
+                                                                    "the KV of that reply is reused.")
+    tool_call_id: Text | None = Field(None, description="A tool message: the call it answers.")
+    refusal: Text | None = Field(None, description="Accepted as the OpenAI client sends it back (null).")
+    annotations: list[dict[str, Any]] | None = Field(None, description="Accepted as the OpenAI client sends it back.")
+    function_call: dict[str, Any] | None = Field(None, description="Only null (the deprecated functions API).")
+    audio: dict[str, Any] | None = Field(None, description="Only null.")
 
 
 class OpenAICommon(SamplingFields):
@@ -155,11 +175,18 @@ class ChatCompletionRequest(LlamaServerFields, OpenAICommon):
     logprobs: bool | None = Field(None, description="Not supported (only false).")
     top_logprobs: int | None = Field(None, description="Not supported (only 0).")
     response_format: dict[str, Any] | None = Field(None, description="Only {\"type\": \"text\"}.")
-    tools: list[dict[str, Any]] | None = Field(None, description="Not supported (only empty).")
-    tool_choice: Text | dict[str, Any] | None = Field(None, description="Only \"none\" or \"auto\" without tools.")
-    parallel_tool_calls: bool | None = None
-    functions: list[dict[str, Any]] | None = Field(None, description="Not supported (only empty).")
-    function_call: Text | dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = Field(None, description="Functions the model may call (OpenAI's shape, "
+                                                                 "at most 128), described to it in the system "
+                                                                 "message in parley's tool convention.")
+    tool_choice: Text | dict[str, Any] | None = Field(
+        None, description="\"auto\" (default with tools: answer or call), \"none\" (tools not offered), "
+                          "\"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}: one call, "
+                          "constrained to the function's parameters schema, so its arguments always parse.")
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one call per reply (a forced "
+                                                               "reply always makes one).")
+    functions: list[dict[str, Any]] | None = Field(None, description="Not supported (the deprecated form): send "
+                                                                     "tools.")
+    function_call: Text | dict[str, Any] | None = Field(None, description="Not supported: send tool_choice.")
     modalities: list[Text] | None = Field(None, description="Only [\"text\"].")
     audio: dict[str, Any] | None = Field(None, description="Not supported.")
     prediction: dict[str, Any] | None = Field(None, description="Not supported.")
