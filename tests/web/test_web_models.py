@@ -240,9 +240,11 @@ def test_stop_while_the_model_loads_ends_the_reply_it_was_waiting_for(server, pa
         assert reached.is_set()
         go.set()
     convs = parley.conversations.owned_by(owner(page))
-    conv = wait_until(lambda: (items := convs.list().items) and not convs.generating(items[0].id) and items[0],
+    # the conversation is made before the load ends and its messages after: wait for the reply row itself
+    conv = wait_until(lambda: (items := convs.list().items) and items[0], timeout=30)
+    msgs = wait_until(lambda: not convs.generating(conv.id) and parley.conversations.get(conv.id).messages,
                       timeout=30)
-    reply = parley.conversations.get(conv.id).messages[-1]
+    reply = msgs[-1]
     assert reply.role == "assistant" and reply.finish_reason == "cancelled" and conv.model == second
     assert parley.using(second, load=False).stats().running == 0
 

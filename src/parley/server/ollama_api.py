@@ -61,7 +61,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from parley import __version__
-from parley.api import Prompt, Result
+from parley.api import CallArgs, Prompt, ReplyReader, Result, ToolPlan, read_plan, read_reply, read_tools
 from parley.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, ParleyError, shorten
 from parley.sampling import MAX_STOP_STRINGS, NEUTRAL, SamplingParams
 from parley.server import params as P
@@ -227,27 +227,43 @@ def sampling(state: ServerState, door, o: OllamaOptions, *, chat: bool) -> Sampl
 
 
 # ---- prompts (in a worker thread: templates and tokenizers take a while on a long history) -----------------
-def chat_prompt(state: ServerState, door, body: OllamaChatRequest) -> tuple[Prompt, SamplingParams]:
+def ollama_calls(i: int, calls: list[dict]) -> list[dict]:
+    """An assistant message's Ollama tool_calls ({"function": {"name", "arguments": {...}}}) in OpenAI's shape
+    (arguments as JSON text), for chat/tools.py to write back as the model wrote them."""
+    out = []
+    for k, c in enumerate(calls):
+        f = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            raise InvalidRequest(f"messages.{i}.tool_calls.{k} must be {{\"function\": {{\"name\": ..., "
+                                 "\"arguments\": {...}}}", param=f"messages.{i}.tool_calls.{k}")
+        args = f.get("arguments") or {}
+        out.append({"id": c.get("id"), "type": "function",
+                    "function": {"name": f["name"], "arguments": args if isinstance(args, str) else json.dumps(args)}})
+    return out
+
+
+def chat_prompt(state: ServerState, door, body: OllamaChatRequest) -> tuple[Prompt, SamplingParams, ToolPlan | None]:
+    """The prompt, the sampling and the tools (Ollama's are OpenAI's, always "auto": it has no tool_choice)."""
     options = body.options or OllamaOptions()
     note = check_options(options, door)
-    if body.tools:
-        raise NotSupported("tools are not supported yet: tool calls come later; leave tools out", param="tools")
+    plan = read_plan(read_tools(body.tools), None) if body.tools else None
     messages = []
     for i, m in enumerate(body.messages):
         where = f"messages.{i}"
         if m.images:
             raise NotSupported(f"{where}.images: images are not supported: the models parley serves read text",
                                param=f"{where}.images")
-        if m.role == "tool" or m.tool_calls or m.tool_name or m.tool_call_id:
-            field = "role" if m.role == "tool" else next(f for f in ("tool_calls", "tool_name", "tool_call_id")
-                                                         if getattr(m, f))
-            raise NotSupported(f"{where}.{field}: tool calls and their results are not supported yet",
-                               param=f"{where}.{field}")
-        messages.append({"role": m.role, "content": m.content})
+        d = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            if m.role != "assistant":
+                raise InvalidRequest(f"{where}.tool_calls: only an assistant message makes tool calls",
+                                     param=f"{where}.tool_calls")
+            d["tool_calls"] = ollama_calls(i, m.tool_calls)
+        messages.append(d)
     params = sampling(state, door, options, chat=True)
     prompt = door.chat_prompt(messages, max_tokens=params.max_tokens, truncate=bool(body.truncate),
-                              hint="" if body.truncate else TRUNCATE_HINT)
-    return prompt.add_note(note), params
+                              hint="" if body.truncate else TRUNCATE_HINT, tools=plan)
+    return prompt.add_note(note), params, plan
 
 
 def generate_prompt(state: ServerState, door, body: OllamaGenerateRequest) -> tuple[Prompt, SamplingParams]:
@@ -268,7 +284,7 @@ def generate_prompt(state: ServerState, door, body: OllamaGenerateRequest) -> tu
         params = sampling(state, door, options, chat=False)
         tokens = door.tokenize(body.prompt)
         door.limits.check_prompt(len(tokens), param="prompt")     # before a concurrency slot is taken
-        return Prompt(tokens).add_note(note), params
+        return Prompt(tokens).add_note(note), params, None
     params = sampling(state, door, options, chat=True)
     messages = ([{"role": "system", "content": body.system}] if body.system else []) + \
         [{"role": "user", "content": body.prompt}]
@@ -281,7 +297,7 @@ def generate_prompt(state: ServerState, door, body: OllamaGenerateRequest) -> tu
         prompt = Prompt(list(body.context) + prompt.tokens, prompt.dropped, prompt.note)
         door.limits.check_prompt(len(prompt.tokens), param="context",
                                  hint=" (the context of the earlier replies and this prompt)")
-    return prompt.add_note(note), params
+    return prompt.add_note(note), params, None
 
 
 # ---- replies ----------------------------------------------------------------------------------------------
@@ -321,17 +337,21 @@ class Turn:
     def model(self) -> str:
         return shown_name(self.body.model, self.door)
 
-    def head(self, text: str, *, done: bool) -> dict:
+    def head(self, text: str, *, done: bool, calls=()) -> dict:
         out = {"model": self.model, "created_at": now_iso()}
         if self.chat:
             out["message"] = {"role": "assistant", "content": text}
+            if calls:       # Ollama's shape: arguments as an object, no id
+                out["message"]["tool_calls"] = [{"function": {"index": c_i, "name": c.name,
+                                                              "arguments": json.loads(c.arguments)}}
+                                                for c_i, c in calls]
         else:
             out["response"] = text
         out["done"] = done
         return out
 
-    def final(self, gen: Generation, r: Result, prompt: Prompt, text: str) -> dict:
-        out = self.head(text, done=True)
+    def final(self, gen: Generation, r: Result, prompt: Prompt, text: str, calls=()) -> dict:
+        out = self.head(text, done=True, calls=calls)
         prefill_s = max(0.0, r.ttft_s - r.queue_s)
         out.update(done_reason=gen.finish_reason(r), total_duration=ns(time.monotonic() - self.started),
                    load_duration=ns(self.load_s), prompt_eval_count=r.prompt_tokens,
@@ -357,23 +377,44 @@ async def _reply(state: ServerState, request: Request, body: OllamaGenerating, *
         reason = await turn.close()        # Ollama's "load" / "unload" request: no reply
         return {**turn.head("", done=True), "done_reason": reason}
     build = chat_prompt if chat else generate_prompt
-    prompt, params = await off_loop(build, state, door, body)
+    prompt, params, plan = await off_loop(build, state, door, body)
     gen = await Generation.start(state, lambda loop: door.generate(prompt, params, loop=loop,
                                                                    param="messages" if chat else "prompt"))
     if body.stream:
-        return NDJSONResponse(_lines(turn, gen, prompt), gen.close)
+        return NDJSONResponse(_lines(turn, gen, prompt, plan), gen.close)
     result = await finished(gen, request)
     if isinstance(result, Response):
         return result
     await turn.close()
-    return turn.final(gen, result, prompt, result.text)
+    if plan is None:
+        return turn.final(gen, result, prompt, result.text)
+    content, calls = read_reply(result.text, plan)
+    return turn.final(gen, result, prompt, content, list(enumerate(calls)))
 
 
-async def _lines(turn: Turn, gen: Generation, prompt: Prompt) -> AsyncIterator[str]:
+async def _lines(turn: Turn, gen: Generation, prompt: Prompt, plan: ToolPlan | None) -> AsyncIterator[str]:
+    """A line per chunk; with tools, content as it comes (never call markup) and a line per call once whole,
+    as Ollama streams them."""
+    reader = ReplyReader(plan) if plan is not None else None
+
+    def lines(events):
+        for e in events:
+            if isinstance(e, str):
+                yield line(turn.head(e, done=False))
+            elif isinstance(e, CallArgs):      # a free reply's call comes whole: its start, then all its arguments
+                yield line(turn.head("", done=False, calls=[(e.index, reader.calls[e.index])]))
+
     try:
         async for c in gen.chunks():
             if c.text:
-                yield line(turn.head(c.text, done=False))
+                if reader is None:
+                    yield line(turn.head(c.text, done=False))
+                else:
+                    for out in lines(reader.feed(c.text)):
+                        yield out
+        if reader is not None:
+            for out in lines(reader.flush()):
+                yield out
         r = gen.stream.result
         err = failure(r)
         if err is not None:
