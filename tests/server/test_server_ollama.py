@@ -141,6 +141,36 @@ def test_a_second_turn_reads_only_its_new_tokens(http):
     assert ext["prefilled_tokens"] < second["prompt_eval_count"] // 2
 
 
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def test_tools_and_their_results_in_the_history_read_only_new_tokens(client, http):
+    city = fresh_prefix()
+    history = [{"role": "user", "content": f"What is the weather in {city}?"},
+               {"role": "assistant", "content": "",
+                "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": city}}}]},
+               {"role": "tool", "content": "11 degrees and rain", "tool_name": "get_weather"}]
+    options = {"temperature": 0, "num_predict": 8}
+
+    def chat(messages, tools=WEATHER) -> dict:
+        body = {"model": DEFAULT, "messages": messages, "options": options, "stream": False}
+        return http.post("/api/chat", json={**body, **({"tools": tools} if tools else {})}).json()
+    bare, first = chat(history[:1], tools=None), chat(history)
+    assert first["done"] and first["prompt_eval_count"] > bare["prompt_eval_count"] + 30   # the offered tool
+    reply = first["message"]
+    assert reply["role"] == "assistant" and (reply["content"] or reply["tool_calls"])
+    history += [{"role": "assistant", "content": reply["content"] or "It rains."},
+                {"role": "user", "content": "And tomorrow?"}]
+    again = chat(history)
+    assert again["done"] and again["prompt_eval_count"] > first["prompt_eval_count"]
+    # the tool round trip is a conversation: the next round reads only what it adds
+    assert again["parley"]["cached_tokens"] >= first["prompt_eval_count"] - 1
+    # and the ollama client's own typed messages and tools are taken as they are
+    parts = list(client.chat(model=DEFAULT, messages=history, tools=WEATHER, options=options, stream=True))
+    assert parts[-1].done and parts[-1].prompt_eval_count > 0
+
+
 def test_a_client_that_leaves_cancels_its_reply(served):
     results, seen = [], threading.Event()
 
