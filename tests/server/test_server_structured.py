@@ -255,3 +255,16 @@ def test_ollama_format_schema_and_logprobs(server, parley):
                            options={"temperature": 0, "num_predict": 6}))
     text = "".join(p.message.content for p in streamed)
     assert "".join(t.token for p in streamed for t in p.logprobs or []) == text
+
+
+def test_the_text_generation_client_reads_grammar_and_best_of(server):
+    text_generation = pytest.importorskip("text_generation")
+    from text_generation.types import Grammar, GrammarType
+
+    c = text_generation.Client(server.url, timeout=60)
+    r = c.generate("The capital of France, as JSON:", max_new_tokens=60, top_n_tokens=1,
+                   grammar=Grammar(type=GrammarType.Json, value=CITY))
+    jsonschema.validate(json.loads(r.generated_text), CITY)
+    assert all(t.logprob is not None for t in r.details.tokens) and len(r.details.top_tokens[0]) == 1
+    r = c.generate("Once upon a time", max_new_tokens=5, do_sample=True, best_of=2)   # the client refuses a seed
+    assert len(r.details.best_of_sequences) == 1
