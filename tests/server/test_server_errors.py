@@ -146,17 +146,18 @@ def test_not_found_and_method_not_allowed(server):
 
 
 def test_unsupported_options_are_refused_not_ignored(server):
-    for extra, name in [({"n": 17}, "n"), ({"logprobs": True}, "logprobs"), ({"logit_bias": {"1": 5}}, "logit_bias"),
-                        ({"tools": [{"type": "function"}]}, "tools[0].function"), ({"response_format": {"type": "json_object"}},
-                                                                          "response_format"),
+    for extra, name in [({"n": 17}, "n"), ({"top_logprobs": 21}, "top_logprobs"), ({"logit_bias": {"1": 5}}, "logit_bias"),
+                        ({"tools": [{"type": "function"}]}, "tools[0].function"), ({"response_format": {"type": "xml"}},
+                                                                          "response_format.type"),
                         ({"stream_options": {"include_usage": True}}, "stream_options")]:
         err = assert_error(post(server, CHAT, {"messages": [OK], **extra}), 400, name)
         assert err["param"] == name
-    for extra, name in [({"best_of": 3}, "best_of"), ({"suffix": "x"}, "suffix"), ({"prompt": ["a", "b"]}, "prompt")]:
+    for extra, name in [({"best_of": 3}, "best_of"), ({"suffix": "x"}, "suffix"), ({"prompt": ["a", "b"]}, "prompt"),
+                        ({"logprobs": 21}, "logprobs")]:
         body = {"prompt": "x", "max_tokens": 2, **extra}
         assert_error(post(server, "/v1/completions", body), 400, name)
-    for extra, name in [({"typical_p": 0.5}, "typical_p"), ({"best_of": 2, "do_sample": True}, "best_of"),
-                        ({"grammar": {"type": "json", "value": {}}}, "grammar"), ({"top_n_tokens": 2}, "top_n_tokens")]:
+    for extra, name in [({"typical_p": 0.5}, "typical_p"), ({"best_of": 2}, "best_of"),
+                        ({"grammar": {"type": "json", "value": [1]}}, "grammar"), ({"top_n_tokens": 21}, "top_n_tokens")]:
         assert_error(post(server, "/generate", {"inputs": "x", "parameters": extra}), 400, name)
 
 

@@ -113,9 +113,8 @@ def test_fields_that_change_nothing_are_accepted(server):
 
 
 @pytest.mark.parametrize("field, value, why", [
-    ("n_probs", 5, "probabilities"), ("mirostat", 2, "Mirostat"), ("dry_multiplier", 0.8, "DRY"),
-    ("xtc_probability", 0.5, "XTC"), ("typical_p", 0.5, "typical"), ("grammar", "root ::= \"x\"", "grammar"),
-    ("json_schema", {"type": "string"}, "JSON schema"), ("dynatemp_range", 0.5, "dynamic temperature"),
+    ("post_sampling_probs", True, "raw distribution"), ("mirostat", 2, "Mirostat"), ("dry_multiplier", 0.8, "DRY"),
+    ("xtc_probability", 0.5, "XTC"), ("typical_p", 0.5, "typical"), ("dynatemp_range", 0.5, "dynamic temperature"),
     ("n_cmpl", 2, "one completion"), ("lora", [{"id": 0, "scale": 1}], "LoRA"), ("min_keep", 5, "at least one"),
 ])
 def test_what_parley_cannot_do_is_refused_by_name(server, field, value, why):

@@ -155,10 +155,10 @@ def test_completions(client, server, parley):
 def test_not_supported_fields_are_refused(client):
     with pytest.raises(openai.BadRequestError, match="n must be 1 to 16"):
         chat(client, n=17)
-    with pytest.raises(openai.BadRequestError, match="logprobs"):
-        chat(client, logprobs=True)
-    with pytest.raises(openai.BadRequestError, match="json_object"):
-        chat(client, response_format={"type": "json_object"})
+    with pytest.raises(openai.BadRequestError, match="top_logprobs must be 0 to 20"):
+        chat(client, logprobs=True, top_logprobs=21)
+    with pytest.raises(openai.BadRequestError, match="response_format.type"):
+        chat(client, response_format={"type": "yaml"})
 
 
 def test_context_overflow_says_by_how_much(client, parley):

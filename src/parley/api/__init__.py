@@ -9,7 +9,7 @@
 
 What a loaded Parley offers (api/facade.py):
     settings, info, limits                       what runs, how, and how much a request may ask for
-    tokenize / detokenize / token_text / check_tokens
+    tokenize / detokenize / token_text / token_bytes / check_tokens
     generate(prompt, params, loop=None)          raw completion -> Stream (iterate with for, or async for)
     embed(texts, model=None)                     unit-length vectors from the model's hidden states -> Embeddings
     chat_prompt(messages, ..., tools=plan)       a stateless chat request's prompt, windowed to fit -> Prompt
@@ -55,13 +55,13 @@ from parley.chat.tools import (
            read_tools,
 )
 from parley.chat.window import PromptTooLong
-from parley.scheduler.request import Chunk, Result
+from parley.scheduler.request import Chunk, Result, TokenLogprob
 from parley.scheduler.stream import Stream
 from parley.text.template import validate_messages
 
 __all__ = ["AnswerMeta", "CallArgs", "CallStart", "Caps", "Chat", "Chunk", "ModelView", "ModelsService", "models", "ConversationList", "ConversationView", "ConversationsService",
            "DocumentInfo", "DocumentsService", "Embeddings", "LastReply", "Library", "Limits", "MessageView", "ModelInfo",
            "Parley", "Persona", "PersonasService", "Prompt", "PromptTooLong", "Registries", "ReplyMeta", "Result",
-           "SearchHit", "Skill", "SkillsService", "Source", "Stream", "load", "load_card", "parse_params",
+           "SearchHit", "Skill", "TokenLogprob", "SkillsService", "Source", "Stream", "load", "load_card", "parse_params",
            "read_persona_file", "read_plan", "read_reply", "read_tools", "registries", "ReplyReader", "ToolCall",
            "ToolPlan", "validate_messages"]

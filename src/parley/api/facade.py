@@ -316,6 +316,12 @@ class Parley:
         e = self._loaded().engine
         return e.piece(token).decode("utf-8", "replace") or e.special_text(token)
 
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes one token adds to the reply (maybe part of a character: OpenAI's logprobs `bytes`); a
+        special token's spelling, as token_text gives it, when it adds none."""
+        e = self._loaded().engine
+        return e.piece(token) or e.special_text(token).encode()
+
     def check_tokens(self, tokens: Sequence[int], param: str = "tokens") -> None:
         self._loaded().engine.check_tokens(tokens, param)
 

@@ -62,6 +62,13 @@ server-side conversations (/v1/conversations), Prometheus metrics (/metrics).
 Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit
 (on /api/*, Ollama's `{"error": "message"}` with type, param and code beside it).
 
+Structured output on every generating route: OpenAI's `response_format` (json_object, json_schema; the
+conversations' turns too), llama-server's `grammar` (GBNF) and `json_schema`, TGI's `parameters.grammar` (json,
+regex), Ollama's `format`; the reply matches it and ends once it is complete. A schema feature that cannot be
+enforced (not, if/then, uniqueItems) is a 400 naming it. Log-probabilities of the model's raw distribution:
+`logprobs` / `top_logprobs` (chat, Ollama), `logprobs: k` (completions), `n_probs`, TGI's `details` /
+`top_n_tokens`; TGI's `best_of` keeps the most likely of several sequences.
+
 Sampling defaults of this server, for every field a request leaves out: {sampling}. Out of the box they are the
 protocols' own (temperature 1, top_p 1, no top-k, no min-p, no penalty); `parley serve --temperature ...
 --top-p ... --top-k ... --min-p ... --repeat-penalty ...` changes them for every route."""

@@ -15,7 +15,10 @@ the new message.
     GET    /v1/conversations/{id}/export          the whole tree as JSON
 
 Replies have the chat.completion shape (SSE chunks when streaming) plus `parley.conversation_id` and the ids of
-the user message and the reply. One reply at a time per conversation (409). A stored conversation that does not
+the user message and the reply. `response_format` (messages, retry, edit: json_object or json_schema, as on
+/v1/chat/completions) constrains that turn's reply alone; the history's KV stays cached from turn to turn, so
+schema-constrained extraction turn after turn reads only each new message. One reply at a time per
+conversation (409). A stored conversation that does not
 read as it is (`problem` in its JSON) is listed anyway and refuses turns with a 409 until PATCH fixes it.
 Everything here is the facade's conversations service (`parley.conversations`, api/conversations.py), called
 in a worker thread; these handlers only translate JSON to its arguments and its plain views back to JSON.
@@ -24,6 +27,7 @@ in a worker thread; these handlers only translate JSON to its arguments and its 
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -33,6 +37,7 @@ from parley.api import ConversationView, MessageView
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
 from parley.server import params as P
+from parley.server import structured
 from parley.server.bounds import BoundedRoute, off_loop
 from parley.server.responses import chat_completion, chat_events, finished, new_id
 from parley.server.schemas import (
@@ -167,11 +172,18 @@ async def _reply(state: ServerState, request: Request, conversation_id: str, bod
     """Start the turn (`begin(conversations, params, overflow, loop)` in a worker thread) and answer with it."""
     if body.stream_options is not None and not body.stream:
         raise InvalidRequest("stream_options is only allowed with \"stream\": true", param="stream_options")
-    params = _sampling(state, body) or None
+    params = _sampling(state, body)
+    asked = structured.response_format(body.response_format)
+    if asked is not None:             # this turn's reply only: the conversation's defaults are not changed
+        params["grammar"] = asked.grammar
     overflow = None if body.truncate is None else ("truncate" if body.truncate else "error")
     convs = state.parley.conversations
     view = await off_loop(convs.get, conversation_id, messages=False)   # a 404 before a slot is taken
-    gen = await Generation.start(state, lambda loop: begin(convs, params, overflow, loop))
+
+    def started(loop):
+        with structured.grammar_errors(asked.param) if asked is not None else nullcontext():
+            return begin(convs, params or None, overflow, loop)
+    gen = await Generation.start(state, started)
     meta = gen.stream.meta
     extra = {"conversation_id": conversation_id, "message_id": meta.message_id,
              "user_message_id": meta.user_message_id}

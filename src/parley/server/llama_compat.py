@@ -11,11 +11,16 @@ Honoured:
     t_max_predict_ms    the reply ends once this long has passed since its first token and it holds a newline
                         (finish_reason "length", as llama-server reports it)
     seed -1             random (SamplingFields)
+    grammar             a GBNF grammar the reply matches (Grammar "gbnf"; "" is none)
+    json_schema         a JSON Schema the reply matches (as response_format json_schema); with response_format
+                        or each other: a 400, one constraint per reply
+    n_probs             the k most likely tokens beside each generated token's log-probability, in the OpenAI
+                        shape of the route (chat: logprobs true + top_logprobs k; completions: logprobs k)
 Accepted, changing nothing: cache_prompt (parley always reuses the longest cached prefix; `false` is said in the
 response's parley.note), id_slot (no slots: the cache finds KV by tokens), n_keep (no context shift: nothing is
 discarded), n_cache_reuse, and the settings of samplers that are off (dry_base, mirostat_tau, xtc_threshold, ...).
-Refused by name, with the reason, unless off: n_probs, typical_p, min_keep > 1, top_n_sigma, dynatemp_range,
-dry_multiplier, mirostat, xtc_probability, n_indent, n_cmpl, grammar, json_schema, return_tokens,
+Refused by name, with the reason, unless off: typical_p, min_keep > 1, top_n_sigma, dynatemp_range,
+dry_multiplier, mirostat, xtc_probability, n_indent, n_cmpl, return_tokens,
 timings_per_token, return_progress, post_sampling_probs, response_fields, lora, chat_template_kwargs,
 reasoning_format other than "none".
 """
@@ -26,12 +31,13 @@ from collections.abc import Callable
 from typing import Any
 
 from parley.errors import InvalidRequest, shorten
+from parley.sampling import Grammar
+from parley.server import structured
 from parley.server.errors import NotSupported
 
-_NO_PROBS = "token probabilities are not returned yet"
 REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {   # field -> (is the value "off"?, why nothing else)
-    "n_probs": (lambda v: v == 0, _NO_PROBS),
-    "post_sampling_probs": (lambda v: v is False, _NO_PROBS),
+    "post_sampling_probs": (lambda v: v is False, "log-probabilities are the model's raw distribution's (before "
+                                                  "the samplers), as n_probs returns them"),
     "typical_p": (lambda v: v == 1, "locally typical sampling is not implemented"),
     "min_keep": (lambda v: v in (0, 1), "parley's samplers always keep at least one token, no more"),
     "top_n_sigma": (lambda v: v <= 0, "top-n-sigma sampling is not implemented"),
@@ -41,8 +47,6 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {   # field -> (is the v
     "xtc_probability": (lambda v: v == 0, "XTC sampling is not implemented"),
     "n_indent": (lambda v: v == 0, "minimum indentation is not implemented"),
     "n_cmpl": (lambda v: v == 1, "it returns one completion per request"),
-    "grammar": (lambda v: v == "", "constrained output (grammars) is not available yet"),
-    "json_schema": (lambda v: False, "constrained output (JSON schemas) is not available yet"),
     "return_tokens": (lambda v: v is False, "token ids are not returned (usage counts them)"),
     "timings_per_token": (lambda v: v is False, "timings are not sent per token; each response's parley object "
                                                 "has ttft_s and decode_tps"),
@@ -80,6 +84,26 @@ def check(body) -> None:
     if body.t_max_predict_ms is not None and body.t_max_predict_ms < 0:
         raise InvalidRequest(f"t_max_predict_ms must be 0 (no limit) or positive, got {body.t_max_predict_ms}",
                              param="t_max_predict_ms")
+
+
+def grammar(body) -> structured.Asked | None:
+    """The Grammar (and the field) of llama-server's grammar (GBNF) or json_schema; None when neither is sent."""
+    sent = [name for name in ("grammar", "json_schema") if getattr(body, name, None)]
+    if len(sent) > 1:
+        raise InvalidRequest("send grammar or json_schema, not both: a reply matches one constraint",
+                             param="json_schema")
+    if not sent:
+        return None
+    if sent[0] == "json_schema":
+        return structured.schema_grammar(body.json_schema, "json_schema")
+    with structured.grammar_errors("grammar"):
+        return structured.Asked("grammar", Grammar("gbnf", body.grammar))
+
+
+def n_probs(body) -> int | None:
+    """n_probs as a number of alternatives (None: not sent, or 0 on a route where 0 means off)."""
+    structured.check_top(body.n_probs, "n_probs")
+    return body.n_probs or None
 
 
 def n_predict(body, tokens_cap: int) -> int | None:

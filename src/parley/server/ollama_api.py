@@ -25,8 +25,12 @@ parley and Ollama differ, parley keeps its rules:
   - Defaults: Ollama's own (temperature 0.8, top_k 40, top_p 0.9) where the server's defaults are the
     protocols' neutral ones; what `parley serve --temperature ...` sets, and the model's registry settings,
     win over them, as on every route. num_predict left out: as many as the server allows (Ollama's -1).
-  - Not yet: `format` (structured output), `tools` and tool messages, `think`, `logprobs`, `images`,
-    `suffix`, a custom `template`: each a 400 naming the field.
+  - Structured output: `format` "json" (any JSON object) or a JSON Schema object constrains the reply, which
+    ends (done_reason "stop") once its JSON is complete (structured.py). `logprobs: true` (+ `top_logprobs`
+    0-20) adds Ollama's `logprobs` list ({token, logprob, bytes, top_logprobs}) to the reply, each streamed
+    line carrying its own tokens'.
+  - Not yet: `tools` and tool messages, `think`, `images`, `suffix`, a custom `template`: each a 400 naming
+    the field.
   - Errors: Ollama's `{"error": "..."}` with the status (errors.py builds it for every /api/ path, the
     middlewares' 401/413/429/503 too), parley's `type`, `param` and `code` beside it; a stream that fails
     mid-way ends with an error line, as Ollama's does.
@@ -65,6 +69,7 @@ from parley.api import CallArgs, Prompt, ReplyReader, Result, ToolPlan, read_pla
 from parley.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, ParleyError, shorten
 from parley.sampling import MAX_STOP_STRINGS, NEUTRAL, SamplingParams
 from parley.server import params as P
+from parley.server import structured
 from parley.server.bounds import BoundedRoute, off_loop
 from parley.server.errors import NotSupported, error_body
 from parley.server.prompts import TRUNCATE_HINT
@@ -158,20 +163,22 @@ def keep_alive_s(value) -> float | None:
 
 def check_generating(body: OllamaGenerating) -> None:
     """400 naming the first field that asks for what parley does not do (yet)."""
-    if body.format not in (None, "", {}):
-        raise NotSupported("format is not supported yet: structured output (\"json\" or a JSON schema) comes "
-                           "later; leave it out", param="format")
     if body.think not in (None, False):
         raise NotSupported(f"think={shorten(repr(body.think))} is not supported: parley parses no thinking out of "
                            "the reply (send false or leave it out)", param="think")
-    if body.logprobs:
-        raise NotSupported("logprobs is not supported yet: log probabilities are not returned", param="logprobs")
-    if body.top_logprobs:
-        raise NotSupported("top_logprobs is not supported yet: log probabilities are not returned",
-                           param="top_logprobs")
     if body.shift:
         raise NotSupported("shift is not supported: parley never shifts the context (a reply that reaches its end "
                            "stops with done_reason \"length\"); send false or leave it out", param="shift")
+
+
+def structure(body: OllamaGenerating, params: SamplingParams) -> SamplingParams:
+    """params with the request's format (a grammar) and logprobs."""
+    asked = structured.ollama_format(body.format)
+    structured.check_top(body.top_logprobs, "top_logprobs")
+    if body.top_logprobs and not body.logprobs:
+        raise InvalidRequest("top_logprobs needs \"logprobs\": true", param="top_logprobs")
+    k = (body.top_logprobs or 0) if body.logprobs else None
+    return params.replace(grammar=asked and asked.grammar, logprobs=k) if asked or k is not None else params
 
 
 def check_options(o: OllamaOptions, door) -> str:
@@ -378,18 +385,26 @@ async def _reply(state: ServerState, request: Request, body: OllamaGenerating, *
         return {**turn.head("", done=True), "done_reason": reason}
     build = chat_prompt if chat else generate_prompt
     prompt, params, plan = await off_loop(build, state, door, body)
-    gen = await Generation.start(state, lambda loop: door.generate(prompt, params, loop=loop,
-                                                                   param="messages" if chat else "prompt"))
+    params = structure(body, params)
+    if plan is not None and body.format:
+        raise NotSupported("format beside tools is not supported by parley: a reply either matches the format "
+                           "or may call a tool; send one of them", param="format")
+
+    def begin(loop):
+        with structured.grammar_errors("format"):
+            return door.generate(prompt, params, loop=loop, param="messages" if chat else "prompt")
+    gen = await Generation.start(state, begin)
     if body.stream:
         return NDJSONResponse(_lines(turn, gen, prompt, plan), gen.close)
     result = await finished(gen, request)
     if isinstance(result, Response):
         return result
     await turn.close()
-    if plan is None:
-        return turn.final(gen, result, prompt, result.text)
-    content, calls = read_reply(result.text, plan)
-    return turn.final(gen, result, prompt, content, list(enumerate(calls)))
+    content, calls = (result.text, []) if plan is None else read_reply(result.text, plan)
+    out = turn.final(gen, result, prompt, content, list(enumerate(calls)))
+    if result.logprobs is not None:
+        out["logprobs"] = structured.openai_content(door, structured.shown(door, result))
+    return out
 
 
 async def _lines(turn: Turn, gen: Generation, prompt: Prompt, plan: ToolPlan | None) -> AsyncIterator[str]:
@@ -405,10 +420,15 @@ async def _lines(turn: Turn, gen: Generation, prompt: Prompt, plan: ToolPlan | N
                 yield line(turn.head("", done=False, calls=[(e.index, reader.calls[e.index])]))
 
     try:
+        pending: list = []     # logprobs of tokens whose text has not come yet
         async for c in gen.chunks():
+            pending += c.logprobs or []
             if c.text:
                 if reader is None:
-                    yield line(turn.head(c.text, done=False))
+                    out = turn.head(c.text, done=False)
+                    if c.logprobs is not None:
+                        out["logprobs"], pending = structured.openai_content(turn.door, pending), []
+                    yield line(out)
                 else:
                     for out in lines(reader.feed(c.text)):
                         yield out

@@ -5,19 +5,25 @@ Chat requests get the chat format's end-of-turn strings as extra stop strings. `
 the server offers by name (left out, "default" or "parley": the default one), loaded on demand; an unknown name
 is a 404 listing them; every response names the model that answered. llama-server's own fields are taken as
 llama_compat.py says. Prompts are built (template, tokenizer) in a worker thread, never on the event loop.
+
+Structured output: `response_format` (json_object, json_schema) or llama-server's `grammar` / `json_schema`
+(one per request; not beside tools) constrain every choice, which then ends "stop" once its JSON is complete
+(structured.py). Log-probabilities: chat's `logprobs: true` + `top_logprobs` (0-20) in choices[i].logprobs.content
+(and on each streamed delta), completions' `logprobs: k` in the legacy shape; llama-server's `n_probs` is either.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from parley.api import Prompt, ToolPlan, read_plan, read_tools
+from parley.api import Prompt, Result, ToolPlan, read_plan, read_tools
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
-from parley.server import llama_compat
+from parley.server import llama_compat, structured
 from parley.server import params as P
 from parley.server.bounds import BoundedRoute, off_loop
 from parley.server.errors import NotSupported
@@ -35,6 +41,7 @@ from parley.server.responses import (
 from parley.server.schemas import ChatCompletionRequest, CompletionRequest, OpenAICommon
 from parley.server.state import ServerState, State
 from parley.server.streaming import Generation, SSEResponse
+from parley.server.structured import Asked
 
 router = APIRouter(tags=["OpenAI"], route_class=BoundedRoute)
 
@@ -52,13 +59,6 @@ def check_common(body: OpenAICommon) -> None:
 
 def check_chat(body: ChatCompletionRequest) -> None:
     check_common(body)
-    if body.logprobs:
-        raise _unsupported("logprobs", "log probabilities are not returned yet")
-    if body.top_logprobs:
-        raise _unsupported("top_logprobs", "log probabilities are not returned yet")
-    if body.response_format is not None and body.response_format.get("type", "text") != "text":
-        raise _unsupported("response_format", "structured output (json_object, json_schema) is not available yet; "
-                                              "only {\"type\": \"text\"}")
     if body.functions:
         raise _unsupported("functions", "the deprecated functions API: send the same functions as tools")
     if body.function_call is not None and body.function_call not in ("none", "auto"):
@@ -68,6 +68,43 @@ def check_chat(body: ChatCompletionRequest) -> None:
     for name in ("audio", "prediction", "web_search_options", "reasoning_effort", "verbosity"):
         if getattr(body, name) is not None:
             raise _unsupported(name, "this model has no such option")
+
+
+def constraint(body) -> Asked | None:
+    """The request's grammar: response_format's, or llama-server's grammar / json_schema; None: plain text."""
+    asked = structured.response_format(body.response_format)
+    llama = llama_compat.grammar(body)
+    if asked is not None and llama is not None:
+        raise InvalidRequest(f"send response_format or {llama.param}, not both: a reply matches one constraint",
+                             param=llama.param)
+    return asked or llama
+
+
+def with_n_probs(name: str, k: int | None, body) -> int | None:
+    """k alternatives asked for by `name`, or by llama-server's n_probs; both, they must agree."""
+    n = llama_compat.n_probs(body)
+    if n is not None and k not in (None, 0, n):
+        raise InvalidRequest(f"{name} and n_probs are the same setting and differ ({k} vs {n}): send one",
+                             param="n_probs")
+    return k if n is None else n
+
+
+def chat_logprobs(body: ChatCompletionRequest) -> int | None:
+    """How many alternatives per token (0: only the chosen token's logprob; None: no logprobs)."""
+    structured.check_top(body.top_logprobs, "top_logprobs")
+    if body.top_logprobs and not body.logprobs:
+        raise InvalidRequest("top_logprobs needs \"logprobs\": true", param="top_logprobs")
+    return with_n_probs("top_logprobs", (body.top_logprobs or 0) if body.logprobs else None, body)
+
+
+def completion_logprobs(body: CompletionRequest) -> int | None:
+    structured.check_top(body.logprobs, "logprobs")
+    return with_n_probs("logprobs", body.logprobs, body)
+
+
+def structure(params: SamplingParams, con: Asked | None, k: int | None) -> SamplingParams:
+    """params with the request's grammar and logprobs."""
+    return params.replace(grammar=con and con.grammar, logprobs=k) if con or k is not None else params
 
 
 def sampling(state: ServerState, door, body, *, max_tokens: int | None, max_tokens_name: str,
@@ -119,12 +156,14 @@ def chat_prompt(door, body: ChatCompletionRequest, params: SamplingParams, skill
 
 
 async def generation(state: ServerState, door, prompt: Prompt, params: SamplingParams, body, param: str,
-                     n: int = 1) -> Generation:
-    """The request's generation: one Stream, or `n` choices of the prompt side by side (one concurrency slot)."""
+                     n: int = 1, con: Asked | None = None) -> Generation:
+    """The request's generation: one Stream, or `n` choices of the prompt side by side (one concurrency slot).
+    The grammar compiles at submit: its errors name the field `con` came from."""
     def begin(loop):
-        if n == 1:
-            return door.generate(prompt, params, loop=loop, param=param)
-        return door.samples(prompt, params, n, loop=loop, param=param)
+        with structured.grammar_errors(con.param) if con is not None else nullcontext():
+            if n == 1:
+                return door.generate(prompt, params, loop=loop, param=param)
+            return door.samples(prompt, params, n, loop=loop, param=param)
     return await Generation.start(state, begin, time_limit_s=llama_compat.time_limit_s(body))
 
 
@@ -141,19 +180,27 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     skill = await off_loop(chat_skill, state, body)
     params = sampling(state, door, body, max_tokens=max_tokens, max_tokens_name=name, chat=True, skill=skill)
     plan = tool_plan(body)
+    con, k = constraint(body), chat_logprobs(body)
+    if con is not None and plan is not None:
+        field = con.param.split(".")[0]
+        raise NotSupported(f"{field} beside tools is not supported by parley: a reply either matches the format "
+                           "or may call a tool; send one of them", param=field)
+    params = structure(params, con, k)
     if plan is not None and plan.forced:     # the call's JSON: the function's name, then its parameters' schema
         params = params.replace(grammar=plan.grammar())
     prompt = await off_loop(chat_prompt, door, body, params, skill, plan)
-    gen = await generation(state, door, prompt, params, body, "messages", n=body.n or 1)
+    gen = await generation(state, door, prompt, params, body, "messages", n=body.n or 1, con=con)
     model = door.name
+    shape = None if k is None else (lambda lps: structured.chat_logprobs(door, lps))
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include, plan=plan),
-                           gen.close)
+        return SSEResponse(chat_events(gen, model=model, prompt=prompt, include_usage=include, plan=plan,
+                                       logprobs=shape), gen.close)
     results = await finished_all(gen, request)
     if isinstance(results, Response):
         return results
-    return chat_completion(new_id("chatcmpl"), model, gen, results, prompt, plan=plan)
+    choice_logprobs = None if k is None else (lambda r: structured.chat_logprobs(door, structured.shown(door, r)))
+    return chat_completion(new_id("chatcmpl"), model, gen, results, prompt, plan=plan, logprobs=choice_logprobs)
 
 
 def completion_prompt(door, prompt) -> tuple[list[int], str]:
@@ -175,8 +222,6 @@ def completion_prompt(door, prompt) -> tuple[list[int], str]:
 
 def check_completion(body: CompletionRequest) -> None:
     check_common(body)
-    if body.logprobs:
-        raise _unsupported("logprobs", "log probabilities are not returned yet")
     if body.suffix:
         raise _unsupported("suffix", "fill-in-the-middle is not available")
 
@@ -188,14 +233,17 @@ def text_prompt(door, body: CompletionRequest) -> tuple[Prompt, str]:
     return Prompt(tokens).add_note(llama_compat.note(body)), text
 
 
-def completion_body(model: str, gen: Generation, results: list, prompt: Prompt, echo: str) -> dict:
+def completion_body(model: str, gen: Generation, results: list, prompt: Prompt, echo: str,
+                    logprobs=None) -> dict:
+    """A text_completion; `logprobs(result)`: a choice's legacy logprobs, when asked for."""
     return {
         "id": new_id("cmpl"),
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": i, "text": echo + r.text, "logprobs": None, "finish_reason": gen.finish_reason(r)}
+        "choices": [{"index": i, "text": echo + r.text, "logprobs": None if logprobs is None else logprobs(r),
+                     "finish_reason": gen.finish_reason(r)}
                     for i, r in enumerate(results)],
         "usage": usage(results),
         "parley": parley_ext(results[0], prompt, gen.note),
@@ -207,24 +255,33 @@ async def completions(body: CompletionRequest, request: Request, state: State):
     check_completion(body)
     door = await model_door(state, body.model)
     params = sampling(state, door, body, max_tokens=body.max_tokens, max_tokens_name="max_tokens", chat=False)
+    con, k = constraint(body), completion_logprobs(body)
+    params = structure(params, con, k)
     prompt, text = await off_loop(text_prompt, door, body)
     n = body.n or 1
     if body.best_of not in (None, 1, n):
         raise NotSupported(f"best_of must equal n ({n}) here: parley returns every choice it generates "
                            f"(got best_of={body.best_of})", param="best_of")
-    gen = await generation(state, door, prompt, params, body, "prompt", n=n)
+    gen = await generation(state, door, prompt, params, body, "prompt", n=n, con=con)
     model = door.name
     echo = text if body.echo else ""
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(_completion_events(gen, model, prompt, include, echo), gen.close)
+        shape = None if k is None else (lambda _i: structured.LegacyLogprobs(door, len(echo)).take)
+        return SSEResponse(_completion_events(gen, model, prompt, include, echo, shape), gen.close)
     results = await finished_all(gen, request)
     if isinstance(results, Response):
         return results
-    return completion_body(model, gen, results, prompt, echo)
+    return completion_body(model, gen, results, prompt, echo,
+                           None if k is None else (lambda r: legacy_logprobs(door, r, echo)))
 
 
-def _completion_events(gen: Generation, model: str, prompt: Prompt, include_usage: bool, echo: str):
+def legacy_logprobs(door, r: Result, echo: str) -> dict:
+    """A choice's legacy logprobs: its text's tokens (the echoed prompt's are not scored: offsets start after it)."""
+    return structured.LegacyLogprobs(door, len(echo)).take(structured.shown(door, r))
+
+
+def _completion_events(gen: Generation, model: str, prompt: Prompt, include_usage: bool, echo: str, shape=None):
     return openai_events(gen, obj="text_completion", cid=new_id("cmpl"), opening={"text": echo} if echo else None,
                          piece=lambda text: {"text": text}, closing={"text": ""}, model=model, prompt=prompt,
-                         include_usage=include_usage)
+                         include_usage=include_usage, logprobs=shape)

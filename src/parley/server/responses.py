@@ -7,6 +7,10 @@ it did not cover the rest. Streams put it on the chunk that carries finish_reaso
 A reply the server ended early (shutdown past its grace period, a deleted conversation) is still a reply:
 finish_reason "cancelled", the text so far, and `parley.note` saying why. Only a generation that failed is an
 error (500, or 400 `kv_budget_exceeded` for a limit).
+
+Log-probabilities (when asked): `chat_completion(..., logprobs=)` puts each choice's in its own shape (a function
+of its Result); `openai_events(..., logprobs=)` puts each chunk's on the delta that carries its text (a token whose
+text a tool reader holds back travels on the next delta, or on the closing one).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from starlette.responses import Response
 
 from parley import __version__
-from parley.api import CallStart, Prompt, ReplyReader, Result, ToolPlan, read_reply
+from parley.api import CallStart, Chunk, Prompt, ReplyReader, Result, TokenLogprob, ToolPlan, read_reply
 from parley.errors import LimitExceeded, ParleyError
 from parley.server.errors import error_body, parley_error_response
 from parley.server.streaming import Generation, client_gone, sse
@@ -118,13 +122,15 @@ def reply_message(text: str, plan: ToolPlan | None) -> tuple[dict, list]:
 
 
 def chat_completion(cid: str, model: str, gen: Generation, r: Result | list[Result], prompt: Prompt,
-                    plan: ToolPlan | None = None, **extra) -> dict:
-    """A chat.completion: one choice per Result (n > 1: several, in order); with tools, each reply's calls."""
+                    plan: ToolPlan | None = None, logprobs: Callable[[Result], dict] | None = None,
+                    **extra) -> dict:
+    """A chat.completion: one choice per Result (n > 1: several, in order); with tools, each reply's calls;
+    `logprobs(result)`: a choice's logprobs object, when the request asked for them."""
     rs = r if isinstance(r, list) else [r]
     choices = []
     for i, x in enumerate(rs):
         message, calls = reply_message(x.text, plan)
-        choices.append({"index": i, "message": message, "logprobs": None,
+        choices.append({"index": i, "message": message, "logprobs": None if logprobs is None else logprobs(x),
                         "finish_reason": tool_finish(gen.finish_reason(x), calls)})
     return {
         "id": cid,
@@ -140,12 +146,15 @@ def chat_completion(cid: str, model: str, gen: Generation, r: Result | list[Resu
 
 async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | None, piece: Callable[[str], dict],
                         closing: dict, model: str, prompt: Prompt, include_usage: bool,
-                        reader: Callable[[int], Pieces] | None = None, **extra) -> AsyncIterator[str]:
+                        reader: Callable[[int], Pieces] | None = None,
+                        logprobs: Callable[[int], LogprobShape] | None = None, **extra) -> AsyncIterator[str]:
     """OpenAI stream events: `opening` (if any), a `piece` per text chunk, `closing` with the finish_reason (+ parley),
     [usage], [DONE]; an error event instead of the closing one when the generation failed. `reader(i)` (tools)
-    turns choice i's text into its deltas instead of `piece`, and says its finish_reason."""
+    turns choice i's text into its deltas instead of `piece`, and says its finish_reason; `logprobs(i)` gives
+    choice i's logprobs shape (a function of a chunk's TokenLogprobs), when the request asked for them."""
     created = int(time.time())
-    readers = [reader(i) if reader is not None else Pieces(piece) for i in range(len(gen.streams))]
+    readers = [_Choice(reader(i) if reader is not None else Pieces(piece), None if logprobs is None else logprobs(i))
+               for i in range(len(gen.streams))]
 
     def event(choices: list, **more) -> dict:
         out = {"id": cid, "object": obj, "created": created, "model": model, "system_fingerprint": FINGERPRINT,
@@ -156,7 +165,7 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
         return out
 
     def chunk(choice: dict, finish: str | None = None, index: int = 0, **more) -> dict:
-        return event([{"index": index, **choice, "logprobs": None, "finish_reason": finish}], **more)
+        return event([{"index": index, "logprobs": None, **choice, "finish_reason": finish}], **more)
 
     try:
         n = len(gen.streams)
@@ -165,9 +174,8 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
                 yield sse(chunk(opening, index=i))
         if n == 1:
             async for c in gen.chunks():
-                if c.text:
-                    for d in readers[0].feed(c.text):
-                        yield sse(chunk(d))
+                for d in readers[0].feed(c):
+                    yield sse(chunk(d))
         else:           # n choices side by side: each chunk names its choice, each choice closes when it ends
             async for i, c in gen.indexed():
                 if c is None:
@@ -175,9 +183,10 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
                     if failure(r) is None:
                         for d in readers[i].flush():
                             yield sse(chunk(d, index=i))
-                        yield sse(chunk(closing, readers[i].finish(gen.finish_reason(r)), index=i))
-                elif c.text:
-                    for d in readers[i].feed(c.text):
+                        yield sse(chunk(readers[i].closing(closing), readers[i].finish(gen.finish_reason(r)),
+                                        index=i))
+                else:
+                    for d in readers[i].feed(c):
                         yield sse(chunk(d, index=i))
         results = [st.result for st in gen.streams]
         err = next((e for e in map(failure, results) if e is not None), None)
@@ -188,7 +197,8 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
             if n == 1:
                 for d in readers[0].flush():
                     yield sse(chunk(d))
-                yield sse(chunk(closing, readers[0].finish(gen.finish_reason(results[0])), parley=ext))
+                yield sse(chunk(readers[0].closing(closing), readers[0].finish(gen.finish_reason(results[0])),
+                                parley=ext))
             else:
                 yield sse(event([], parley=ext))
             if include_usage:
@@ -196,6 +206,39 @@ async def openai_events(gen: Generation, *, obj: str, cid: str, opening: dict | 
         yield sse("[DONE]")
     finally:
         gen.close()
+
+
+LogprobShape = Callable[[list[TokenLogprob]], dict]
+
+
+class _Choice:
+    """One choice of a stream: its reader (text -> deltas) and, when asked, its chunks' logprobs, each put on
+    the first delta made from its chunk's text (or a later one, when the reader held that text back)."""
+
+    def __init__(self, reader: Pieces, shape: LogprobShape | None):
+        self._reader = reader
+        self._shape = shape
+        self._pending: list[TokenLogprob] = []
+
+    def feed(self, c: Chunk) -> list[dict]:
+        if self._shape is not None and c.logprobs:
+            self._pending.extend(c.logprobs)
+        return self._tagged(self._reader.feed(c.text)) if c.text else []
+
+    def flush(self) -> list[dict]:
+        return self._tagged(self._reader.flush())
+
+    def closing(self, closing: dict) -> dict:
+        return self._tagged([closing])[0]
+
+    def finish(self, reason: str) -> str:
+        return self._reader.finish(reason)
+
+    def _tagged(self, deltas: list[dict]) -> list[dict]:
+        if deltas and self._pending:
+            deltas[0] = {**deltas[0], "logprobs": self._shape(self._pending)}
+            self._pending = []
+        return deltas
 
 
 class Pieces:
@@ -242,10 +285,11 @@ class ToolDeltas(Pieces):
 
 
 def chat_events(gen: Generation, *, model: str, prompt: Prompt, include_usage: bool, plan: ToolPlan | None = None,
-                **extra) -> AsyncIterator[str]:
+                logprobs: LogprobShape | None = None, **extra) -> AsyncIterator[str]:
     """chat.completion.chunk events: the role first, then content deltas (and tool_calls deltas, with tools)."""
     return openai_events(gen, obj="chat.completion.chunk", cid=new_id("chatcmpl"),
                          opening={"delta": {"role": "assistant", "content": ""}},
                          piece=lambda text: {"delta": {"content": text}}, closing={"delta": {}},
                          model=model, prompt=prompt, include_usage=include_usage,
-                         reader=None if plan is None else (lambda _i: ToolDeltas(plan)), **extra)
+                         reader=None if plan is None else (lambda _i: ToolDeltas(plan)),
+                         logprobs=None if logprobs is None else (lambda _i: logprobs), **extra)

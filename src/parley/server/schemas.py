@@ -1,7 +1,7 @@
 """Request bodies (pydantic). Strict: wrong JSON types are refused, not coerced ("5" is not 5), and unknown fields
 are refused by name. Every documented field of the OpenAI, TGI and Ollama requests is accepted; fields parley does not
-implement are refused with a 400 when they ask for something (n=2, logprobs, tools, ...), never ignored in a
-way that changes the answer. Ranges are checked once, by parley.sampling (the errors name the field and range).
+implement are refused with a 400 when they ask for something (logit_bias, suffix, images, ...), never ignored
+in a way that changes the answer. Ranges are checked once, by parley.sampling (the errors name the field and range).
 
 parley extensions: `truncate` (chat completions, conversation messages): when the prompt does not fit the
 context, drop the oldest messages (the system prompt stays) and say how many in the response's `parley` object.
@@ -12,7 +12,11 @@ no top-k, no min-p, no penalty) unless `parley serve --temperature ... --repeat-
 llama-server's own fields (`LlamaServerFields`, on /v1/chat/completions and /v1/completions) are accepted
 where parley does what they mean (n_predict, ignore_eos, repeat_last_n, samplers, t_max_predict_ms, ...) or
 they change nothing (cache_prompt: always on; id_slot; n_keep), and refused by name with the reason where
-parley cannot (n_probs > 0, mirostat, DRY, XTC, grammar, ...); see server/llama_compat.py.
+parley cannot (mirostat, DRY, XTC, ...); see server/llama_compat.py.
+
+Structured output (response_format, llama-server's grammar / json_schema, TGI's parameters.grammar, Ollama's
+format) and log-probabilities (logprobs, top_logprobs, n_probs, details / top_n_tokens) are read by
+server/structured.py.
 """
 
 from __future__ import annotations
@@ -92,7 +96,10 @@ class LlamaServerFields(Strict):
     ignore_eos: bool | None = Field(None, description="llama-server: do not end at the end-of-turn token.")
     repeat_last_n: int | None = Field(None, description="llama-server: tokens the penalties look back over "
                                                         "(default 64; 0 = none; -1 = the whole context).")
-    n_probs: int | None = Field(None, description="llama-server: only 0 (token probabilities are not returned).")
+    n_probs: int | None = Field(None, description="llama-server: the k most likely tokens (0-20) beside each "
+                                                  "generated token's log-probability, in the OpenAI shape (as "
+                                                  "logprobs: true, top_logprobs: k on chat; logprobs: k on "
+                                                  "completions).")
     typical_p: float | None = Field(None, description="llama-server: only 1 (typical sampling is not implemented).")
     min_keep: int | None = Field(None, description="llama-server: only 0 or 1.")
     top_n_sigma: float | None = Field(None, description="llama-server: only -1 (off).")
@@ -111,9 +118,10 @@ class LlamaServerFields(Strict):
     xtc_threshold: float | None = Field(None, description=OFF)
     n_indent: int | None = Field(None, description="llama-server: only 0.")
     n_cmpl: int | None = Field(None, description="llama-server: only 1 (one completion per request).")
-    grammar: Text | None = Field(None, description="llama-server: only empty (constrained output is not "
-                                                   "available yet).")
-    json_schema: dict[str, Any] | None = Field(None, description="llama-server: not supported yet.")
+    grammar: Text | None = Field(None, description="llama-server: a GBNF grammar the reply matches (root is "
+                                                   "the first rule); \"\": none.")
+    json_schema: dict[str, Any] | None = Field(None, description="llama-server: a JSON Schema the reply matches "
+                                                                 "(as response_format json_schema).")
     return_tokens: bool | None = Field(None, description="llama-server: only false.")
     timings_per_token: bool | None = Field(None, description="llama-server: only false (each response's `parley` "
                                                              "object has ttft_s and decode_tps).")
@@ -167,14 +175,21 @@ class OpenAICommon(SamplingFields):
     metadata: dict[str, Any] | None = None
     store: bool | None = None
     service_tier: Text | None = None
+    response_format: dict[str, Any] | None = Field(
+        None, description="{\"type\": \"text\"} (default), {\"type\": \"json_object\"} (any JSON object) or "
+                          "{\"type\": \"json_schema\", \"json_schema\": {\"name\", \"schema\", \"strict\"}}: "
+                          "the reply matches the schema (always enforced; a feature that cannot be enforced, such as "
+                          "not or if/then, is a 400 naming it) and ends when it is complete.")
 
 
 class ChatCompletionRequest(LlamaServerFields, OpenAICommon):
     messages: list[ChatMessage]
     max_completion_tokens: int | None = None
-    logprobs: bool | None = Field(None, description="Not supported (only false).")
-    top_logprobs: int | None = Field(None, description="Not supported (only 0).")
-    response_format: dict[str, Any] | None = Field(None, description="Only {\"type\": \"text\"}.")
+    logprobs: bool | None = Field(None, description="true: each generated token's log-probability (of the "
+                                                    "model's raw distribution) in choices[i].logprobs.content, "
+                                                    "per delta when streaming.")
+    top_logprobs: int | None = Field(None, description="0 to 20: the most likely tokens beside each one (needs "
+                                                       "logprobs: true).")
     tools: list[dict[str, Any]] | None = Field(None, description="Functions the model may call (OpenAI's shape, "
                                                                  "at most 128), described to it in the system "
                                                                  "message in parley's tool convention.")
@@ -211,7 +226,9 @@ class CompletionRequest(LlamaServerFields, OpenAICommon):
     echo: bool | None = None
     suffix: Text | None = Field(None, description="Not supported.")
     best_of: int | None = Field(None, description="Equal to n, or left out: every choice generated is returned.")
-    logprobs: int | None = Field(None, description="Not supported (only 0).")
+    logprobs: int | None = Field(None, description="0 to 20 (OpenAI: 5): each generated token's log-probability "
+                                                   "and the k most likely tokens beside it (tokens, "
+                                                   "token_logprobs, top_logprobs, text_offset).")
 
 
 # ---- TGI ------------------------------------------------------------------------------------------------
@@ -228,12 +245,18 @@ class TGIParameters(Strict):
     top_p: float | None = None
     truncate: int | None = Field(None, description="Keep only the last N prompt tokens (asked for, so not silent).")
     typical_p: float | None = Field(None, description="Not supported (only 1 or null).")
-    best_of: int | None = Field(None, description="Only 1.")
+    best_of: int | None = Field(None, description="2 to 16 with do_sample: that many sequences side by side, "
+                                                  "the one with the highest sum of logprobs returned (the others "
+                                                  "in details.best_of_sequences); not when streaming.")
     watermark: bool = Field(False, description="Not supported.")
-    details: bool = False
+    details: bool = Field(False, description="details.tokens (id, text, logprob, special) and counters.")
     decoder_input_details: bool = False
-    top_n_tokens: int | None = Field(None, description="Not supported.")
-    grammar: dict[str, Any] | None = Field(None, description="Not supported.")
+    top_n_tokens: int | None = Field(None, description="1 to 20: the most likely tokens at each step "
+                                                       "(details.top_tokens; top_tokens on each streamed token).")
+    grammar: dict[str, Any] | None = Field(None, description="{\"type\": \"json\", \"value\": a JSON Schema "
+                                                             "(an object or its JSON text)} or {\"type\": "
+                                                             "\"regex\", \"value\": \"...\"}: the reply "
+                                                             "matches it.")
     adapter_id: Text | None = Field(None, description="Not supported.")
 
 
@@ -276,6 +299,8 @@ class ConversationPatch(Strict):
 
 class ConversationMessage(SamplingFields):
     content: Text
+    response_format: dict[str, Any] | None = Field(None, description="As on /v1/chat/completions (json_object, "
+                                                                     "json_schema): this turn's reply matches it.")
     ignore_eos: bool | None = Field(None, description="Do not end at the end-of-turn token (max_tokens or a stop "
                                                       "string ends the reply).")
     parent_id: Text | None = Field(None, description="Continue from this message instead of the current leaf "
@@ -292,6 +317,8 @@ class ConversationMessage(SamplingFields):
 
 
 class ConversationRetry(SamplingFields):
+    response_format: dict[str, Any] | None = Field(None, description="As on /v1/chat/completions (json_object, "
+                                                                     "json_schema): this turn's reply matches it.")
     message_id: Text | None = Field(None, description="The user message to answer again (or a reply: answer "
                                                       "its user message again). Default: the current leaf's.")
     model: Text | None = Field(None, description="Answer with another model (the conversation keeps it).")
@@ -301,6 +328,8 @@ class ConversationRetry(SamplingFields):
 
 
 class ConversationEdit(SamplingFields):
+    response_format: dict[str, Any] | None = Field(None, description="As on /v1/chat/completions (json_object, "
+                                                                     "json_schema): this turn's reply matches it.")
     message_id: Text = Field(description="The user message to say differently (a sibling under its parent).")
     content: Text
     model: Text | None = Field(None, description="Answer with another model (the conversation keeps it).")
@@ -382,11 +411,12 @@ class OllamaGenerating(Strict):
     stream: bool = Field(True, description="NDJSON lines as the reply comes (default), or false for one object.")
     options: OllamaOptions | None = None
     keep_alive: float | Text | None = Field(None, description=KEEP_ALIVE)
-    format: Text | dict[str, Any] | None = Field(None, description="Not supported yet (only empty): structured "
-                                                                   "output comes later.")
+    format: Text | dict[str, Any] | None = Field(None, description="\"json\" (any JSON object) or a JSON Schema "
+                                                                   "object: the reply matches it.")
     think: bool | Text | None = Field(None, description="Only false (no thinking mode is parsed out).")
-    logprobs: bool | None = Field(None, description="Only false.")
-    top_logprobs: int | None = Field(None, description="Only 0.")
+    logprobs: bool | None = Field(None, description="true: each generated token's log-probability in "
+                                                    "`logprobs` (each streamed line: its own tokens').")
+    top_logprobs: int | None = Field(None, description="0 to 20: the most likely tokens beside each one.")
     truncate: bool | None = Field(None, description="Drop the oldest messages when the prompt does not fit, and "
                                                     "say so in `parley` (default false: a 400 naming the limit; "
                                                     "Ollama's default true truncates silently).")
