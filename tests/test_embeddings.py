@@ -126,6 +126,16 @@ def test_a_text_over_the_embedding_context_names_the_limit(p):
     assert "input[1]" in err.value.message
 
 
+def test_truncate_keeps_the_first_tokens_and_says_how_many_went(p):
+    most = p._loaded().embedder.max_tokens
+    long = "word " * (most + 10)
+    ids = p.engine.tokenize(long, add_bos=p.engine.add_bos, special=False)
+    r = p.embed(["ok", long], truncate=True)
+    assert r.tokens[1] == most and r.truncated == (0, len(ids) - most)
+    assert np.allclose(r.vectors[1], p.embed([ids[:most]]).vectors[0], atol=1e-5)
+    assert p.embed("ok").truncated == (0,)
+
+
 def test_a_door_with_a_prompt_cap_names_the_setting(p):
     from parley.api import Caps
 
@@ -225,3 +235,49 @@ def test_models_list_marks_embedding_models_by_their_header(tmp_path):
     views = {v.name: v for v in service.list()}
     assert views["tiny"].embedding and views["tiny"].architecture == "bert"
     assert not views["smollm2-135m-instruct"].embedding
+
+
+def with_pooling(src, dst, pooling: int) -> None:
+    """A copy of the GGUF `src` whose header names `pooling` ({arch}.pooling_type), as llama.cpp's converter
+    writes it for an embedding model: the key goes after the others, the tensor data is realigned. There is no
+    embedding GGUF on this machine (nor one on PyPI: packages ship safetensors, or download at run time), so
+    the embedded model made one stands in for it."""
+    import struct
+
+    from gguf import GGUFReader
+
+    r = GGUFReader(src)
+    arch = r.fields["general.architecture"].contents()
+    last_kv = list(r.fields.values())[-1]
+    kv_end = last_kv.offset + sum(part.nbytes for part in last_kv.parts)
+    key = f"{arch}.pooling_type".encode()
+    kv = struct.pack("<Q", len(key)) + key + struct.pack("<II", 4, pooling)     # 4: GGUF's UINT32
+    raw = src.read_bytes()
+    infos = raw[kv_end:r.tensors[-1].field.offset + sum(part.nbytes for part in r.tensors[-1].field.parts)]
+    head = bytearray(raw[:kv_end] + kv + infos)
+    head[16:24] = struct.pack("<Q", struct.unpack("<Q", raw[16:24])[0] + 1)   # kv_count
+    head += b"\0" * (-len(head) % r.alignment)
+    dst.write_bytes(bytes(head) + raw[r.data_offset:])
+
+
+def test_a_registered_embedding_model_embeds_by_name_with_its_own_pooling(tmp_path):
+    import llama_cpp.llama_cpp as llc
+
+    import parley
+    from parley.engine.model_path import embedded_model_path
+
+    last = tmp_path / "smol-last.gguf"
+    with_pooling(embedded_model_path(), last, llc.LLAMA_POOLING_TYPE_LAST)
+    home = tmp_path / "home"
+    parley.api.models(home).add(last, name="smol-last")
+    views = {v.name: v for v in parley.api.models(home).list()}
+    assert views["smol-last"].embedding and not views["smollm2-135m-instruct"].embedding
+    q = parley.load(home=home, kv_size=1024, threads=1, disk_cache_mb=0)
+    try:
+        by_name = q.embed(PARAPHRASES[0], model="smol-last")
+        default = q.embed(PARAPHRASES[0])
+    finally:
+        q.close(save=False)
+    assert by_name.model == "smol-last" and by_name.pooling == "last" and default.pooling == "mean"
+    assert by_name.tokens == default.tokens and not np.allclose(by_name.vectors, default.vectors, atol=1e-3)
+    assert np.allclose(np.linalg.norm(by_name.vectors, axis=1), 1.0, atol=1e-5)

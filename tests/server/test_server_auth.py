@@ -55,6 +55,8 @@ ROUTES = [
     ("GET", "/v1/skills/skill_x", None),
     ("POST", "/api/chat", {"model": "x", "messages": [{"role": "user", "content": "hi"}]}),
     ("POST", "/api/generate", {"model": "x", "prompt": "hi"}),
+    ("POST", "/api/embed", {"model": "x", "input": "hi"}),
+    ("POST", "/api/embeddings", {"model": "x", "prompt": "hi"}),
     ("GET", "/api/tags", None),
     ("GET", "/api/ps", None),
     ("POST", "/api/show", {"model": "x"}),

@@ -39,7 +39,8 @@ OPERATIONS = [
     ("GET", "/metrics"),
     ("POST", "/api/chat"), ("POST", "/api/generate"), ("GET", "/api/tags"), ("GET", "/api/ps"),
     ("POST", "/api/show"), ("GET", "/api/version"), ("POST", "/api/pull"), ("DELETE", "/api/delete"),
-    ("POST", "/api/copy"), ("POST", "/api/create"), ("POST", "/api/push"),
+    ("POST", "/api/copy"), ("POST", "/api/create"), ("POST", "/api/push"), ("POST", "/api/embed"),
+    ("POST", "/api/embeddings"),
 ]  # GET / is the web chat page (parley.web): a mount, in no OpenAPI operation
 EXAMPLES = 25
 

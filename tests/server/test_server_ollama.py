@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
 import ollama
 import pytest
 from srvutil import LiveServer, fresh_prefix, leaks, pick_stop
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.model
 DEFAULT = "smollm2-135m-instruct"
 CAP = 64
 GREEDY = {"temperature": 0, "num_predict": 12}
+TEXTS = ["The cat sat on the mat.", "A feline rested on the rug.", "Stock markets fell sharply on Monday."]
 SMOL_REPO = "acme/Smol-GGUF"
 
 
@@ -190,6 +192,74 @@ def test_a_client_that_leaves_cancels_its_reply(served):
         assert results[-1].finish_reason == "cancelled" and results[-1].generated_tokens < CAP
     finally:
         remove()
+
+
+# ---- embeddings (/api/embed, /api/embeddings): the facade's vectors, truncation only when asked -------------
+def test_embed_gives_the_facades_vectors(client, served):
+    r = client.embed(model=DEFAULT, input=TEXTS)
+    v = np.array(r.embeddings, dtype=np.float32)
+    facade = served.parley.embed(TEXTS)
+    assert v.shape == (3, 576) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(v, facade.vectors)
+    assert v[0] @ v[1] > v[0] @ v[2]           # the paraphrase is closer than the unrelated text
+    assert r.model == DEFAULT and r.prompt_eval_count == facade.prompt_tokens
+    assert r.total_duration >= r.load_duration >= 0
+    one = client.embed(model=f"{DEFAULT}:latest", input=TEXTS[0])
+    alone = np.array(one.embeddings, dtype=np.float32)
+    assert one.model == f"{DEFAULT}:latest" and np.allclose(alone, v[:1], atol=1e-6)   # batch: last bits
+
+
+def test_the_older_route_gives_one_vector(client, http):
+    old = client.embeddings(model=DEFAULT, prompt=TEXTS[1])
+    new = client.embed(model=DEFAULT, input=[TEXTS[1]])
+    assert list(old.embedding) == list(new.embeddings[0])
+    assert ollama_error(http.post("/api/embeddings", json={"model": DEFAULT, "input": "x"}), 400)["param"] == "input"
+
+
+def test_a_long_text_is_cut_only_when_asked_and_then_reported(client, http, served):
+    embedder = served.parley._loaded().embedder
+    most = embedder.max_tokens
+    long = " ".join(f"word{i}" for i in range(most))           # several tokens a word: well over the limit
+    ids = served.parley.engine.tokenize(long, add_bos=served.parley.engine.add_bos, special=False)
+    assert len(ids) > most
+    e = refused(lambda: client.embed(model=DEFAULT, input=[TEXTS[0], long]), 400, "input[1]", str(most),
+                '"truncate": true')
+    assert "split the text" in e.error
+    body = http.post("/api/embed", json={"model": DEFAULT, "input": [TEXTS[0], long], "truncate": True}).json()
+    assert body["parley"]["truncated_tokens"] == [0, len(ids) - most]
+    assert "input[1] lost its last" in body["parley"]["note"] and str(most) in body["parley"]["note"]
+    assert body["prompt_eval_count"] == served.parley.embed(TEXTS[0]).prompt_tokens + most
+    head = served.parley.embed([ids[:most]]).vectors[0]          # the text's first `most` tokens
+    assert np.allclose(np.array(body["embeddings"][1], dtype=np.float32), head, atol=1e-5)
+    old = http.post("/api/embeddings", json={"model": DEFAULT, "prompt": long})
+    err = ollama_error(old, 400, "split the text")                             # no truncate on the old route
+    assert err["param"] == "prompt" and err["code"] == "context_length_exceeded"
+
+
+def test_dimensions_and_options_checked_by_name(client, http):
+    assert len(client.embed(model=DEFAULT, input="x", dimensions=576).embeddings[0]) == 576
+    refused(lambda: client.embed(model=DEFAULT, input="x", dimensions=64), 400, "576", "dimensions")
+    ok = client.embed(model=DEFAULT, input="x", options={"num_thread": 1, "temperature": 0})
+    assert len(ok.embeddings) == 1
+    for extra, param in (({"options": {"num_ctx": 10**6}}, "options.num_ctx"),
+                         ({"options": {"nmu_ctx": 1}}, "options.nmu_ctx"), ({"input": ["x", ""]}, "input"),
+                         ({"input": 5}, "input")):
+        r = http.post("/api/embed", json={"model": DEFAULT, "input": "x", **extra})
+        assert ollama_error(r, 400)["param"] == param
+    refused(lambda: client.embed(model="nosuch", input="x"), 404, "nosuch", DEFAULT)
+
+
+def test_no_input_only_loads_and_keep_alive_0_unloads(client, http):
+    loaded = client.embed(model="second", input=[])
+    assert loaded.embeddings == [] and state_of(http, "second") == "loaded"
+    assert client.embeddings(model="second", prompt="").embedding == []
+    r = client.embed(model="second", input=TEXTS[:1], keep_alive=0)
+    assert len(r.embeddings) == 1 and state_of(http, "second") == "unloaded"    # unloaded once it answered
+    client.embed(model="second", input="")
+    assert state_of(http, "second") == "loaded"
+    gone = http.post("/api/embed", json={"model": "second", "keep_alive": 0}).json()
+    assert gone["embeddings"] == [] and "unloaded" in gone["parley"]["note"]
+    assert state_of(http, "second") == "unloaded" and state_of(http, DEFAULT) == "loaded"
 
 
 # ---- models ------------------------------------------------------------------------------------------------

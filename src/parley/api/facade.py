@@ -79,12 +79,14 @@ def memory_budget(mb: int) -> int:
 class Embeddings:
     """What `Parley.embed` gives: one unit-length float32 vector per input, in order (a read-only numpy array
     [len(inputs), dimensions]: a dot product is the cosine similarity), the model that made them, and each
-    input's token count (OpenAI's usage.prompt_tokens is their sum)."""
+    input's token count (OpenAI's usage.prompt_tokens is their sum; after truncation, the tokens embedded), and
+    how many tokens each input lost to `truncate` (all 0 without it)."""
 
     vectors: np.ndarray
     model: str
     tokens: tuple[int, ...]
     pooling: str = "mean"          # how the hidden states became one vector (engine/embeddings.py)
+    truncated: tuple[int, ...] = ()
 
     @property
     def dimensions(self) -> int:
@@ -365,12 +367,13 @@ class Parley:
     @blocking
     def embed(self, texts: str | Sequence[str | Sequence[int]], *, model: str | None = None,
               dimensions: int | None = None, cancel: threading.Event | None = None,
-              param: str = "input") -> Embeddings:
+              param: str = "input", truncate: bool = False, hint: str = "") -> Embeddings:
         """One vector per text (or list of token ids, taken as given) from this door's model, or `model`'s
         (loaded first; an embedding GGUF from the registry works the same way): its hidden states pooled and
         normalized, in a llama.cpp context of the model's own (engine/embeddings.py). A text over the model's
-        embedding context, or over this door's prompt cap, is a LimitExceeded naming the limit (nothing is
-        truncated); `dimensions` other than the model's is refused by name (its vectors cannot be shortened);
+        embedding context, or over this door's prompt cap, is a LimitExceeded naming the limit, unless the caller
+        asks to `truncate` (then it keeps its first tokens up to the limit, and Embeddings.truncated says how
+        many went; `hint` ends the refusal's message); `dimensions` other than the model's is refused by name (its vectors cannot be shortened);
         `cancel` set stops it between decodes (a client that left)."""
         with self._serving(model) as (loaded, limits):
             embedder = loaded.embedder
@@ -378,11 +381,11 @@ class Parley:
                 raise InvalidRequest(f"dimensions is {dimensions!r}; {loaded.entry.name} makes "
                                      f"{embedder.dimensions}-dimensional vectors and cannot shorten them: send "
                                      f"{embedder.dimensions} or leave dimensions out", param="dimensions")
-            ids = embedder.tokens(texts, param=param, limit=limits.prompt_tokens if limits.prompt_setting else 0,
-                                  limit_setting=limits.prompt_setting)
+            ids, cut = embedder.fit(texts, param=param, limit=limits.prompt_tokens if limits.prompt_setting else 0,
+                                    limit_setting=limits.prompt_setting, truncate=truncate, hint=hint)
             vectors = embedder.embed(ids, cancel=cancel)
         vectors.flags.writeable = False     # a frozen value: its vectors too
-        return Embeddings(vectors, loaded.entry.name, tuple(len(t) for t in ids), embedder.pooling)
+        return Embeddings(vectors, loaded.entry.name, tuple(len(t) for t in ids), embedder.pooling, tuple(cut))
 
     def complete(self, prompt: str, **sampling) -> Stream:
         """generate(prompt, SamplingParams(**sampling)): iterate the Stream for Chunks."""

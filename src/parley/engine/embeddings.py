@@ -29,7 +29,8 @@ graph and in the output buffer: 2 x n_vocab float32 per token, measured: a 1,000
 373 MB, flag or no flag on the tokens). `max_tokens` is therefore held to what LOGITS_BUDGET allows: 1,344
 tokens for SmolLM2's 49,152-token vocabulary, 256 for Gemma 3's 262,144 (and never more than the model's
 context). A longer text is a LimitExceeded naming that limit: OpenAI's API has no truncation field, so
-nothing is cut silently.
+nothing is cut silently; Ollama's `truncate: true` asks for the cut (fit(truncate=True): the text's first
+`max_tokens` tokens, and how many were dropped, which the response reports).
 """
 
 from __future__ import annotations
@@ -145,40 +146,54 @@ class Embedder:
         one, control tokens written in it not parsed), or token ids taken as given (checked against the
         vocabulary). Refused by name: no inputs, too many, an empty one, one over the per-text limit (the
         embedding context, or `limit` when lower, a server's cap named by `limit_setting`)."""
+        ids, _ = self.fit(inputs, param=param, limit=limit, limit_setting=limit_setting)
+        return ids
+
+    def fit(self, inputs: Sequence[str | Sequence[int]], *, param: str = "input", limit: int = 0,
+            limit_setting: str = "", truncate: bool = False, hint: str = "") -> tuple[list[list[int]], list[int]]:
+        """tokens(), and how many tokens each input lost: with `truncate`, an input over the per-text limit
+        keeps its first tokens up to it (Ollama's truncation: the caller asked, and says so) instead of being
+        refused; `hint` ends the refusal's message (what else the request could do)."""
         if self.refusal:
             raise InvalidRequest(self.refusal, param="model")
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        items = list(inputs)
+        items = [inputs] if isinstance(inputs, str) else list(inputs)
         if not items:
             raise InvalidRequest(f"{param} is empty: send a text, a list of texts, or token ids", param=param)
         if len(items) > MAX_INPUTS:
             raise LimitExceeded(f"{param} holds {len(items)} items; at most {MAX_INPUTS} per request",
                                 param=param, code="too_many_inputs")
         most = min(self.max_tokens, limit) if limit > 0 else self.max_tokens
-        e = self.engine
-        out = []
+        out, cut = [], []
         for i, item in enumerate(items):
             where = f"{param}[{i}]" if len(items) > 1 else param
-            if isinstance(item, str):
-                if not item:
-                    raise InvalidRequest(f"{where} is an empty string", param=param)
-                ids = e.tokenize(item, add_bos=e.add_bos, special=False)
-            else:
-                ids = list(item)
-                if not ids:
-                    raise InvalidRequest(f"{where} is an empty list of token ids", param=param)
-                e.check_tokens(ids, param)
-            if len(ids) > most:
-                if limit_setting and most == limit:
-                    why = f"this server takes at most {most} prompt tokens ({limit_setting})"
-                else:
-                    why = (f"{self.model_name} embeds at most {most} tokens per text (its embedding context; "
-                           "there is no truncation: split the text)")
-                raise LimitExceeded(f"{where} is {len(ids)} tokens and {why}", param=param,
-                                    code="context_length_exceeded")
-            out.append(ids)
-        return out
+            ids = self._read(item, where, param)
+            if len(ids) > most and not truncate:
+                raise self._too_long(where, len(ids), most, limit, limit_setting, param, hint)
+            out.append(ids[:most])
+            cut.append(max(0, len(ids) - most))
+        return out, cut
+
+    def _read(self, item: str | Sequence[int], where: str, param: str) -> list[int]:
+        """One input's token ids (a text tokenized, token ids checked); an empty one is refused."""
+        e = self.engine
+        if isinstance(item, str):
+            if not item:
+                raise InvalidRequest(f"{where} is an empty string", param=param)
+            return e.tokenize(item, add_bos=e.add_bos, special=False)
+        ids = list(item)
+        if not ids:
+            raise InvalidRequest(f"{where} is an empty list of token ids", param=param)
+        e.check_tokens(ids, param)
+        return ids
+
+    def _too_long(self, where: str, n: int, most: int, limit: int, limit_setting: str, param: str,
+                  hint: str) -> LimitExceeded:
+        if limit_setting and most == limit:
+            why = f"this server takes at most {most} prompt tokens ({limit_setting})"
+        else:
+            why = (f"{self.model_name} embeds at most {most} tokens per text (its embedding context; "
+                   "nothing is cut silently: split the text)")
+        return LimitExceeded(f"{where} is {n} tokens and {why}{hint}", param=param, code="context_length_exceeded")
 
     def embed(self, tokens: Sequence[Sequence[int]], *, cancel: threading.Event | None = None) -> np.ndarray:
         """Unit-length float32 vectors [len(tokens), dimensions] for token lists from tokens(). Blocks until

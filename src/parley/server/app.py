@@ -57,7 +57,8 @@ from parley.server.state import ServerState, State
 
 DESCRIPTION = """Local LLMs with a KV cache that is never recomputed.
 OpenAI (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models), TGI (/generate, /generate_stream, /info),
-Ollama (/api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/pull, /api/delete),
+Ollama (/api/chat, /api/generate, /api/embed, /api/embeddings, /api/tags, /api/show, /api/ps, /api/pull,
+/api/delete),
 server-side conversations (/v1/conversations), Prometheus metrics (/metrics).
 Errors are `{"error": {"message", "type", "param", "code"}}` with a 4xx status naming the field or limit
 (on /api/*, Ollama's `{"error": "message"}` with type, param and code beside it).

@@ -7,7 +7,8 @@ the model's own; `model` picks the model as on the other routes (loaded on deman
 registry the same way); usage.prompt_tokens counts every input's tokens. The vectors come from the facade's
 `embed` (engine/embeddings.py: the model's hidden states, pooled, in a llama.cpp context of the model's own),
 called in a worker thread. Embedding a large batch is work like a generation: it takes a slot of the
-concurrency gate (429 past --max-concurrent), and a client that leaves cancels it between decodes.
+concurrency gate (429 past --max-concurrent), and a client that leaves cancels it between decodes
+(`embedded`, which Ollama's /api/embed and /api/embeddings run through too).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from pydantic import Field
+from starlette.responses import Response
 
+from parley.api import Embeddings
 from parley.errors import ShuttingDown
 from parley.server.bounds import BoundedRoute, off_loop
 from parley.server.openai_api import model_door
 from parley.server.schemas import Strict, Text
-from parley.server.state import State
+from parley.server.state import ServerState, State
 from parley.server.streaming import client_gone, wait_disconnect
 
 router = APIRouter(tags=["OpenAI"], route_class=BoundedRoute)
@@ -56,16 +59,16 @@ def encode(vector, fmt: str | None) -> list[float] | str:
     return vector.tolist()
 
 
-@router.post("/v1/embeddings", summary="Embeddings (OpenAI): a vector per input from the model's hidden states")
-async def embeddings(body: EmbeddingRequest, request: Request, state: State):
+async def embedded(state: ServerState, request: Request, door, texts, **options) -> Embeddings | Response:
+    """door.embed(texts, **options) in a worker thread, as every embeddings route runs it: refused while the
+    server drains, in a slot of the concurrency gate (429 past --max-concurrent), stopped between decodes when
+    the client leaves (then the response for a client that is gone)."""
     if state.drain.active:
         raise ShuttingDown(state.drain.reason)
-    door = await model_door(state, body.model)
     cancel = threading.Event()
     state.gate.acquire()
     try:
-        work = asyncio.ensure_future(off_loop(door.embed, inputs(body.input), dimensions=body.dimensions,
-                                              cancel=cancel))
+        work = asyncio.ensure_future(off_loop(door.embed, texts, cancel=cancel, **options))
         watcher = asyncio.ensure_future(wait_disconnect(request.receive))
         await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():     # the client left: stop between decodes, and hold the slot until it has
@@ -74,9 +77,17 @@ async def embeddings(body: EmbeddingRequest, request: Request, state: State):
             work.exception()    # retrieved: nobody reads a cancelled request's error
             return client_gone()
         watcher.cancel()
-        result = work.result()
+        return work.result()
     finally:
         state.gate.release()
+
+
+@router.post("/v1/embeddings", summary="Embeddings (OpenAI): a vector per input from the model's hidden states")
+async def embeddings(body: EmbeddingRequest, request: Request, state: State):
+    door = await model_door(state, body.model)
+    result = await embedded(state, request, door, inputs(body.input), dimensions=body.dimensions)
+    if isinstance(result, Response):
+        return result
     data = [{"object": "embedding", "index": i, "embedding": encode(v, body.encoding_format)}
             for i, v in enumerate(result.vectors)]
     return {"object": "list", "data": data, "model": result.model,

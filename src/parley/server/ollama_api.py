@@ -6,6 +6,7 @@ with the same models, KV memory and limits as the OpenAI and TGI routes:
     GET    /api/tags       the models this server offers       POST /api/show    one, with its GGUF header
     GET    /api/ps         the loaded ones, and when they unload  GET /api/version parley's version
     POST   /api/pull       parley.models.pull, Ollama's status lines    DELETE /api/delete  parley.models.remove
+    POST   /api/embed      a unit-length vector per text (/api/embeddings: Ollama's older one-text route)
     POST   /api/copy, /api/create, /api/push: refused by name (parley reads no Modelfiles and pushes nowhere)
 
 The prompt goes through the same door as /v1/chat/completions (`door.chat_prompt`, the same template and
@@ -46,6 +47,13 @@ the pool): 0 unloads it once the request ends (while another request uses it, as
 it loaded, left out the server's --model-idle; a request with no messages / an empty prompt only loads it
 (done_reason "load") or, with 0, unloads it ("unload"), as `ollama stop` asks. Model names: the registry's,
 with or without ":latest" (/api/tags lists "NAME:latest"); a pulled model takes `parley models pull`'s name.
+Embeddings (/api/embed, /api/embeddings) come from the facade's `embed`, through /v1/embeddings' concurrency gate
+and cancellation (embeddings_api.embedded), with the model loaded and kept alive as for a reply. Where they
+differ from Ollama: a text over the model's embedding context is a 400 naming it unless the request sends
+`"truncate": true` (Ollama's default true cuts silently); then it keeps its first tokens and
+`parley.truncated_tokens` says how many each text lost. `dimensions` only as the model's own size (Ollama
+shortens the vectors, which a model not trained for it cannot afford). The vectors are unit length on both
+routes (Ollama's older route returns them unnormalized: the cosine is the same).
 Handlers only translate; every facade call runs in a worker thread.
 """
 
@@ -65,17 +73,30 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from parley import __version__
-from parley.api import CallArgs, Prompt, ReplyReader, Result, ToolPlan, read_plan, read_reply, read_tools
+from parley.api import (
+    CallArgs,
+    Embeddings,
+    Prompt,
+    ReplyReader,
+    Result,
+    ToolPlan,
+    read_plan,
+    read_reply,
+    read_tools,
+)
 from parley.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, ParleyError, shorten
 from parley.sampling import MAX_STOP_STRINGS, NEUTRAL, SamplingParams
 from parley.server import params as P
 from parley.server import structured
 from parley.server.bounds import BoundedRoute, off_loop
+from parley.server.embeddings_api import embedded
 from parley.server.errors import NotSupported, error_body
 from parley.server.prompts import TRUNCATE_HINT
 from parley.server.responses import failure, finished, parley_ext
 from parley.server.schemas import (
     OllamaChatRequest,
+    OllamaEmbeddingsRequest,
+    OllamaEmbedRequest,
     OllamaGenerateRequest,
     OllamaGenerating,
     OllamaModelRef,
@@ -311,7 +332,7 @@ def generate_prompt(state: ServerState, door, body: OllamaGenerateRequest) -> tu
 class Turn:
     """One /api/chat or /api/generate request: its model, its clock, and what the reply's lines say."""
 
-    def __init__(self, state: ServerState, body: OllamaGenerating, *, chat: bool):
+    def __init__(self, state: ServerState, body: OllamaGenerating | EmbedBody, *, chat: bool):
         self.state = state
         self.body = body
         self.chat = chat
@@ -454,6 +475,71 @@ async def chat(body: OllamaChatRequest, request: Request, state: State):
 @router.post("/api/generate", summary="Completion (Ollama), through the chat template unless \"raw\": true")
 async def generate(body: OllamaGenerateRequest, request: Request, state: State):
     return await _reply(state, request, body, chat=False)
+
+
+# ---- embeddings -------------------------------------------------------------------------------------------
+EmbedBody = OllamaEmbedRequest | OllamaEmbeddingsRequest
+EMBED_HINT = ', or send "truncate": true to embed its first tokens'
+
+
+async def _embedding(state: ServerState, request: Request, body: EmbedBody, texts: list[str],
+                     **embed) -> tuple[Turn, Embeddings | Response | None, str]:
+    """The model loaded and its keep_alive applied as for a reply (Turn), the options checked as there, the
+    texts embedded through /v1/embeddings' gate and cancellation (embeddings_api.embedded): (the turn, the
+    Embeddings, None when there were no texts (a load request) or the response for a client that left, a note
+    the options call for)."""
+    turn = Turn(state, body, chat=False)
+    await turn.open()
+    try:
+        note = check_options(body.options or OllamaOptions(), turn.door)
+        result = await embedded(state, request, turn.door, texts, **embed) if texts else None
+    finally:
+        reason = await turn.close()        # keep_alive 0: unloaded after an error too
+    if result is None:
+        done = "unloaded" if reason == "unload" else "loaded"
+        note = "; ".join(n for n in (note, f"no input: the model was only {done}") if n)
+    return turn, result, note
+
+
+def truncation_note(r: Embeddings) -> str:
+    """What truncate: true cut, input by input ("" when nothing was)."""
+    cuts = [f"input[{i}] lost its last {n} tokens" for i, n in enumerate(r.truncated) if n]
+    if not cuts:
+        return ""
+    # a cut text holds exactly the limit, the longest any text may be
+    return f"{'; '.join(cuts)} (cut to the {max(r.tokens)} tokens {r.model} embeds per text)"
+
+
+def embed_extension(r: Embeddings | None, note: str) -> dict:
+    """parley's own fields beside Ollama's: the pooling, the tokens truncate: true cut per input, a note."""
+    out: dict = {}
+    if r is not None:
+        out = {"pooling": r.pooling, "truncated_tokens": list(r.truncated)}
+        note = "; ".join(n for n in (note, truncation_note(r)) if n)
+    if note:
+        out["note"] = note
+    return out
+
+
+@router.post("/api/embed", summary="Embeddings (Ollama): a unit-length vector per input text")
+async def embed(body: OllamaEmbedRequest, request: Request, state: State):
+    texts = ([body.input] if body.input else []) if isinstance(body.input, str) else list(body.input)
+    turn, r, note = await _embedding(state, request, body, texts, dimensions=body.dimensions,
+                                     truncate=bool(body.truncate), hint="" if body.truncate else EMBED_HINT)
+    if isinstance(r, Response):
+        return r
+    return {"model": turn.model, "embeddings": [] if r is None else r.vectors.tolist(),
+            "total_duration": ns(time.monotonic() - turn.started), "load_duration": ns(turn.load_s),
+            "prompt_eval_count": 0 if r is None else r.prompt_tokens, "parley": embed_extension(r, note)}
+
+
+@router.post("/api/embeddings", summary="One text's embedding (Ollama's older route; /api/embed takes a list)")
+async def embeddings(body: OllamaEmbeddingsRequest, request: Request, state: State):
+    texts = [body.prompt] if body.prompt else []
+    _, r, note = await _embedding(state, request, body, texts, param="prompt")
+    if isinstance(r, Response):
+        return r
+    return {"embedding": [] if r is None else r.vectors[0].tolist(), "parley": embed_extension(r, note)}
 
 
 # ---- models ---------------------------------------------------------------------------------------------

@@ -454,3 +454,28 @@ class OllamaShowRequest(OllamaModelRef):
 class OllamaPullRequest(OllamaModelRef):
     stream: bool = True
     insecure: bool | None = Field(None, description="Accepted and ignored, as Ollama does.")
+
+
+class OllamaEmbedRequest(Strict):
+    model: Text = Field(description="A model this server offers (GET /api/tags), loaded on demand; an embedding "
+                                    "GGUF in the registry the same way.")
+    input: Text | list[Text] = Field("", description="A text or a list of texts; none (\"\" or []): only load "
+                                                     "(or, with keep_alive 0, unload) the model.")
+    truncate: bool | None = Field(None, description="Cut a text over the model's embedding context to its first "
+                                                    "tokens, and say how many went in `parley.truncated_tokens` "
+                                                    "(default false: a 400 naming the limit; Ollama's default "
+                                                    "true cuts silently).")
+    dimensions: int | None = Field(None, description="Only the model's own vector size (Ollama shortens the "
+                                                     "vectors; a model not trained for it loses meaning).")
+    keep_alive: float | Text | None = Field(None, description=KEEP_ALIVE)
+    options: OllamaOptions | None = Field(None, description="Checked as on /api/chat; none changes the vectors "
+                                                            "(num_ctx past the model's context is a 400).")
+
+
+class OllamaEmbeddingsRequest(Strict):
+    """Ollama's older /api/embeddings: one text, one vector."""
+
+    model: Text = Field(description="As on /api/embed.")
+    prompt: Text = Field("", description="The text; empty: only load (or, with keep_alive 0, unload) the model.")
+    keep_alive: float | Text | None = Field(None, description=KEEP_ALIVE)
+    options: OllamaOptions | None = Field(None, description="As on /api/embed.")
