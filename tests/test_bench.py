@@ -82,3 +82,28 @@ def test_docqa_quick_json_is_well_formed(monkeypatch, capsys):
     assert [r["target"] is not None for r in res["rows"]] == [False, True, False, True, False, True, False, True,
                                                               True, False]
     assert doc["summary"]["targets"] == 5
+
+
+@pytest.mark.model
+def test_constrained_quick_json_is_well_formed(monkeypatch, capsys):
+    from parley.bench import constrained
+
+    monkeypatch.setattr(constrained, "QUICK", constrained.Sizes(schemas=2, reps=1, max_json=24, n_prompt=40,
+                                                                n_gen=3, n_reps=1, rounds=2))
+    assert main(["bench", "constrained", "--quick", "--json", "--threads", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    res = doc["scenarios"]["constrained"]
+    assert res["error"] is None and res["config"]["tool_rounds"] == 2
+    data = res["data"]
+    for s in data["schemas"]:   # the plain side generates exactly the constrained reply's tokens
+        assert [t["generated"] for t in s["plain"]] == [t["generated"] for t in s["constrained"]] == [s["tokens"]]
+    assert {"first_s", "new_schema_s"} <= data["compile"].keys()
+    assert set(data["n4"]["runs"]) == {"samples", "sequential", "rereading", "concurrent"}
+    for runs in data["n4"]["runs"].values():
+        assert runs[0]["tokens"] == 12 and runs[0]["prompt_tokens"] == 40
+    assert sum(data["n4"]["runs"]["rereading"][0]["prefilled_tokens"]) == 4 * 40
+    rounds = data["tool_loop"]["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and all(r["call"]["name"] == "get_weather" for r in rounds)
+    assert rounds[1]["cached_tokens"] > 0
+    assert [r["target"] is not None for r in res["rows"]] == [True, False, False, True, True, False, True, False]
+    assert doc["summary"]["targets"] == 4

@@ -17,6 +17,8 @@ Scenarios (each a module with run(ctx) -> ScenarioResult, and FULL / QUICK sizes
     soak        a live `parley serve` under mixed traffic for a bounded time: errors by kind, RSS, p95 TTFT
     models      several models in one process: first token loaded / unloaded / restored, a q8_0 copy's size and
                 speed, a second model's stream beside the first
+    constrained decode tok/s under a JSON schema vs unconstrained (and the constraint's compile, cold vs cached);
+                n=4 choices of one prompt vs four requests; a 5-round tool loop's prefilled tokens vs re-reading
 Baselines: (a) naive re-prefill of the whole history on the same engine, (b) llama-cpp-python's Llama with its
 prompt cache, (c) llama-cpp-python's OpenAI server. See bench/README.md for what each one does exactly.
 Timings live here only; the tests check the output's shape, never a speed.
@@ -32,7 +34,8 @@ from parley.bench.common import BenchContext, OtherLoad, ScenarioResult, loadavg
 from parley.engine.llamacpp import default_threads
 
 SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart",
-             "roleplay", "resume", "docqa", "threads", "idle", "batch", "soak", "models")
+             "roleplay", "resume", "docqa", "threads", "idle", "batch", "soak", "models",
+             "constrained")
 NOISY_CORES = 0.25   # other processes' average use above which a scenario's timings get a warning
 
 

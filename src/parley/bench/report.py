@@ -44,6 +44,8 @@ def fmt(v: float | None, unit: str) -> str:
     if isinstance(v, int) and not isinstance(v, bool):  # a count
         return f"{v} {unit}".strip()
     if unit == "s":
+        if v < 0.01:   # sub-millisecond timings (a cached grammar) would all print as "0 ms"
+            return f"{v * 1000:.2f} ms"
         return f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
     if unit == "tok/s":
         return f"{v:.1f} tok/s"

@@ -49,7 +49,9 @@ def add_parser(sub) -> None:
                         "and without the idle-cell cap; batch: 8 sequences in one batch vs 1 on the bare engine "
                         "(the ceiling of concurrent); soak: a live parley serve under mixed traffic (streams, "
                         "disconnects, conversations, long prompts) at a small --kv-size: errors by kind, RSS, "
-                        "p95 TTFT; all: every one")
+                        "p95 TTFT; models: several models in one process; constrained: decode tok/s under a "
+                        "JSON schema vs unconstrained, n=4 vs four requests, a 5-round tool loop's prefilled "
+                        "tokens vs re-reading; all: every one")
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute per scenario")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (every number, the machine, the command) instead of the table")
