@@ -155,3 +155,26 @@ def test_a_forced_reply_streams_its_arguments():
     events += reader.flush()
     assert events[0].name == "add" and "".join(e.text for e in events[1:]) == '{"a": 10, "b": 20}'
     assert reader.calls[0].arguments == '{"a": 10, "b": 20}'
+
+
+def test_a_langchain_tool_agent_loop(server):
+    """LangChain's own tool binding and messages: the bound tool is forced, its result goes back as a
+    ToolMessage, and the next round's prompt comes from the cache."""
+    langchain_openai = pytest.importorskip("langchain_openai")
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+    llm = langchain_openai.ChatOpenAI(base_url=f"{server.url}/v1", api_key="unused", model="parley", temperature=0,
+                                      max_tokens=30, max_retries=0)
+    agent = llm.bind_tools([add], tool_choice="add")
+    messages: list = [HumanMessage("Add 4 and 5, then add 6 to the result.")]
+    for round_ in range(3):
+        reply = agent.invoke(messages)
+        (c,) = reply.tool_calls
+        assert c["name"] == "add" and isinstance(c["args"]["a"], int) and isinstance(c["args"]["b"], int)
+        usage = reply.usage_metadata
+        if round_:
+            assert usage["input_token_details"]["cache_read"] >= 0.8 * usage["input_tokens"], (round_, usage)
+        messages += [reply, ToolMessage(str(add(**c["args"])), tool_call_id=c["id"])]
