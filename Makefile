@@ -56,6 +56,8 @@ lint: $(VENV)/.test-deps
 
 bench: install
 	$(PIP) install -e ".[bench]"
+	# llama.cpp's own llama-server, the peer scenario's baseline: built once from the vendored llama.cpp
+	$(PY) -m parley.bench.llama_server_build
 	$(VENV)/bin/parley bench all --quick
 
 clean:

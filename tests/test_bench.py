@@ -107,3 +107,40 @@ def test_constrained_quick_json_is_well_formed(monkeypatch, capsys):
     assert rounds[1]["cached_tokens"] > 0
     assert [r["target"] is not None for r in res["rows"]] == [True, False, False, True, True, False, True, False]
     assert doc["summary"]["targets"] == 4
+
+
+def test_llama_server_is_built_per_version_and_cpu_flags(monkeypatch, tmp_path):
+    from parley.bench import llama_server_build as B
+
+    monkeypatch.setenv("PARLEY_LLAMA_SERVER_DIR", str(tmp_path))
+    flags = B.cpu_flags()
+    assert flags[0] == "-DGGML_NATIVE=OFF" and not any(f.startswith("-DLLAVA") for f in flags)
+    here = B.build_dir(flags)
+    assert here.parent == tmp_path and here.name.startswith(B.version() + "-")
+    assert B.build_dir([*flags, "-DGGML_CUDA=ON"]) != here             # another flag set: another build
+    assert B.binary() is None                                           # nothing built in this directory
+    here.mkdir()
+    (here / "llama-server").write_text("#!/bin/sh\n")
+    assert B.binary() is None                                           # not executable: not a build
+    (here / "llama-server").chmod(0o755)
+    assert B.binary() == here / "llama-server"
+
+
+@pytest.mark.model
+def test_peer_quick_json_is_well_formed(monkeypatch, capsys):
+    """Against the real llama-server when it is built here (`python -m parley.bench.llama_server_build`)."""
+    from parley.bench import llama_server_build, peer
+
+    if llama_server_build.binary() is None:
+        pytest.skip("llama-server is not built on this machine: python -m parley.bench.llama_server_build")
+    monkeypatch.setattr(peer, "QUICK", peer.Sizes(stream_tokens=8, stream_reps=1, cold_tokens=60, cold_reps=1,
+                                                  turns=2, reply_tokens=4, conversations=2, rounds=2,
+                                                  persona_tokens=40, clients=2, client_tokens=4, burst_reps=1))
+    assert main(["bench", "peer", "--quick", "--json", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)["scenarios"]["peer"]
+    assert res["error"] is None and res["config"]["llama_server_flags"].startswith("-np 4")
+    for side in ("parley", "llama_server"):
+        data = res["data"][side]
+        assert len(data["returning conversation"]) == 2 and data["after a restart"][0]["tokens"] > 0
+        assert all(x["tokens"] > 0 for x in data["one stream, fresh"] + data["one stream, after"])
+    assert [r["baseline"] for r in res["rows"]] == ["llama-server"] * 7 and all(r["target"] for r in res["rows"])

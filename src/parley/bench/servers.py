@@ -70,11 +70,14 @@ class ServerProcess:
         self._log.close()
 
 
-def start_parley(ctx: BenchContext, n_ctx: int, max_running: int) -> ServerProcess:
+def start_parley(ctx: BenchContext, n_ctx: int, max_running: int, disk_cache_mb: int | None = 0) -> ServerProcess:
+    """`parley serve` with its KV on disk off (None: parley's default, for a run that restarts it)."""
     port = free_port()
     argv = [sys.executable, "-m", "parley.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
             "-m", str(ctx.model), "--threads", str(ctx.threads), "--kv-size", str(n_ctx),
-            "--max-running", str(max_running), "--disk-cache-mb", "0"]
+            "--max-running", str(max_running)]
+    if disk_cache_mb is not None:
+        argv += ["--disk-cache-mb", str(disk_cache_mb)]
     return ServerProcess("parley serve", argv, port, ctx.home / "parley-serve.log")
 
 

@@ -51,7 +51,8 @@ def add_parser(sub) -> None:
                         "disconnects, conversations, long prompts) at a small --kv-size: errors by kind, RSS, "
                         "p95 TTFT; models: several models in one process; constrained: decode tok/s under a "
                         "JSON schema vs unconstrained, n=4 vs four requests, a 5-round tool loop's prefilled "
-                        "tokens vs re-reading; all: every one")
+                        "tokens vs re-reading; peer: parley serve vs llama.cpp's own llama-server (built once, "
+                        "cached in ~/.cache/parley), both up and alternating; all: every one")
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute per scenario")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (every number, the machine, the command) instead of the table")
