@@ -50,6 +50,7 @@ from parley.chat.tools import (
            ReplyReader,
            ToolCall,
            ToolPlan,
+           call_ids,
            read_plan,
            read_reply,
            read_tools,
@@ -59,7 +60,7 @@ from parley.scheduler.request import Chunk, Result, TokenLogprob
 from parley.scheduler.stream import Stream
 from parley.text.template import validate_messages
 
-__all__ = ["AnswerMeta", "CallArgs", "CallStart", "Caps", "Chat", "Chunk", "ModelView", "ModelsService", "models", "ConversationList", "ConversationView", "ConversationsService",
+__all__ = ["AnswerMeta", "CallArgs", "call_ids", "CallStart", "Caps", "Chat", "Chunk", "ModelView", "ModelsService", "models", "ConversationList", "ConversationView", "ConversationsService",
            "DocumentInfo", "DocumentsService", "Embeddings", "LastReply", "Library", "Limits", "MessageView", "ModelInfo",
            "Parley", "Persona", "PersonasService", "Prompt", "PromptTooLong", "Registries", "ReplyMeta", "Result",
            "SearchHit", "Skill", "TokenLogprob", "SkillsService", "Source", "Stream", "load", "load_card", "parse_params",

@@ -25,6 +25,7 @@ from parley.api.guard import LoopGuard, blocking
 from parley.api.views import SHOWN_META, ConversationList, ConversationView, MessageView, SearchHit
 from parley.chat.conversations import Conversations
 from parley.chat.personas import Persona
+from parley.chat.tools import ToolPlan
 from parley.chat.turns import Turns
 from parley.errors import InvalidRequest, NotFound
 from parley.sampling import SamplingParams
@@ -189,28 +190,33 @@ class ConversationsService:
     def send(self, conversation_id: str, content: str, *, parent_id: str | None = None, params: dict | None = None,
              overflow: str | None = None, skill: str | None = None, skill_params: dict | None = None,
              speaker: str | None = None, model: str | None = None,
-             loop: asyncio.AbstractEventLoop | None = None) -> Stream:
+             loop: asyncio.AbstractEventLoop | None = None, tools: ToolPlan | None = None,
+             tool_call_id: str | None = None) -> Stream:
         """A user message (under the leaf, or under `parent_id`) and its reply as it is generated. `params`:
         sampling fields over the conversation's defaults; `skill` wraps the message in a recipe; `speaker`
         picks who answers in a persona's group scene; `model`: another model to continue on (loaded on
-        demand); `loop`: read the Stream with `async for` on it."""
+        demand); `loop`: read the Stream with `async for` on it. `tools` (read_plan(read_tools(...), choice)):
+        the functions the reply may call (its calls land in the reply's meta["tool_calls"]; a forced call's
+        JSON is constrained only with params["grammar"] = tools.grammar()); `tool_call_id`: `content` is the
+        result of that call."""
         conv = self._mine(conversation_id)
         with self._serving(model or self._model_of(conv)) as (loaded, limits):
             return self._turns_or_fail().send(conversation_id, content, served=loaded.served, limits=limits,
                                               parent_id=parent_id, params=params, overflow=overflow, skill=skill,
-                                              skill_params=skill_params, speaker=speaker, loop=loop)
+                                              skill_params=skill_params, speaker=speaker, loop=loop, tools=tools,
+                                              tool_call_id=tool_call_id)
 
     @blocking
     def retry(self, conversation_id: str, *, message_id: str | None = None, params: dict | None = None,
               overflow: str | None = None, speaker: str | None = None, model: str | None = None,
-              loop: asyncio.AbstractEventLoop | None = None) -> Stream:
+              loop: asyncio.AbstractEventLoop | None = None, tools: ToolPlan | None = None) -> Stream:
         """A new reply beside the old ones (a branch) to a user message, or to the one a reply answers, else the
-        leaf's; the prompt's KV is reused."""
+        leaf's; the prompt's KV is reused. `tools` as in send."""
         conv = self._mine(conversation_id)
         with self._serving(model or self._model_of(conv)) as (loaded, limits):
             return self._turns_or_fail().retry(conversation_id, served=loaded.served, limits=limits,
                                                message_id=message_id, params=params, overflow=overflow,
-                                               speaker=speaker, loop=loop)
+                                               speaker=speaker, loop=loop, tools=tools)
 
     @blocking
     def edit(self, conversation_id: str, message_id: str, content: str, *, params: dict | None = None,

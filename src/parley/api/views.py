@@ -20,7 +20,7 @@ from parley.store.rows import MessageStats, SearchHit
 
 __all__ = ["ConversationList", "ConversationView", "MessageView", "SearchHit"]   # SearchHit: the store's frozen row
 
-SHOWN_META = ("dropped", "note", "skill", "skill_params", "speaker")   # meta keys a user sees on a message
+SHOWN_META = ("dropped", "note", "skill", "skill_params", "speaker", "tool_calls", "tool_call_id")  # what a user sees
 
 
 @dataclass(frozen=True, slots=True)

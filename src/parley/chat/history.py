@@ -21,13 +21,20 @@ TOKENS_BASE = "tokens_base"   # meta key on user rows: "prev" | "full"
 WINDOW = "window_start"       # meta key on user rows: how many earlier history messages the prompt left out
 PROMPT_CONTENT = "prompt_content"   # meta key: the text the prompt used for a message, when not its content
 SPEAKER = "speaker"                  # meta key: who speaks (transcript personas)
+TOOL_CALLS = "tool_calls"            # meta key on assistant rows: the calls the reply made (OpenAI's shape)
+TOOL_RESULT = "tool_call_id"         # meta key on user rows: this row is the result of that call (role "tool")
 
 
 def prompt_message(m: Message) -> dict:
-    """The message as the prompt renders it (a skill's wrapped text, the speaker's name)."""
+    """The message as the prompt renders it (a skill's wrapped text, the speaker's name, a reply's tool calls,
+    a tool's result: chat/tools.py writes those two in its convention)."""
+    if TOOL_RESULT in m.meta:
+        return {"role": "tool", "content": m.content, "tool_call_id": m.meta[TOOL_RESULT]}
     out = {"role": m.role, "content": m.meta.get(PROMPT_CONTENT, m.content)}
     if SPEAKER in m.meta:
         out["name"] = m.meta[SPEAKER]
+    if m.meta.get(TOOL_CALLS):
+        out["tool_calls"] = m.meta[TOOL_CALLS]
     return out
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -346,7 +347,8 @@ class ReplyReader:
     free reply ("auto") is split by CallSplitter: content streams (never any call markup), each call comes
     whole. `calls` and `content` hold everything read so far."""
 
-    def __init__(self, plan: ToolPlan):
+    def __init__(self, plan: ToolPlan, ids: Callable[[int], str] | None = None):
+        self._id = ids or (lambda _index: new_call_id())     # call i's id (a stored reply's: from its own id)
         self.forced = plan.forced
         self.parallel = plan.parallel
         self.calls: list[ToolCall] = []
@@ -365,7 +367,7 @@ class ReplyReader:
             m = _FORCED_HEAD.match(self._buf)
             if m is None:
                 return out
-            self._head = CallStart(0, new_call_id(), m.group(1))
+            self._head = CallStart(0, self._id(0), m.group(1))
             self._buf = self._buf[m.end():]
             out.append(self._head)
         if len(self._buf) > 1:         # the last character may be the object's closing brace: hold it
@@ -396,6 +398,7 @@ class ReplyReader:
                 if self.calls and not self.parallel:    # parallel_tool_calls false: the first call only
                     continue
                 index = len(self.calls)
+                item = ToolCall(self._id(index), item.name, item.arguments)
                 self.calls.append(item)
                 out += [CallStart(index, item.id, item.name), CallArgs(index, item.arguments)]
             elif item:
@@ -404,9 +407,15 @@ class ReplyReader:
         return out
 
 
-def read_reply(text: str, plan: ToolPlan) -> tuple[str, list[ToolCall]]:
+def call_ids(message_id: str) -> Callable[[int], str]:
+    """The ids of a stored reply's calls, made from the reply's own id: the same when the reply is streamed,
+    recorded and read back, so a tool result can name its call."""
+    return lambda index: f"call_{message_id.removeprefix('msg_')}_{index}"
+
+
+def read_reply(text: str, plan: ToolPlan, ids: Callable[[int], str] | None = None) -> tuple[str, list[ToolCall]]:
     """(content, calls) of a whole reply under `plan`."""
-    reader = ReplyReader(plan)
+    reader = ReplyReader(plan, ids)
     reader.feed(text)
     reader.flush()
     content = "".join(reader.content)

@@ -39,8 +39,10 @@ from parley.chat.liveness import MY_TAG, WRITER, mark_cut_short
 from parley.chat.meta import ReplyMeta
 from parley.chat.model import Served
 from parley.chat.prompt import Built, Prefix
+from parley.chat.tools import FORCED_PREFIX, ToolPlan, call_ids, read_reply
+from parley.chat.tools import render as render_tools
 from parley.chat.window import PromptTooLong, fit, message_sizes, reply_room
-from parley.errors import Conflict, InvalidRequest, ShuttingDown
+from parley.errors import Conflict, InvalidRequest, ShuttingDown, shorten
 from parley.sampling import SamplingParams
 from parley.scheduler.request import Chunk, Result
 from parley.scheduler.stream import Stream
@@ -83,10 +85,12 @@ class Turn:
     frame: Frame
     served: Served                     # the model it is generated on
     note: str = ""                     # what a user can act on about this prompt ("" when nothing)
+    tools: ToolPlan | None = None      # the functions this turn offers (chat/tools.py)
+    suffix: tuple[int, ...] = ()       # a forced call's opening markup, after the prompt (FORCED_PREFIX)
 
     @property
     def tokens(self) -> list[int]:
-        return self.plan.built.tokens
+        return self.plan.built.tokens + list(self.suffix)
 
 
 @dataclass
@@ -129,11 +133,13 @@ class Turns:
              parent_id: str | None = None,
              params: dict | None = None, overflow: str | None = None, skill: str | None = None,
              skill_params: dict | None = None, speaker: str | None = None,
-             loop: asyncio.AbstractEventLoop | None = None, at_root: bool = False) -> Stream:
+             loop: asyncio.AbstractEventLoop | None = None, at_root: bool = False,
+             tools: ToolPlan | None = None, tool_call_id: str | None = None) -> Stream:
         """A new user message (under the leaf, or under `parent_id`, or with `at_root` as a new first message)
         and its reply. `skill` wraps the new message in a recipe (the history before it stays byte-identical);
-        `speaker` picks who answers in a persona's group scene."""
-        if not isinstance(content, str) or not content.strip():
+        `speaker` picks who answers in a persona's group scene. `tools`: the functions the reply may call;
+        `tool_call_id`: the message is the result of that call, which the reply it continues made."""
+        if not isinstance(content, str) or (not content.strip() and tool_call_id is None):
             raise InvalidRequest("the message is empty", param="content")
         with self._claim(conversation_id):
             conv = self.store.get_conversation(conversation_id)
@@ -143,7 +149,10 @@ class Turns:
             branch = self.store.branch(parent)
             user_meta: dict[str, Any] = {}
             shown, extra = content, {}
-            if skill is not None:
+            if tool_call_id is not None:
+                _check_result(branch, tool_call_id, skill)
+                user_meta[H.TOOL_RESULT] = tool_call_id
+            elif skill is not None:
                 recipe = self._skill(skill)
                 shown = recipe.wrap(content, skill_params or {})
                 extra = dict(recipe.sampling)
@@ -152,28 +161,33 @@ class Turns:
                 raise InvalidRequest("skill_params needs a skill", param="skill_params")
             frame = self.convs.frame(conv, branch, speaker, content, served)
             docs = self.convs.settings_of(conv).documents
-            if docs:  # long documents: the passages this message needs
+            if docs and tool_call_id is None:  # long documents: the passages this message needs
                 block, sources = served.documents.excerpts(docs, shown)
                 if block:
                     shown = block
                     user_meta["sources"] = [x.as_dict() for x in sources]
-            shown = frame.wrap(shown)
+            if tool_call_id is None:
+                shown = frame.wrap(shown)
             if shown != content:
                 user_meta[H.PROMPT_CONTENT] = shown
-            new = frame.named({"role": "user", "content": shown})
+            new = ({"role": "tool", "content": content, "tool_call_id": tool_call_id} if tool_call_id is not None
+                   else frame.named({"role": "user", "content": shown}))
             turn_params = self._params(conv, {**extra, **(params or {})}, frame, limits, served)
-            plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits, served)
+            plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits, served, tools)
+            suffix = _suffix(frame, tools)
             tokens, text, base = plan.delta()
+            tokens, text = tokens + list(suffix), text + (FORCED_PREFIX if suffix else "")
             user_meta.update({H.WINDOW: plan.window_start, H.TOKENS_BASE: base})
             user, reply_row = self.store.add_messages(conversation_id, [
                 NewMessage("user", content, parent_id=parent, meta=user_meta, tokens=tokens, tokens_text=text,
                            tokens_key=frame.key),
                 NewMessage("assistant", "", partial=True, meta=self._reply_meta(plan, frame))])
-            return self._start(self._turn(conv, frame, user, reply_row.id, plan, turn_params, served), loop)
+            return self._start(self._turn(conv, frame, user, reply_row.id, plan, turn_params, served, tools,
+                                          suffix), loop)
 
     def retry(self, conversation_id: str, *, served: Served, limits: Limits, message_id: str | None = None,
               params: dict | None = None, overflow: str | None = None, speaker: str | None = None,
-              loop: asyncio.AbstractEventLoop | None = None) -> Stream:
+              loop: asyncio.AbstractEventLoop | None = None, tools: ToolPlan | None = None) -> Stream:
         """A new reply, beside the old ones, to a user message: the one `message_id` names (or the user message
         an assistant `message_id` answers), else the one the leaf answers."""
         with self._claim(conversation_id):
@@ -195,10 +209,11 @@ class Turns:
             frame = self.convs.frame(conv, branch, speaker, msg.content, served)
             new = H.prompt_message(msg)
             turn_params = self._params(conv, params, frame, limits, served)
-            plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits, served)
+            plan = self._plan(conv, frame, branch, new, turn_params, overflow, limits, served, tools)
             (reply_row,) = self.store.add_messages(conversation_id, [
                 NewMessage("assistant", "", parent_id=msg.id, partial=True, meta=self._reply_meta(plan, frame))])
-            return self._start(self._turn(conv, frame, msg, reply_row.id, plan, turn_params, served), loop)
+            return self._start(self._turn(conv, frame, msg, reply_row.id, plan, turn_params, served, tools,
+                                          _suffix(frame, tools)), loop)
 
     def edit(self, conversation_id: str, message_id: str, content: str, **kw) -> Stream:
         """A user message said differently: a sibling under the same parent, and its reply."""
@@ -300,7 +315,7 @@ class Turns:
         return meta
 
     def _plan(self, conv: Conversation, frame: Frame, branch: list[Message], new: dict, params: SamplingParams,
-              overflow: str | None, limits: Limits, served: Served) -> Plan:
+              overflow: str | None, limits: Limits, served: Served, tools: ToolPlan | None = None) -> Plan:
         """The prompt: pinned blocks + the window of turns + the new message, within the door's prompt limit
         and the room the reply needs (window.reply_room). Also the previous turn's tokens when the window moved
         on past them (their sequence can leave the context)."""
@@ -314,7 +329,8 @@ class Turns:
 
         def build(start: int, examples: bool) -> Built:
             prev = ch.prefix if start == ch.window_start else None
-            return frame.builder.build(frame.pinned[1 if examples else 0] + history[start:] + [new], prev)
+            messages = frame.pinned[1 if examples else 0] + history[start:] + [new]
+            return frame.builder.build(render_tools(messages, tools), prev)   # (tools: their convention)
 
         try:
             fitted = fit(build, sizes=message_sizes(model.count, history), roles=[m["role"] for m in history],
@@ -331,7 +347,8 @@ class Turns:
                     tuple(frame.pinned[1] + history[fitted.start:] + [new]))
 
     def _turn(self, conv: Conversation, frame: Frame, user: Message, reply_id: str, plan: Plan,
-              params: SamplingParams, served: Served) -> Turn:
+              params: SamplingParams, served: Served, tools: ToolPlan | None = None,
+              suffix: tuple[int, ...] = ()) -> Turn:
         notes = []
         if conv.model != served.name:      # the conversation keeps the model it is served with
             if conv.model and ":" not in conv.model and conv.message_count:   # (":": an older parley's label)
@@ -344,7 +361,8 @@ class Turns:
         if plan.built.note and plan.previous is not None:
             notes.append(plan.built.note)
         return Turn(conversation_id=conv.id, user=user, reply_id=reply_id, plan=plan, params=params,
-                    messages=list(plan.messages), frame=frame, served=served, note="; ".join(notes))
+                    messages=list(plan.messages), frame=frame, served=served, note="; ".join(notes), tools=tools,
+                    suffix=suffix)
 
     # ---- generating and recording ------------------------------------------------------------------------
     def _start(self, turn: Turn, loop) -> Stream:
@@ -404,8 +422,15 @@ class Turns:
                     meta["note"] = note
                 if turn.frame.speaker:
                     meta[H.SPEAKER] = turn.frame.speaker
+                content = turn.frame.clean(r.text)
+                if turn.tools is not None:    # the calls apart from the content, with the ids the edges showed
+                    content, calls = read_reply(r.text, turn.tools, call_ids(turn.reply_id))
+                    if calls:
+                        meta[H.TOOL_CALLS] = [{"id": c.id, "type": "function",
+                                               "function": {"name": c.name, "arguments": c.arguments}}
+                                              for c in calls]
                 self.store.finish_message(
-                    turn.reply_id, content=turn.frame.clean(r.text), finish_reason=r.finish_reason,
+                    turn.reply_id, content=content, finish_reason=r.finish_reason,
                     partial=r.finish_reason not in ("stop", "length"), stats=_stats(r),
                     tokens=list(r.token_ids) if usable else None, tokens_text=r.text if usable else None,
                     tokens_key=turn.frame.key if usable else None, meta=meta)
@@ -415,7 +440,8 @@ class Turns:
             with self._lock:
                 self._busy.pop(turn.conversation_id, None)
             live.stream.meta.note = note
-            live.stream.put(dataclasses.replace(r, text=turn.frame.clean(r.text)))   # the text as shown
+            shown = r.text if turn.tools is not None else turn.frame.clean(r.text)    # (tools: the edge reads
+            live.stream.put(dataclasses.replace(r, text=shown))   # the calls out of the text, as it streamed)
         if turn.plan.superseded:  # the window moved: the previous window's sequence will not be continued
             turn.served.model.scheduler.retire(turn.plan.superseded)
         if r.finish_reason in ("stop", "length"):
@@ -427,8 +453,8 @@ class Turns:
     def _read_ahead(self, turn: Turn, r: Result) -> None:
         """Prefill the tokens the next prompt starts with whatever the user writes (the reply's closing and the
         next user header) while the user types."""
-        if r.stop_string is not None:
-            return
+        if r.stop_string is not None or turn.tools is not None or turn.suffix:
+            return     # (after a tool turn comes a tool's result, not a user header)
         frame = turn.frame
         prev = Prefix(turn.plan.built.text + r.text, tuple(turn.tokens) + tuple(r.token_ids))
         done = turn.messages + [frame.named({"role": "assistant", "content": frame.clean(r.text)})]
@@ -439,3 +465,20 @@ class Turns:
             n += 1
         if n > len(prev.tokens):
             turn.served.model.scheduler.prefetch(probes[0][:n])
+
+
+def _suffix(frame: Frame, tools: ToolPlan | None) -> tuple[int, ...]:
+    """A forced call's reply starts inside its markup: those tokens end the prompt."""
+    return tuple(frame.builder.tokenize_text(FORCED_PREFIX)) if tools is not None and tools.forced else ()
+
+
+def _check_result(branch: list[Message], call_id: str, skill: str | None) -> None:
+    """A tool's result answers a call a reply on this branch made, and that no result answered yet (parallel
+    calls: one result a turn, each answered in turn)."""
+    if skill is not None:
+        raise InvalidRequest("a tool's result takes no skill", param="skill")
+    made = [c.get("id") for m in branch for c in (m.meta.get(H.TOOL_CALLS) or [])]
+    open_ = [c for c in made if c not in {m.meta.get(H.TOOL_RESULT) for m in branch}]
+    if call_id not in open_:
+        raise InvalidRequest(f"tool_call_id {shorten(call_id)!r} names no call waiting for its result on this "
+                             f"branch (waiting: {', '.join(open_) or 'none'})", param="tool_call_id")

@@ -20,14 +20,14 @@ from contextlib import nullcontext
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from parley.api import Prompt, Result, ToolPlan, read_plan, read_tools
+from parley.api import Prompt, Result, ToolPlan
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
 from parley.server import llama_compat, structured
 from parley.server import params as P
 from parley.server.bounds import BoundedRoute, off_loop
 from parley.server.errors import NotSupported
-from parley.server.prompts import TRUNCATE_HINT, chat_messages
+from parley.server.prompts import TRUNCATE_HINT, chat_messages, tool_plan
 from parley.server.responses import (
     FINGERPRINT,
     chat_completion,
@@ -131,13 +131,6 @@ def chat_skill(state: ServerState, body: ChatCompletionRequest):
             raise InvalidRequest("skill_params needs a skill", param="skill_params")
         return None
     return state.parley.skills.get(body.skill)
-
-
-def tool_plan(body: ChatCompletionRequest) -> ToolPlan | None:
-    """The request's tools and tool_choice (chat/tools.py), or None when it offers none and forces nothing."""
-    if body.tools is None and body.tool_choice in (None, "none", "auto"):
-        return None
-    return read_plan(read_tools(body.tools), body.tool_choice, body.parallel_tool_calls)
 
 
 def chat_prompt(door, body: ChatCompletionRequest, params: SamplingParams, skill=None,

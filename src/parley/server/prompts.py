@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from parley.api import validate_messages
+from parley.api import ToolPlan, read_plan, read_tools, validate_messages
 from parley.errors import InvalidRequest
 from parley.server.errors import NotSupported
 
@@ -39,3 +39,10 @@ def chat_messages(messages) -> list[dict]:
     if not any(d["role"] == "tool" or "tool_calls" in d for d in out):
         validate_messages(out)      # early, as before: a plain chat's errors before any model work
     return out
+
+
+def tool_plan(body) -> ToolPlan | None:
+    """A request's tools and tool_choice (chat/tools.py), or None when it offers none and forces nothing."""
+    if body.tools is None and body.tool_choice in (None, "none", "auto"):
+        return None
+    return read_plan(read_tools(body.tools), body.tool_choice, body.parallel_tool_calls)

@@ -108,12 +108,12 @@ def tool_finish(reason: str, calls) -> str:
     return "tool_calls" if calls and reason == "stop" else reason
 
 
-def reply_message(text: str, plan: ToolPlan | None) -> tuple[dict, list]:
+def reply_message(text: str, plan: ToolPlan | None, ids=None) -> tuple[dict, list]:
     """An assistant message in OpenAI's shape, its tool calls read out of the text (content null when it holds
-    only calls), and the calls."""
+    only calls; `ids`: a stored reply's call ids, api.call_ids), and the calls."""
     if plan is None:
         return {"role": "assistant", "content": text}, []
-    content, calls = read_reply(text, plan)
+    content, calls = read_reply(text, plan, ids)
     message = {"role": "assistant", "content": content or None}
     if calls:
         message["tool_calls"] = [{"id": c.id, "type": "function",
@@ -123,13 +123,13 @@ def reply_message(text: str, plan: ToolPlan | None) -> tuple[dict, list]:
 
 def chat_completion(cid: str, model: str, gen: Generation, r: Result | list[Result], prompt: Prompt,
                     plan: ToolPlan | None = None, logprobs: Callable[[Result], dict] | None = None,
-                    **extra) -> dict:
+                    call_ids=None, **extra) -> dict:
     """A chat.completion: one choice per Result (n > 1: several, in order); with tools, each reply's calls;
     `logprobs(result)`: a choice's logprobs object, when the request asked for them."""
     rs = r if isinstance(r, list) else [r]
     choices = []
     for i, x in enumerate(rs):
-        message, calls = reply_message(x.text, plan)
+        message, calls = reply_message(x.text, plan, call_ids)
         choices.append({"index": i, "message": message, "logprobs": None if logprobs is None else logprobs(x),
                         "finish_reason": tool_finish(gen.finish_reason(x), calls)})
     return {
@@ -261,8 +261,8 @@ class ToolDeltas(Pieces):
     """A choice's text -> content deltas and tool_calls deltas as OpenAI streams them: a call's first delta
     carries its index, id, type and name with arguments "", the next ones pieces of its arguments."""
 
-    def __init__(self, plan: ToolPlan):
-        self._reader = ReplyReader(plan)
+    def __init__(self, plan: ToolPlan, ids=None):
+        self._reader = ReplyReader(plan, ids)
 
     def feed(self, text: str) -> list[dict]:
         return [self._delta(e) for e in self._reader.feed(text)]
@@ -285,11 +285,11 @@ class ToolDeltas(Pieces):
 
 
 def chat_events(gen: Generation, *, model: str, prompt: Prompt, include_usage: bool, plan: ToolPlan | None = None,
-                logprobs: LogprobShape | None = None, **extra) -> AsyncIterator[str]:
+                logprobs: LogprobShape | None = None, call_ids=None, **extra) -> AsyncIterator[str]:
     """chat.completion.chunk events: the role first, then content deltas (and tool_calls deltas, with tools)."""
     return openai_events(gen, obj="chat.completion.chunk", cid=new_id("chatcmpl"),
                          opening={"delta": {"role": "assistant", "content": ""}},
                          piece=lambda text: {"delta": {"content": text}}, closing={"delta": {}},
                          model=model, prompt=prompt, include_usage=include_usage,
-                         reader=None if plan is None else (lambda _i: ToolDeltas(plan)),
+                         reader=None if plan is None else (lambda _i: ToolDeltas(plan, call_ids)),
                          logprobs=None if logprobs is None else (lambda _i: logprobs), **extra)

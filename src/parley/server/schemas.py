@@ -182,14 +182,7 @@ class OpenAICommon(SamplingFields):
                           "not or if/then, is a 400 naming it) and ends when it is complete.")
 
 
-class ChatCompletionRequest(LlamaServerFields, OpenAICommon):
-    messages: list[ChatMessage]
-    max_completion_tokens: int | None = None
-    logprobs: bool | None = Field(None, description="true: each generated token's log-probability (of the "
-                                                    "model's raw distribution) in choices[i].logprobs.content, "
-                                                    "per delta when streaming.")
-    top_logprobs: int | None = Field(None, description="0 to 20: the most likely tokens beside each one (needs "
-                                                       "logprobs: true).")
+class ToolFields(Strict):
     tools: list[dict[str, Any]] | None = Field(None, description="Functions the model may call (OpenAI's shape, "
                                                                  "at most 128), described to it in the system "
                                                                  "message in parley's tool convention.")
@@ -199,6 +192,16 @@ class ChatCompletionRequest(LlamaServerFields, OpenAICommon):
                           "constrained to the function's parameters schema, so its arguments always parse.")
     parallel_tool_calls: bool | None = Field(None, description="false: at most one call per reply (a forced "
                                                                "reply always makes one).")
+
+
+class ChatCompletionRequest(LlamaServerFields, ToolFields, OpenAICommon):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = Field(None, description="true: each generated token's log-probability (of the "
+                                                    "model's raw distribution) in choices[i].logprobs.content, "
+                                                    "per delta when streaming.")
+    top_logprobs: int | None = Field(None, description="0 to 20: the most likely tokens beside each one (needs "
+                                                       "logprobs: true).")
     functions: list[dict[str, Any]] | None = Field(None, description="Not supported (the deprecated form): send "
                                                                      "tools.")
     function_call: Text | dict[str, Any] | None = Field(None, description="Not supported: send tool_choice.")
@@ -297,8 +300,12 @@ class ConversationPatch(Strict):
                                                               "the current ones ([]: none).")
 
 
-class ConversationMessage(SamplingFields):
+class ConversationMessage(ToolFields, SamplingFields):
     content: Text
+    role: Literal["user", "tool"] = Field("user", description="\"tool\": content is the result of the call "
+                                                               "tool_call_id names (made by a reply on this "
+                                                               "branch); the reply continues from it.")
+    tool_call_id: Text | None = Field(None, description="With role \"tool\": the call this is the result of.")
     response_format: dict[str, Any] | None = Field(None, description="As on /v1/chat/completions (json_object, "
                                                                      "json_schema): this turn's reply matches it.")
     ignore_eos: bool | None = Field(None, description="Do not end at the end-of-turn token (max_tokens or a stop "
@@ -316,7 +323,7 @@ class ConversationMessage(SamplingFields):
     truncate: bool | None = Field(None, description="Override the conversation's overflow policy for this turn.")
 
 
-class ConversationRetry(SamplingFields):
+class ConversationRetry(ToolFields, SamplingFields):
     response_format: dict[str, Any] | None = Field(None, description="As on /v1/chat/completions (json_object, "
                                                                      "json_schema): this turn's reply matches it.")
     message_id: Text | None = Field(None, description="The user message to answer again (or a reply: answer "
@@ -427,7 +434,8 @@ class OllamaGenerating(Strict):
 class OllamaChatRequest(OllamaGenerating):
     messages: list[OllamaMessage] = Field(default_factory=list, description="None: only load (or, with "
                                                                              "keep_alive 0, unload) the model.")
-    tools: list[dict[str, Any]] | None = Field(None, description="Not supported yet (only empty).")
+    tools: list[dict[str, Any]] | None = Field(None, description="Functions the model may call (OpenAI's shape; "
+                                                                   "Ollama has no tool_choice: always auto).")
 
 
 class OllamaGenerateRequest(OllamaGenerating):
