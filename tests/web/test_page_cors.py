@@ -71,3 +71,15 @@ def test_cors_origin_lets_only_that_origin_read_the_page(cors_server):
             r = get(url, path, origin, cookies)
             assert r.status_code == 200 and cors(r) == {}, (origin, path)
             assert "access-control-allow-origin" not in preflight(url, path, origin).headers, (origin, path)
+
+
+def test_the_page_queue_polls_at_parley_s_pace_not_gradio_s(server):
+    """Gradio's queue looks for work every 1 ms by default, on the event loop the API streams from (8% of a
+    core's time beside llama.cpp's threads, measured): the served page's queue takes parley's pace, and a
+    Gradio that renamed those knobs fails here rather than spinning silently."""
+    from parley.web.page import PROGRESS_POLL_S, QUEUE_POLL_S
+
+    (page,) = [a for a in server.state.attached if hasattr(a, "blocks")]
+    queue = page.blocks._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (QUEUE_POLL_S, PROGRESS_POLL_S)
+    assert httpx.get(server.url + "/config", timeout=10).status_code == 200      # and the page still serves
