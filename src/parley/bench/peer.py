@@ -23,12 +23,11 @@ both sides alike. Generated tokens are counted with the model's own vocabulary (
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 from parley.bench.common import SETTLE_S, BenchContext, Row, ScenarioResult, median, now, rotate
 from parley.bench.content import narrative, persona, story_request, user_turns
-from parley.bench.servers import ServerProcess, free_port, start_parley
+from parley.bench.servers import ServerProcess, free_port, start_parley, stream_chat
 
 WHAT = ("parley serve vs llama.cpp's llama-server, both up, alternating: one stream, a cold prompt, multi-turn, "
         "rotating conversations, 8 clients, a restart")
@@ -86,27 +85,8 @@ class Side:
         self.name, self.server, self.count = name, server, count
 
     async def chat(self, client, messages: list[dict], max_tokens: int, t0: float | None = None) -> Timed:
-        body = {"model": "bench", "messages": messages, "max_tokens": max_tokens, "temperature": 0,
-                "stream": True, "cache_prompt": True}
-        t0 = now() if t0 is None else t0
-        first, parts = None, []
-        async with client.stream("POST", self.server.url + "/v1/chat/completions", json=body) as resp:
-            if resp.status_code != 200:
-                raise RuntimeError(f"{self.name} answered {resp.status_code}: {(await resp.aread())[:300]!r}")
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                choices = json.loads(data).get("choices") or []
-                content = (choices[0].get("delta") or {}).get("content") if choices else None
-                if content:
-                    first = now() if first is None else first
-                    parts.append(content)
-        end = now()
-        text = "".join(parts)
-        return Timed((first or end) - t0, end - t0, self.count(text), text)
+        r = await stream_chat(client, self.server.url, messages, max_tokens, t0, extra={"cache_prompt": True})
+        return Timed(r.ttft_s, r.total_s, self.count(r.text), r.text)
 
 
 async def measure(sides: dict[str, Side], sz: Sizes, tokenize, log, restart) -> dict:

@@ -106,10 +106,12 @@ class Reply:
     text: str
 
 
-async def stream_chat(client, url: str, messages: list[dict], max_tokens: int, t0: float | None = None) -> Reply:
-    """POST /v1/chat/completions with stream=true; returns when the stream ends ([DONE])."""
+async def stream_chat(client, url: str, messages: list[dict], max_tokens: int, t0: float | None = None,
+                      extra: dict | None = None) -> Reply:
+    """POST /v1/chat/completions with stream=true (greedy, no repeat penalty; `extra`: more body fields); returns
+    when the stream ends ([DONE])."""
     body = {"model": "bench", "messages": messages, "max_tokens": max_tokens, "temperature": 0,
-            "repeat_penalty": 1.0, "stream": True}
+            "repeat_penalty": 1.0, "stream": True, **(extra or {})}
     t0 = now() if t0 is None else t0
     first = None
     parts: list[str] = []
