@@ -135,7 +135,9 @@ def test_peer_quick_json_is_well_formed(monkeypatch, capsys):
         pytest.skip("llama-server is not built on this machine: python -m parley.bench.llama_server_build")
     monkeypatch.setattr(peer, "QUICK", peer.Sizes(stream_tokens=8, stream_reps=1, cold_tokens=60, cold_reps=1,
                                                   turns=2, reply_tokens=4, conversations=2, rounds=2,
-                                                  persona_tokens=40, clients=2, client_tokens=4, burst_reps=1))
+                                                  persona_tokens=40, clients=2, client_tokens=4, burst_reps=1,
+                                                  many_clients=3, many_tokens=2, doc_tokens=60, doc_questions=2,
+                                                  card_tokens=40, card_turns=2))
     assert main(["bench", "peer", "--quick", "--json", "--threads", "1"]) == 0
     res = json.loads(capsys.readouterr().out)["scenarios"]["peer"]
     assert res["error"] is None and res["config"]["llama_server_flags"].startswith("-np 4")
@@ -143,4 +145,20 @@ def test_peer_quick_json_is_well_formed(monkeypatch, capsys):
         data = res["data"][side]
         assert len(data["returning conversation"]) == 2 and data["after a restart"][0]["tokens"] > 0
         assert all(x["tokens"] > 0 for x in data["one stream, fresh"] + data["one stream, after"])
-    assert [r["baseline"] for r in res["rows"]] == ["llama-server"] * 7 and all(r["target"] for r in res["rows"])
+        assert len(data["document, later questions"]) == 1 and len(data["persona chat"]) == 1
+    assert [r["baseline"] for r in res["rows"]] == ["llama-server"] * 11
+    assert [r["metric"] for r in res["rows"] if not r["target"]] == ["aggregate decode tok/s, 32 clients"]
+
+
+@pytest.mark.model
+def test_speculate_quick_json_is_well_formed(monkeypatch, capsys):
+    from parley.bench import speculate
+
+    monkeypatch.setattr(speculate, "QUICK", speculate.Sizes(gen=8, reps=1, models=("Q4_1",)))
+    assert main(["bench", "speculate", "--quick", "--json", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)["scenarios"]["speculate"]
+    assert res["error"] is None
+    assert [r["metric"] for r in res["rows"]] == [
+        f"decode tok/s, {t}, drafts from the context (Q4_1)" for t in ("refactor", "quote", "story", "chat")]
+    assert set(res["data"]["same_tokens"]) == {f"Q4_1/{t}" for t in ("refactor", "quote", "story", "chat")}
+    assert {"drafted_tokens", "accepted_tokens"} <= res["data"]["drafts"]["Q4_1"].keys()

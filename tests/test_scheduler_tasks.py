@@ -18,11 +18,11 @@ from parley.scheduler.tasks import (
     Inbox,
     Persist,
     Retire,
-    SetIdleCells,
     SetThreads,
     Stats,
     Stop,
     Submit,
+    Tune,
     Unpin,
 )
 from tests.conftest import chatml
@@ -44,11 +44,15 @@ def test_the_named_tasks_do_their_job():
     p = parley.load(kv_size=1024, disk_cache_mb=0, ram_cache_mb=64)
     try:
         sched, eng = p.scheduler, p.engine
-        sched.set_idle_cells(-1)
+        sched.tune(kv_idle_cells=-1)
         assert sched.stats().kv_idle_cap == -1
         with pytest.raises(parley.ParleyError, match="kv_idle_cells"):
-            sched.set_idle_cells(-2)  # checked like the flag, and raised in the caller's thread
+            sched.tune(kv_idle_cells=-2)  # checked like the flag, and raised in the caller's thread
         assert sched.stats().kv_idle_cap == -1
+        with pytest.raises(ValueError, match="ctx_size"):
+            sched.tune(ctx_size=10)  # set once, at start
+        sched.tune(draft_max=0)
+        assert sched.settings.draft_max == 0
         sched.set_threads(1)
         assert eng.governor is None  # fixed: one thread, no governor
         sched.set_threads(0)
@@ -87,7 +91,7 @@ def test_every_task_that_raced_with_stop_is_answered():
         # straight onto the inbox, in this order: through the public methods a blocking call cannot be placed
         # behind Stop
         tasks = [Stop(save=False), Submit(req), Cancel(req), Stats(), Persist(handle), Unpin(handle),
-                 Retire((1, 2, 3)), Drop(save=True), SetThreads(1), SetIdleCells(0)]
+                 Retire((1, 2, 3)), Drop(save=True), SetThreads(1), Tune((("draft_max", 0),))]
         assert {type(t) for t in tasks} == set(TASKS), "a new task kind needs its place here"
         for t in tasks:
             sched._inbox.put(t)

@@ -21,6 +21,8 @@ Scenarios (each a module with run(ctx) -> ScenarioResult, and FULL / QUICK sizes
                 n=4 choices of one prompt vs four requests; a 5-round tool loop's prefilled tokens vs re-reading
     peer        parley serve vs llama.cpp's own llama-server (built once from the vendored llama.cpp), both up,
                 alternating: one stream, a cold prompt, multi-turn, rotating conversations, 8 clients, a restart
+    speculate   decode tok/s with n-gram drafts from the context vs without: refactor, quote, story, chat on the
+                embedded Q4_1 model and a Q8_0 copy
 Baselines: (a) naive re-prefill of the whole history on the same engine, (b) llama-cpp-python's Llama with its
 prompt cache, (c) llama-cpp-python's OpenAI server. See bench/README.md for what each one does exactly.
 Timings live here only; the tests check the output's shape, never a speed.
@@ -37,7 +39,7 @@ from parley.engine.llamacpp import default_threads
 
 SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart",
              "roleplay", "resume", "docqa", "threads", "idle", "batch", "soak", "models",
-             "constrained", "peer")
+             "constrained", "peer", "speculate")
 NOISY_CORES = 0.25   # other processes' average use above which a scenario's timings get a warning
 
 

@@ -2,7 +2,7 @@
 
 With one unified KV buffer, llama.cpp attends every decoded token over every used cell of the context (the cells
 of other sequences are masked, but still scanned), so a server that keeps every finished conversation's KV warm
-in the context gets slower for everyone as they pile up. parley keeps at most `--kv-idle-cells` (2048) idle
+in the context gets slower for everyone as they pile up. parley keeps at most `--kv-idle-cells` (0) idle
 cells in the context while anyone is generating: past that, it moves the idle conversations to the RAM tier (least
 recently used first), from where a returning one is restored with a memory copy instead of a re-read.
 
@@ -33,7 +33,7 @@ from parley.bench.common import (
     timed_parley,
 )
 from parley.bench.content import story_tokens
-from parley.scheduler.settings import SchedulerSettings
+from parley.scheduler.settings import IDLE_CELLS
 
 WHAT = "decode tok/s while idle conversations fill the context: every idle cell kept vs moved to RAM past the cap"
 
@@ -50,7 +50,7 @@ class Sizes:
 FULL = Sizes(conversations=24, conv_tokens=500, prompt=64, gen=128, reps=5)
 QUICK = Sizes(conversations=16, conv_tokens=500, prompt=64, gen=64, reps=3)
 
-CAP = SchedulerSettings().kv_idle_cells
+CAP = IDLE_CELLS
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
@@ -74,17 +74,17 @@ def run(ctx: BenchContext) -> ScenarioResult:
     returning: dict[str, list[Timed]] = {"kept": [], "moved": []}
     idle_seen: dict[str, list[int]] = {"kept": [], "moved": []}
 
-    def moving() -> bool:
+    def moving() -> bool:  # the probe that just ran is idle too, until the next request moves it out
         st = sched.stats()
-        return st.kv_idle_moving or st.kv_cells_idle > CAP
+        return st.kv_idle_moving or st.kv_cells_idle > CAP + sz.prompt + 16
 
     def enter(state: str) -> None:
         if state == "kept":
-            sched.set_idle_cells(-1)
+            sched.tune(kv_idle_cells=-1)
             for c in convs:
                 timed_parley(sched, c, greedy(1))
         else:
-            sched.set_idle_cells(CAP)
+            sched.tune(kv_idle_cells=CAP)
             while moving():  # moves happen while decoding
                 timed_parley(sched, probe, greedy(16))
         idle_seen[state].append(sched.stats().kv_cells_idle)

@@ -8,7 +8,8 @@ Narrow API, used only by the scheduler thread:
     advance(slot, toks)  the engine decoded `toks` into the slot: tokens, cell ledger and index move together
     release(request)     the request is done: its sequence stays as a cache entry (LRU), pinned if asked
     make_room(cells)     evict idle, unpinned sequences (saved to RAM/disk first) until `cells` are free
-    trim_idle(cap)       once idle cells exceed `cap`, move idle sequences to RAM/disk, one per call, until none
+    trim_idle(cap)       once idle cells exceed `cap`, move idle sequences to RAM/disk, one per call (all at
+                         once before a request places its first cells), until none
     unpin(slot)          let a pinned prefix be evicted again
     save_all()           at shutdown: every idle sequence to disk
 
@@ -327,31 +328,43 @@ class PrefixCache:
                 return True
         return enough()
 
-    def trim_idle(self, cap: int) -> bool:
+    def trim_idle(self, cap: int, *, all_now: bool = False) -> int:
         """With a unified KV buffer every decode scans every cell up to the highest one in use (other sequences'
         cells are masked, but still scanned), so idle conversations kept in the context slow down everyone
-        decoding (`parley bench idle`: a lone stream beside 8k-12k idle cells ran 17-31% slower). Once idle cells
-        exceed `cap`, move every idle, unpinned sequence to the RAM/disk tier, least recently used first: only
-        emptying the context lets llama.cpp place new cells low again (it restarts its search at cell 0 when
-        enough cells are free below its head), which is what brings the scanned range down; a returning
-        conversation is restored with a memory copy. One sequence per call, so a copy never stalls running
-        streams for long. Only with a store: without one, eviction would throw the KV away."""
+        decoding: beside 400-2,000 idle cells a lone stream ran 8-20% slower, beside 4,800 24%, beside 15,600
+        45% (`parley bench idle`), while moving a 400-token conversation out costs 2-5 ms and restoring it about
+        1 ms. Once idle cells exceed `cap` (default 0: any), move every idle, unpinned sequence to the RAM/disk
+        tier, least recently used first. Only emptying the context lets llama.cpp place new cells low again (it
+        restarts its search at cell 0 when enough cells are free below its head), which is what brings the
+        scanned range down. One sequence per call, so a copy never stalls running streams for long, except with
+        `all_now` (a request is about to place its first cells): then all of them go first, so the new cells
+        land low and stay there. Only with a store: without one, eviction would throw the KV away. Returns how
+        many sequences moved."""
         if self.store is None or (not self._flushing and self.ledger.used <= cap):
-            return False  # (the cheap check first: this runs every decoding step)
+            return 0  # (the cheap checks first: this runs every decoding step)
+        idle = self.idle_slots()
+        if not idle:
+            self._flushing = False
+            return 0
         active = self._active_seqs()
         held = self.ledger.held_by(active)
-        idle = self.ledger.used - held
         if not self._flushing:
-            if idle <= cap:
-                return False
+            if self.ledger.used - held <= cap:
+                return 0
             self._flushing = True
-        for victim in self.idle_slots():
+        moved = 0
+        for victim in idle:
             if self.ledger.held_by([*active, victim.seq]) > held:  # it holds cells nobody running holds
-                self.evict(victim)
+                if self.ledger.private(victim.seq) < SAVE_MIN_TOKENS:
+                    self.drop(victim)   # a short tail past a running fork of it: cheaper to recompute than save
+                else:
+                    self.evict(victim)
                 self.counters.idle_trims += 1
-                return True
+                moved += 1
+                if not all_now:
+                    return moved
         self._flushing = False
-        return False
+        return moved
 
     def retire(self, tokens: Sequence[int]) -> int:
         """A conversation's window moved past the prompt `tokens`: the idle sequences holding it (and the reply

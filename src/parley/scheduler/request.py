@@ -126,6 +126,14 @@ class Request:
     pin: bool = False                  # keep the sequence pinned in the prefix cache when done
     internal: bool = False             # parley's own work (read-ahead): not reported to observers
     hashes: list = field(default_factory=list)  # chained block hashes of the prompt (prefix_index)
+    # speculation (scheduler._plan_drafts): the n-gram index of prompt + output (None: not built yet, False:
+    # this request never drafts), this step's drafted tokens (decoded after next_token, verified in _verify),
+    # the first token proposed when nothing was drafted (checked against what came, to learn for free), and the
+    # length of the match the draft or proposal came from (speculation.Acceptance)
+    drafts: Any = None
+    draft: list[int] = field(default_factory=list)
+    proposal: int = -1
+    match: int = 0
 
     @property
     def outstanding_cells(self) -> int:

@@ -1,7 +1,7 @@
 """Scheduler: the one thread that owns the engine. Continuous batching over every active request.
 
 Other threads reach this one only through its inbox, a closed set of typed tasks (tasks.py: Submit, Cancel,
-Stats, Persist, Unpin, Retire, Drop, SetThreads, SetIdleCells, Stop), between two steps. Each step:
+Stats, Persist, Unpin, Retire, Drop, SetThreads, Tune, Stop), between two steps. Each step:
     1. drop cancelled requests, admit waiting ones (prefix cache lookup, fork or restore, KV reservation),
     2. build ONE batch: one token for every decoding request, then prompt chunks of prefilling requests
        (chunked prefill: while anyone is decoding, at most `prefill_chunk` prompt tokens per step),
@@ -30,10 +30,12 @@ from parley.errors import InvalidRequest, LimitExceeded, Overloaded, ShuttingDow
 from parley.paths import check_data_dir
 from parley.sampling import SamplingParams
 from parley.scheduler.kv_store import KVStore, model_fingerprint
+from parley.scheduler.ngram import NgramIndex
 from parley.scheduler.prefix_cache import PrefixCache, Slot
 from parley.scheduler.prefix_index import BLOCK, chain_hashes, shared_blocks
 from parley.scheduler.request import Chunk, Request, Result, Status, TokenLogprob
-from parley.scheduler.settings import SchedulerSettings
+from parley.scheduler.settings import DRAFT_MAX, IDLE_CELLS, SchedulerSettings
+from parley.scheduler.speculation import Acceptance, BatchCost, draft_length
 from parley.scheduler.stats import SchedulerStats, Totals
 from parley.scheduler.stream import Stream
 from parley.scheduler.tasks import (
@@ -44,12 +46,12 @@ from parley.scheduler.tasks import (
     Inbox,
     Persist,
     Retire,
-    SetIdleCells,
     SetThreads,
     Stats,
     Stop,
     Submit,
     Task,
+    Tune,
     Unpin,
 )
 from parley.text.detokenize import IncrementalDetokenizer
@@ -93,6 +95,12 @@ class Scheduler:
     def __init__(self, engine, settings: SchedulerSettings | None = None, *, cache_dir: Path | None = None):
         s = settings or SchedulerSettings()
         self.engine = engine
+        if s.kv_idle_cells is None:
+            # moving conversations out leaves holes that later cells fill out of position order, and attention
+            # sums cells in buffer order: deterministic mode keeps them, so its outputs stay batch-invariant
+            s = dataclasses.replace(s, kv_idle_cells=-1 if getattr(engine, "deterministic", False) else IDLE_CELLS)
+        if s.draft_max is None:  # rejected drafts leave holes too (and the same reason holds)
+            s = dataclasses.replace(s, draft_max=0 if getattr(engine, "deterministic", False) else DRAFT_MAX)
         self.settings = s
         self.context_size = min(s.ctx_size or engine.n_ctx_train or engine.n_ctx, engine.n_ctx)
         self.max_batch = min(s.batch_tokens, engine.n_batch)
@@ -104,6 +112,8 @@ class Scheduler:
         self.waiting: collections.deque[Request] = collections.deque()
         self.observers: list[Callable[[Request, Result], None]] = []
         self.totals = Totals()
+        self.cost = BatchCost()            # what a decode step of n tokens takes here ...
+        self.acceptance = Acceptance()     # ... and how often drafts come true: when drafting pays
         self._inbox = Inbox()
         self._queued = 0                   # users' Submit tasks in the inbox, not yet waiting (see busy())
         self._queued_lock = threading.Lock()
@@ -234,10 +244,16 @@ class Scheduler:
         what it learnt). For benchmarks that compare thread counts on one engine."""
         self._ask(SetThreads(n))
 
-    def set_idle_cells(self, cells: int) -> None:
-        """Use `cells` as --kv-idle-cells from the next step on (-1: keep every idle conversation in the
-        context). For benchmarks that compare the cap on and off on one engine."""
-        self._ask(SetIdleCells(cells))
+    TUNABLE = ("kv_idle_cells", "draft_max")
+
+    def tune(self, **changes: int) -> None:
+        """Use these settings from the next step on (`kv_idle_cells`: -1 keeps every idle conversation in the
+        context; `draft_max`: 0 stops drafting), checked like their flags. For benchmarks that compare a
+        setting on and off on one engine."""
+        unknown = sorted(set(changes) - set(self.TUNABLE))
+        if unknown:
+            raise ValueError(f"only {', '.join(self.TUNABLE)} can change while running, not {', '.join(unknown)}")
+        self._ask(Tune(tuple(changes.items())))
 
     def close(self, *, save: bool = True, timeout: float = 120.0) -> None:
         """Stop the loop. With save, idle sequences and RAM states are written to the disk tier first."""
@@ -287,8 +303,8 @@ class Scheduler:
                 _answer(task, lambda: self._drop_idle(save))
             case SetThreads(n=n):
                 _answer(task, lambda: self.engine.set_threads(n))
-            case SetIdleCells(cells=cells):
-                _answer(task, lambda: self._set_idle_cells(cells))
+            case Tune(changes=changes):
+                _answer(task, lambda: self._tune(dict(changes)))
             case Stop(save=save):
                 self._save_on_stop = save
                 self._stopping = True
@@ -304,8 +320,8 @@ class Scheduler:
                 self.cache.drop(slot)
         return len(idle)
 
-    def _set_idle_cells(self, cells: int) -> None:
-        self.settings = dataclasses.replace(self.settings, kv_idle_cells=cells)  # checked: at least -1
+    def _tune(self, changes: dict[str, int]) -> None:
+        self.settings = dataclasses.replace(self.settings, **changes)  # checked as the flags are
 
     def _shutdown(self) -> None:
         for r in list(self.running):
@@ -316,7 +332,7 @@ class Scheduler:
             match task:
                 case Submit(request=r):
                     self._finish_unadmitted(r, "cancelled")
-                case Stats() | Persist() | Unpin() | Drop() | SetThreads() | SetIdleCells():
+                case Stats() | Persist() | Unpin() | Drop() | SetThreads() | Tune():
                     if task.future.set_running_or_notify_cancel():
                         task.future.set_exception(RuntimeError(STOPPED))
                 case Cancel() | Retire() | Stop():
@@ -342,7 +358,9 @@ class Scheduler:
         if not self.running:
             return
         if self.settings.kv_idle_cells >= 0:
-            self.cache.trim_idle(self.settings.kv_idle_cells)
+            # a request about to place its first cells: every idle sequence out first, so they land low
+            placing = any(r.n_past == r.cached_tokens and r.status is Status.PREFILL for r in self.running)
+            self.cache.trim_idle(self.settings.kv_idle_cells, all_now=placing)
         step = self._decode()
         if step is not None:
             self._advance(*step)
@@ -355,12 +373,15 @@ class Scheduler:
         seqs: list[int] = []
         logits: list[bool] = []
         decoding = [r for r in self.running if r.status is Status.DECODE]
+        self._plan_drafts(decoding)
         for r in decoding:
             r.batch_index = len(tokens)
+            n = 1 + len(r.draft)
             tokens.append(r.next_token)
-            positions.append(r.n_past)
-            seqs.append(r.slot.seq)
-            logits.append(True)
+            tokens.extend(r.draft)
+            positions.extend(range(r.n_past, r.n_past + n))
+            seqs.extend([r.slot.seq] * n)
+            logits.extend([True] * n)
         budget = self.max_batch - len(tokens)
         if decoding:
             budget = min(budget, self.settings.prefill_chunk)
@@ -382,6 +403,33 @@ class Scheduler:
             budget -= n
         return Batch(tokens, positions, seqs, logits, decoding, chunks)
 
+    def _plan_drafts(self, decoding: list[Request]) -> None:
+        """Draft tokens for the decoding requests whose context predicts them (n-gram lookup), as many as pay
+        by the measured cost of a larger decode (speculation.draft_length). Never while a prompt is being read
+        (its chunk dominates the step) and never for a request whose grammar decides each token."""
+        for r in decoding:
+            r.draft = []
+            r.proposal = -1
+        if not self.settings.draft_max or len(self.running) != len(decoding):
+            return
+        n = expect = len(decoding)
+        for r in decoding:
+            if r.drafts is None:
+                r.drafts = NgramIndex(r.prompt + r.output) if r.constraint is None else False
+            room = min(self.settings.draft_max, r.max_new - len(r.output) - 1, self.max_batch - n)
+            if r.drafts is False or room <= 0:
+                continue
+            proposal, r.match = r.drafts.propose(room)
+            if not proposal:
+                continue
+            d = draft_length(self.cost, n, expect, self.acceptance, r.match, len(proposal))
+            if d:
+                r.draft = proposal[:d]
+                n += d
+                expect += self.acceptance.expected(r.match, d) - 1
+            else:
+                r.proposal = proposal[0]
+
     def _decode(self) -> tuple[list[Request], list[tuple[Request, int]]] | None:
         """Build the batch and run it. When llama.cpp finds no free cells (KVFull: the ledger and llama.cpp
         disagree, e.g. cells taken outside the scheduler), make room and retry (_kv_full) instead of failing
@@ -390,11 +438,14 @@ class Scheduler:
             b = self._batch()
             if not b.tokens:  # only prompts already wholly cached (a read-ahead of a cached header): nothing to run
                 return b.decoding, b.chunks
+            t0 = time.perf_counter()
             try:
                 self.engine.decode(b.tokens, b.positions, b.seqs, b.logits)
             except KVFull as e:
                 self._kv_full(e)
                 continue
+            if not b.chunks:  # a decode step (every row with logits): what drafting weighs against
+                self.cost.record(len(b.tokens), time.perf_counter() - t0)
             self.totals.decode_calls += 1
             self.totals.batch_tokens += len(b.tokens)
             return b.decoding, b.chunks
@@ -452,14 +503,59 @@ class Scheduler:
         for r in decoding:
             self.cache.advance(r.slot, (r.next_token,))
             r.n_past += 1
-            self._sample(r)
+            if r.draft:
+                self._verify(r)
+                continue
+            tok = self._sample(r)
+            if r.proposal >= 0 and tok is not None:  # what the draft would have said: learned for free
+                self.acceptance.record(r.match, int(tok == r.proposal), 1)
 
-    def _sample(self, r: Request) -> None:
-        """Draw r's next token from its row of the last decode and emit it. A request without a grammar or
-        logprobs takes the plain path (two attribute checks more than before)."""
+    def _verify(self, r: Request) -> None:
+        """r's row and the rows of its drafted tokens are in the last decode: draw from each in turn with r's
+        own sampler while the drawn token is the drafted one. Every drawn token is drawn from the distribution
+        the model gives after the tokens before it, exactly as one decode per token would (a draft only
+        decides which rows were computed ahead), so greedy output is the same token for token and sampled
+        output is distributed the same; the first token that differs from the draft is kept, and the cells of
+        the drafts after it are removed before anything is emitted."""
+        draft, r.draft = r.draft, []
+        base = r.batch_index
+        drawn: list[tuple[int, TokenLogprob | None]] = []
+        for i in range(len(draft) + 1):
+            r.batch_index = base + i
+            got = self._draw(r)
+            if got is None:  # the request failed (a grammar; not drafted, but never lose the cells)
+                return
+            drawn.append(got)
+            if i == len(draft) or got[0] != draft[i] or self.engine.is_eog(got[0]):
+                break
+        right = len(drawn) - 1  # drafts that came true: their cells hold what the reply says
+        if right < len(draft):
+            self.engine.kv_remove(r.slot.seq, r.n_past + right, -1)
+        if right:
+            self.cache.advance(r.slot, draft[:right])
+            r.n_past += right
+        self.acceptance.record(r.match, right, right + (right < len(draft)))
+        self.totals.drafted_tokens += len(draft)
+        self.totals.accepted_tokens += right
+        for tok, lp in drawn:
+            self._emit(r, tok, lp)
+            if r.status is Status.FINISHED:
+                return
+
+    def _sample(self, r: Request) -> int | None:
+        """Draw r's next token from its row of the last decode and emit it; the token (None when r failed)."""
+        got = self._draw(r)
+        if got is not None:
+            self._emit(r, *got)
+            return got[0]
+        return None
+
+    def _draw(self, r: Request) -> tuple[int, TokenLogprob | None] | None:
+        """r's next token from its row (r.batch_index) of the last decode, with its logprobs when asked; None
+        when its grammar failed (r is finished with the error). A request without a grammar or logprobs takes
+        the plain path (two attribute checks)."""
         if r.constraint is None and r.params.logprobs is None:
-            self._emit(r, self.engine.sample(r.sampler, r.batch_index))
-            return
+            return self.engine.sample(r.sampler, r.batch_index), None
         k = r.params.logprobs
         # the raw distribution first: the grammar's mask below writes -inf into the same row
         dist = self.engine.log_probs(r.batch_index, k) if k is not None else None
@@ -469,9 +565,8 @@ class Scheduler:
                 r.constraint.accept(tok)
         except ConstraintError as e:  # this request's grammar alone failed: the others go on
             self._finish(r, "error", error=str(e), code="grammar")
-            return
-        lp = TokenLogprob(tok, dist.logprob(tok), dist.top) if dist is not None else None
-        self._emit(r, tok, lp)
+            return None
+        return tok, TokenLogprob(tok, dist.logprob(tok), dist.top) if dist is not None else None
 
     def _admit(self) -> None:
         held: list[Request] = []
@@ -530,6 +625,8 @@ class Scheduler:
             return
         r.output.append(tok)
         r.pending.append(tok)
+        if r.drafts:
+            r.drafts.append(tok)
         if lp is not None:
             r.logprobs.append(lp)
             r.pending_logprobs.append(lp)

@@ -20,6 +20,8 @@ class Totals:
     cached_tokens: int = 0         # prompt tokens whose KV was reused
     prefilled_tokens: int = 0      # prompt tokens computed
     generated_tokens: int = 0
+    drafted_tokens: int = 0        # drafted tokens verified in a decode (speculation)
+    accepted_tokens: int = 0       # of them, those that came true (emitted without a decode of their own)
     kv_full: int = 0               # decode calls llama.cpp refused for want of free cells
     requeued: int = 0              # requests put back in the queue to make room
     finished: dict[str, int] = field(default_factory=dict)   # finish reason -> requests

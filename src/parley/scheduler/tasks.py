@@ -87,10 +87,10 @@ class SetThreads:
 
 
 @dataclass(frozen=True, slots=True)
-class SetIdleCells:
-    """Use `cells` as --kv-idle-cells from the next step on (-1: keep every idle conversation)."""
+class Tune:
+    """Use these settings (name, value) from the next step on: one of TUNABLE, checked like the flag."""
 
-    cells: int
+    changes: tuple[tuple[str, int], ...]
     future: Future = _future()
 
 
@@ -101,9 +101,9 @@ class Stop:
     save: bool
 
 
-Task = Submit | Cancel | Stats | Persist | Unpin | Retire | Drop | SetThreads | SetIdleCells | Stop
-TASKS: tuple[type, ...] = (Submit, Cancel, Stats, Persist, Unpin, Retire, Drop, SetThreads, SetIdleCells, Stop)
-Answering = Stats | Persist | Unpin | Drop | SetThreads | SetIdleCells  # those that carry a Future
+Task = Submit | Cancel | Stats | Persist | Unpin | Retire | Drop | SetThreads | Tune | Stop
+TASKS: tuple[type, ...] = (Submit, Cancel, Stats, Persist, Unpin, Retire, Drop, SetThreads, Tune, Stop)
+Answering = Stats | Persist | Unpin | Drop | SetThreads | Tune  # those that carry a Future
 
 
 class Inbox:
