@@ -14,7 +14,11 @@ both sides alike. Generated tokens are counted with the model's own vocabulary (
     returning conversation       12 conversations with their own ~300-token system prompts take turns: the
                                  TTFT of a conversation coming back after the 11 others (its KV evicted
                                  to RAM, or still in a slot)
-    8 clients                    aggregate decode tok/s of 8 streams sent at once
+    8 clients, 32 clients        aggregate decode tok/s of 8 (32) streams sent at once (llama-server serves 4
+                                 at a time and queues the rest)
+    a document                   a ~3,000-token document (a llama-server slot holds 4,096) with a question: the first question's TTFT (the
+                                 document read), then the TTFT of other questions about it
+    persona chat                 a ~1,500-token character card as the system prompt, 6 turns: TTFT of turns 2-6
     one stream, after            the fresh stream again, once the conversations above have run
     after a restart              both servers restarted (parley saves its KV cache to disk on SIGTERM;
                                  llama-server keeps nothing): the TTFT of the next turn of a conversation
@@ -30,7 +34,7 @@ from parley.bench.content import narrative, persona, story_request, user_turns
 from parley.bench.servers import ServerProcess, free_port, start_parley, stream_chat
 
 WHAT = ("parley serve vs llama.cpp's llama-server, both up, alternating: one stream, a cold prompt, multi-turn, "
-        "rotating conversations, 8 clients, a restart")
+        "rotating conversations, 8 and 32 clients, a document, a persona chat, a restart")
 N_CTX = 16384
 SIDES = ("parley", "llama_server")
 
@@ -49,12 +53,22 @@ class Sizes:
     clients: int
     client_tokens: int
     burst_reps: int
+    many_clients: int
+    many_tokens: int
+    doc_tokens: int
+    doc_questions: int
+    card_tokens: int
+    card_turns: int
 
 
 FULL = Sizes(stream_tokens=200, stream_reps=5, cold_tokens=1100, cold_reps=3, turns=8, reply_tokens=32,
-             conversations=12, rounds=3, persona_tokens=300, clients=8, client_tokens=128, burst_reps=3)
+             conversations=12, rounds=3, persona_tokens=300, clients=8, client_tokens=128, burst_reps=3,
+             many_clients=32, many_tokens=64, doc_tokens=3000, doc_questions=4, card_tokens=1500, card_turns=6)
 QUICK = Sizes(stream_tokens=64, stream_reps=2, cold_tokens=400, cold_reps=1, turns=4, reply_tokens=12,
-              conversations=6, rounds=2, persona_tokens=150, clients=8, client_tokens=32, burst_reps=1)
+              conversations=6, rounds=2, persona_tokens=150, clients=8, client_tokens=32, burst_reps=1,
+              many_clients=32, many_tokens=8, doc_tokens=800, doc_questions=2, card_tokens=400, card_turns=3)
+QUESTIONS = ("Who is named first?", "Which place comes up most often?", "What was repaired, and by whom?",
+             "Summarize the text in one sentence.", "Who keeps a lantern?", "What happened after the flood?")
 
 
 def start_llama_server(ctx: BenchContext, binary, n_ctx: int) -> ServerProcess:
@@ -154,17 +168,45 @@ async def measure(sides: dict[str, Side], sz: Sizes, tokenize, log, restart) -> 
                         put(name, "returning conversation", t)
             log(f"peer: rotating conversations, round {rnd + 1}/{sz.rounds}")
 
-        for r in range(sz.burst_reps):
-            for name in rotate(list(sides), r):
+        for what, clients, tokens, reps_n in (("8 clients", sz.clients, sz.client_tokens, sz.burst_reps),
+                                               ("32 clients", sz.many_clients, sz.many_tokens, 1)):
+            for r in range(reps_n):
+                for name in rotate(list(sides), r):
+                    await asyncio.sleep(SETTLE_S)
+                    t0 = now()
+                    reps = await asyncio.gather(*(sides[name].chat(
+                        client, [{"role": "user", "content": f"{story_request(j)} ({what} {r})"}], tokens, t0)
+                        for j in range(clients)))
+                    wall, first = max(x.total_s for x in reps), min(x.ttft_s for x in reps)
+                    agg = (sum(x.tokens for x in reps) - 1) / (wall - first)
+                    put(name, what, {"aggregate_decode_tps": agg, "first_token_s": first})
+                    log(f"peer: {what} {r + 1}/{reps_n}, {name}: {agg:.1f} tok/s aggregate")
+
+        # a document: read once, then asked about again (each question a new request with the whole document)
+        doc, n = "", 16
+        while len(tokenize(doc)) < sz.doc_tokens:
+            n += 16
+            doc = narrative(700, n)
+        for q in range(sz.doc_questions):
+            for name in rotate(list(sides), q):
                 await asyncio.sleep(SETTLE_S)
-                t0 = now()
-                reps = await asyncio.gather(*(sides[name].chat(
-                    client, [{"role": "user", "content": f"{story_request(j)} (burst {r})"}], sz.client_tokens, t0)
-                    for j in range(sz.clients)))
-                wall, first = max(x.total_s for x in reps), min(x.ttft_s for x in reps)
-                agg = (sum(x.tokens for x in reps) - 1) / (wall - first)
-                put(name, "8 clients", {"aggregate_decode_tps": agg, "first_token_s": first})
-                log(f"peer: {sz.clients} clients {r + 1}/{sz.burst_reps}, {name}: {agg:.1f} tok/s aggregate")
+                t = await sides[name].chat(client, [{"role": "user", "content": f"{doc}\n\n{QUESTIONS[q]}"}],
+                                           sz.reply_tokens)
+                put(name, "document, first question" if q == 0 else "document, later questions", t)
+                log(f"peer: document question {q + 1}, {name}: {t.ttft_s * 1000:.0f} ms")
+
+        # a persona chat: a long character card, then short turns
+        cards = {name: [{"role": "system", "content": persona(300, sz.card_tokens, tokenize)}] for name in sides}
+        for k, text in enumerate(user_turns(300, sz.card_turns)):
+            for name in rotate(list(sides), k):
+                h = cards[name]
+                h.append({"role": "user", "content": text})
+                await asyncio.sleep(SETTLE_S)
+                t = await sides[name].chat(client, h, sz.reply_tokens)
+                h.append({"role": "assistant", "content": t.text})
+                if k:
+                    put(name, "persona chat", t)
+            log(f"peer: persona chat, turn {k + 1}/{sz.card_turns}")
 
         await alternate("one stream, after", sz.stream_reps, stream("after"), tps)
 
@@ -244,8 +286,14 @@ def run(ctx: BenchContext) -> ScenarioResult:
         p, b = [x.ttft_s for x in P[what]], [x.ttft_s for x in L[what]]
         return Row(metric, "s", median(p), base, median(b), False, target=target, pairs=list(zip(p, b, strict=True)))
 
-    burst_p = [x["aggregate_decode_tps"] for x in P["8 clients"]]
-    burst_l = [x["aggregate_decode_tps"] for x in L["8 clients"]]
+    def burst_row(what: str, target: float | None) -> Row:
+        p = [x["aggregate_decode_tps"] for x in P[what]]
+        b = [x["aggregate_decode_tps"] for x in L[what]]
+        first = median([x["first_token_s"] for x in P[what]]), median([x["first_token_s"] for x in L[what]])
+        return Row(f"aggregate decode tok/s, {what}", "tok/s", median(p), base, median(b), target=target,
+                   pairs=list(zip(p, b, strict=True)),
+                   note=f"first token {first[0]:.2f} s vs {first[1]:.2f} s")
+
     res.rows = [
         tps_row("one stream, fresh", f"decode tok/s, one stream, fresh server ({sz.stream_tokens} tokens)", 1.0),
         tps_row("one stream, after", "decode tok/s, one stream, after the conversations below ran", 1.0),
@@ -253,10 +301,11 @@ def run(ctx: BenchContext) -> ScenarioResult:
         ttft_row("multi-turn, last turn", f"TTFT, last turn of a cached {sz.turns}-turn chat", 1.0),
         ttft_row("returning conversation", f"TTFT, a returning conversation among {sz.conversations} rotating",
                  1.0),
-        Row(f"aggregate decode tok/s, {sz.clients} clients", "tok/s", median(burst_p), base, median(burst_l),
-            target=1.2, pairs=list(zip(burst_p, burst_l, strict=True))),
+        burst_row("8 clients", 1.2),
+        burst_row("32 clients", None),
+        ttft_row("document, first question", f"TTFT, a {sz.doc_tokens}-token document's first question", 0.97),
+        ttft_row("document, later questions", "TTFT, later questions about the document", 1.0),
+        ttft_row("persona chat", f"TTFT, persona chat turns 2-{sz.card_turns} ({sz.card_tokens}-token card)", 1.0),
         ttft_row("after a restart", "TTFT, the chat's next turn after both servers restarted", 10.0),
     ]
-    res.notes.append("not measured here yet: a long document's first read and later questions, a persona chat, "
-                     "32 clients")
     return res
