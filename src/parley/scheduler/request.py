@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,7 +131,7 @@ class Request:
     # the first token proposed when nothing was drafted (checked against what came, to learn for free), and the
     # length of the match the draft or proposal came from (speculation.Acceptance)
     drafts: Any = None
-    draft: list[int] = field(default_factory=list)
+    draft: Sequence[int] = ()
     proposal: int = -1
     match: int = 0
 

@@ -58,6 +58,7 @@ from parley.text.detokenize import IncrementalDetokenizer
 from parley.text.stops import StopMatcher
 
 log = logging.getLogger("parley.scheduler")
+NO_DRAFT: tuple[int, ...] = ()   # a request's draft when it drafts nothing this step (no list built per token)
 
 MiB = 1 << 20
 SHARE_MIN_TOKENS = 64  # a waiting request holds back for a running prefill that will compute this much of its prompt
@@ -95,12 +96,13 @@ class Scheduler:
     def __init__(self, engine, settings: SchedulerSettings | None = None, *, cache_dir: Path | None = None):
         s = settings or SchedulerSettings()
         self.engine = engine
+        det = getattr(engine, "deterministic", False)
         if s.kv_idle_cells is None:
             # moving conversations out leaves holes that later cells fill out of position order, and attention
             # sums cells in buffer order: deterministic mode keeps them, so its outputs stay batch-invariant
-            s = dataclasses.replace(s, kv_idle_cells=-1 if getattr(engine, "deterministic", False) else IDLE_CELLS)
+            s = dataclasses.replace(s, kv_idle_cells=-1 if det else IDLE_CELLS)
         if s.draft_max is None:  # rejected drafts leave holes too (and the same reason holds)
-            s = dataclasses.replace(s, draft_max=0 if getattr(engine, "deterministic", False) else DRAFT_MAX)
+            s = dataclasses.replace(s, draft_max=0 if det else DRAFT_MAX)
         self.settings = s
         self.context_size = min(s.ctx_size or engine.n_ctx_train or engine.n_ctx, engine.n_ctx)
         self.max_batch = min(s.batch_tokens, engine.n_batch)
@@ -376,12 +378,16 @@ class Scheduler:
         self._plan_drafts(decoding)
         for r in decoding:
             r.batch_index = len(tokens)
-            n = 1 + len(r.draft)
             tokens.append(r.next_token)
-            tokens.extend(r.draft)
-            positions.extend(range(r.n_past, r.n_past + n))
-            seqs.extend([r.slot.seq] * n)
-            logits.extend([True] * n)
+            positions.append(r.n_past)
+            seqs.append(r.slot.seq)
+            logits.append(True)
+            if r.draft:  # (the plain path builds nothing more per token)
+                n = len(r.draft)
+                tokens.extend(r.draft)
+                positions.extend(range(r.n_past + 1, r.n_past + 1 + n))
+                seqs.extend([r.slot.seq] * n)
+                logits.extend([True] * n)
         budget = self.max_batch - len(tokens)
         if decoding:
             budget = min(budget, self.settings.prefill_chunk)
@@ -408,7 +414,7 @@ class Scheduler:
         by the measured cost of a larger decode (speculation.draft_length). Never while a prompt is being read
         (its chunk dominates the step) and never for a request whose grammar decides each token."""
         for r in decoding:
-            r.draft = []
+            r.draft = NO_DRAFT
             r.proposal = -1
         if not self.settings.draft_max or len(self.running) != len(decoding):
             return
@@ -517,7 +523,7 @@ class Scheduler:
         decides which rows were computed ahead), so greedy output is the same token for token and sampled
         output is distributed the same; the first token that differs from the draft is kept, and the cells of
         the drafts after it are removed before anything is emitted."""
-        draft, r.draft = r.draft, []
+        draft, r.draft = r.draft, NO_DRAFT
         base = r.batch_index
         drawn: list[tuple[int, TokenLogprob | None]] = []
         for i in range(len(draft) + 1):
