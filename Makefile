@@ -14,7 +14,7 @@ LLAMA_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS ?= $(shell sh scripts/llama-cmake-args)
 ARGS ?=
 
-.PHONY: run test install lint bench clean chromium
+.PHONY: run test install lint bench clean chromium postgresql
 
 run: install
 	$(VENV)/bin/parley $(if $(ARGS),$(ARGS),serve)
@@ -42,7 +42,7 @@ $(VENV)/.test-deps: $(VENV)/.installed
 	$(PIP) install --no-deps "text-generation==0.7.0"
 	touch $@
 
-test: $(VENV)/.test-deps chromium
+test: $(VENV)/.test-deps chromium postgresql
 	$(PY) -m pytest -q
 
 # tests/web drive Debian's chromium headless through Playwright (no browser download); without it they skip
@@ -50,6 +50,13 @@ chromium:
 	@test -x /usr/bin/chromium || apt-get install -y -qq chromium >/dev/null 2>&1 || \
 		{ apt-get update -qq && apt-get install -y -qq chromium; } || \
 		echo "warning: could not install chromium (apt-get, as root): the web page tests will be skipped"
+
+# tests/test_store.py runs the store on a real PostgreSQL server too (started per session from Debian's
+# binaries, tests/pg.py); without them those tests skip
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq postgresql; } || \
+		echo "warning: could not install postgresql (apt-get, as root): the PostgreSQL store tests will be skipped"
 
 lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check src tests bench

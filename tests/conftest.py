@@ -20,6 +20,28 @@ def parley_home() -> str:
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/pg.py), started only when a test asks for it; the test
+    skips, saying how to install it, where PostgreSQL or psycopg is missing."""
+    from tests.pg import PostgresServer, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def pg_url(postgres) -> str:
+    """The URL of a new, empty PostgreSQL database of this test's own (dropped after it)."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(scope="session")
 def det():
     """The embedded model in deterministic mode (batch-invariant), no disk tier: for exact-equality tests."""
     import parley

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from parley.api import Library
-from parley.chat.liveness import MY_TAG, WRITER, mark_cut_short
+from parley.chat.liveness import MY_TAG, WRITER, holder_tag, mark_cut_short
 from parley.store import NewMessage, Store
 
 DEAD = "999999999:12345"   # no such pid
@@ -57,3 +57,28 @@ def test_a_restart_leaves_imported_replies_as_they_were(tmp_path):
         assert all(WRITER not in m.meta for m in rows)
     finally:
         store.close()
+
+
+def test_a_writer_on_another_host_is_dead_only_once_its_claim_lapsed(store):
+    """A front end on another host (a shared PostgreSQL store) cannot be checked by pid: its reply is cut short
+    only when its claim on the conversation has lapsed."""
+    elsewhere_live, elsewhere_gone = "41:777@another-host#aa", "42:777@another-host#bb"
+    live = reply_row(store, {WRITER: elsewhere_live})
+    gone = reply_row(store, {WRITER: elsewhere_gone})
+    store.claim(store.get_message(live).conversation_id, elsewhere_live, 30)
+    store.claim(store.get_message(gone).conversation_id, elsewhere_gone, -1)
+    assert mark_cut_short(store) == 1
+    assert store.get_message(live).finish_reason is None
+    assert store.get_message(gone).finish_reason == "cancelled"
+
+
+def test_a_dead_local_holders_claims_are_released_at_start(store):
+    """A crash leaves its conversations claimed; the next start on this host frees them at once, without
+    waiting for the lease, and leaves a running holder's claims alone."""
+    mine, dead_conv = store.create_conversation().id, store.create_conversation().id
+    me = holder_tag()
+    store.claim(mine, me, 30)
+    store.claim(dead_conv, DEAD + "@" + me.partition("@")[2], 30)
+    mark_cut_short(store)
+    assert set(store.claims()) == {mine}
+    assert store.claim(dead_conv, "someone-else", 30) is True

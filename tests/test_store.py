@@ -1,14 +1,18 @@
-"""The SQLite store on its own (no model): rows, branches, search, export/import, migrations, bad files, and
-two processes writing one file."""
+"""The store on its own (no model), on both backends: rows, branches, search, documents, export/import,
+migrations, and two processes writing one store; then what is SQLite's alone (its pragmas, bad files, a locked
+or read-only file) and PostgreSQL's alone (a real server, tests/pg.py: refused connections, dropped ones,
+another program's database, its column types and search index)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,14 +20,34 @@ import pytest
 from parley.errors import InvalidRequest, NotFound
 from parley.store import MessageStats, NewMessage, Store, StoreError
 from parley.store import migrations as M
+from parley.store.backend import connect
 from parley.store.exchange import export_conversation, import_conversation
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_target(request, tmp_path):
+    """Makes a new, empty place for a store each call: a SQLite path, or a new PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        n = itertools.count()
+        yield lambda: str(tmp_path / f"parley{next(n)}.db")
+        return
+    server = request.getfixturevalue("postgres")
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(server.create_database())
+        return made[-1]
+
+    yield make
+    for url in made:
+        server.drop_database(url)
+
+
 @pytest.fixture()
-def store(tmp_path):
-    s = Store(tmp_path / "parley.db")
+def store(new_target):
+    s = Store(new_target())
     yield s
     s.close()
 
@@ -37,12 +61,19 @@ def chat(store: Store, *pairs: tuple[str, str], **conv) -> tuple[str, list]:
 
 
 # ---- rows and branches ------------------------------------------------------------------------------------
-def test_pragmas_and_schema(store):
+def test_schema_is_current(store):
+    assert M.applied(store._db) == M.names()
+    assert M.apply(store._db) == []
+
+
+def test_sqlite_pragmas(tmp_path):
+    store = Store(tmp_path / "parley.db")
     db = store._db
+    assert store.dialect == "sqlite"
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-    assert M.applied(db) == M.names()
+    store.close()
 
 
 def test_messages_chain_leaf_and_title(store):
@@ -140,6 +171,47 @@ def test_search_finds_messages_with_snippets(store):
         store.search("   ")
 
 
+def test_search_reaches_into_a_long_message(store):
+    """A 2.4 MB message (300,000 different words) is stored and found by its first words (PostgreSQL indexes
+    a message's first 100,000 characters: a tsvector holds at most 1 MB)."""
+    long_text = " ".join(f"w{i:06x}" for i in range(300_000))
+    cid, msgs = chat(store, ("needle " + long_text, "ok"))
+    assert store.get_message(msgs[0].id).content == "needle " + long_text
+    (hit,) = store.search("needle w000001")
+    assert hit.message_id == msgs[0].id and "[needle]" in hit.snippet
+
+
+# ---- documents ----------------------------------------------------------------------------------------------
+def add_doc(store: Store, name: str = "paper.pdf", owner: str | None = None):
+    return store.add_document(name=name, content_hash="h" + name, size_bytes=10, text="some text",
+                              parts=[{"name": name, "start": 0, "end": 9}], notes=[], tokens=None,
+                              tokens_key=None, owner=owner)
+
+
+def test_documents_found_listed_and_pinned(store):
+    doc = add_doc(store, owner="alice")
+    other = add_doc(store, "notes.txt")
+    assert store.find_document(name="paper.pdf", content_hash="hpaper.pdf", owner="alice").id == doc.id
+    assert store.find_document(name="paper.pdf", content_hash="hpaper.pdf") is None     # owner None: unowned only
+    assert store.find_document(name="notes.txt", content_hash="hnotes.txt").id == other.id
+    assert [d.id for d in store.list_documents(owner="alice")] == [doc.id]
+    assert {d.id for d in store.list_documents()} == {doc.id, other.id}
+    assert store.get_document(doc.id).parts == [{"name": "paper.pdf", "start": 0, "end": 9}]
+    pins = store.create_conversation(settings={"documents": [other.id, doc.id]}, owner="bob")
+    store.create_conversation(settings={"documents": doc.id})              # not a list: pins nothing
+    store.create_conversation(settings={"documents": {"id": doc.id}})
+    assert store.delete_document(doc.id) == [(pins.id, "bob")]
+    with pytest.raises(NotFound) as e:
+        store.create_conversation(settings={"documents": [doc.id, "doc_gone"]})
+    assert e.value.param == "document_ids[1]"
+    store.update_conversation(pins.id, settings={"documents": []})
+    assert store.delete_document(doc.id) == []
+    with pytest.raises(NotFound):
+        store.get_document(doc.id)
+    store.set_document_tokens(other.id, 42, "model-a")
+    assert (store.get_document(other.id).tokens, store.get_document(other.id).tokens_key) == (42, "model-a")
+
+
 # ---- export / import --------------------------------------------------------------------------------------
 def tree(store: Store, cid: str) -> tuple:
     """A conversation's tree without ids: each message as (role, content, parent's content), and the leaf's."""
@@ -225,16 +297,86 @@ def test_store_of_the_first_schema_opens_and_migrates(tmp_path):
     assert M.applied(Store(path)._db) == M.names()  # reopening applies nothing twice
 
 
-def test_each_partial_schema_upgrades(tmp_path):
+def test_each_partial_schema_upgrades(new_target):
     for upto in range(len(M.MIGRATIONS) + 1):
-        path = tmp_path / f"s{upto}.db"
-        db = sqlite3.connect(path, isolation_level=None)
-        M.apply(db, upto=upto)
+        target = new_target()
+        db = connect(target)
+        assert M.apply(db, upto=upto) == M.names()[:upto]
+        if upto:
+            db.execute("INSERT INTO conversations (id, title, created, updated) VALUES ('conv_old', 'old', 1, 2)")
+            db.execute("INSERT INTO messages (id, conversation_id, role, content, created) "
+                       "VALUES ('msg_old', 'conv_old', 'user', 'written before the upgrade', 1)")
         db.close()
-        s = Store(path)
+        s = Store(target)
         chat(s, ("hello", "world"))
         assert M.applied(s._db) == M.names()
+        assert len(s.search("hello")) == 1
+        if upto:
+            assert [h.message_id for h in s.search("before the upgrade")] == ["msg_old"]  # indexed on upgrade
         s.close()
+
+
+def test_front_ends_opening_one_empty_store_at_once(new_target):
+    """Four front ends open one empty database together: the migrations run once, every one opens."""
+    target = new_target()
+    start = threading.Barrier(4)
+    opened: list[Store | BaseException] = []
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(Store(target))
+        except BaseException as e:       # reported by the assert below
+            opened.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(isinstance(s, Store) for s in opened) and len(opened) == 4, opened
+    assert M.applied(opened[0]._db) == M.names()
+    for s in opened:
+        s.close()
+
+
+def test_two_front_ends_see_each_others_writes(new_target):
+    target = new_target()
+    a, b = Store(target), Store(target)
+    try:
+        cid, msgs = chat(a, ("written by a", "ok"))
+        assert b.get_conversation(cid).message_count == 2
+        b.add_messages(cid, [NewMessage("user", "and by b", parent_id=msgs[-1].id)])
+        assert [m.content for m in a.branch(a.get_conversation(cid).leaf_id)] == ["written by a", "ok", "and by b"]
+        assert [h.message_id for h in a.search("by b")] == [b.get_conversation(cid).leaf_id]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_one_claim_per_conversation_decided_by_the_database(new_target):
+    """Two front ends on one store: the first claim wins, the second is refused until it is released or its
+    lease lapses; a claim renews; an unknown conversation is a 404, not a conflict."""
+    target = new_target()
+    a, b = Store(target), Store(target)
+    try:
+        cid = a.create_conversation().id
+        assert a.claim(cid, "front-a", 30) is True
+        assert b.claim(cid, "front-b", 30) is False
+        assert a.claim(cid, "front-a", 30) is True                # its own claim again: still its own
+        assert b.renew_claims("front-b", 30) == 0 and a.renew_claims("front-a", 30) == 1
+        b.release(cid, "front-b")                                 # not b's to release
+        assert b.claim(cid, "front-b", 30) is False
+        a.release(cid, "front-a")
+        assert b.claim(cid, "front-b", -1) is True                # lapsed the moment it was taken
+        assert set(a.claims()) == {cid} and a.claims()[cid][0] == "front-b"
+        assert a.claim(cid, "front-a", 30) is True                # a lapsed lease is free to take
+        assert a.release_claims_of(["front-a"]) == 1 and a.claims() == {}
+        with pytest.raises(NotFound):
+            b.claim("conv_nope", "front-b", 30)
+    finally:
+        a.close()
+        b.close()
 
 
 def test_file_of_another_program(tmp_path):
@@ -331,15 +473,103 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_two_processes_write_one_file(tmp_path):
-    path = tmp_path / "shared.db"
-    Store(path).close()
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name], stdout=subprocess.PIPE, text=True)
+def test_two_processes_write_one_store(new_target):
+    target = new_target()
+    Store(target).close()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, target, name], stdout=subprocess.PIPE, text=True)
              for name in ("alpha", "beta")]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    s = Store(path)
-    assert s._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    s = Store(target)
+    if s.dialect == "sqlite":
+        assert s._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     for cid, name in zip(outs, ("alpha", "beta"), strict=True):
         branch = s.branch(s.get_conversation(cid).leaf_id)
         assert [m.content for m in branch] == [f"{name} {i}" for i in range(150)]
+    s.close()
+
+
+# ---- PostgreSQL alone ---------------------------------------------------------------------------------------
+def psycopg():
+    return pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'parley[postgres]'")
+
+
+def test_pg_columns_read_as_sqlite_and_search_uses_its_index(pg_url):
+    s = Store(pg_url)
+    assert s.dialect == "postgresql"
+    types = dict(s._db.read("SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+                            "WHERE table_schema = current_schema()"))
+    assert types["messages.created"] == types["conversations.updated"] == "double precision"
+    assert types["messages.tokens"] == "bytea" and types["conversations.settings"] == "text"
+    assert M.applied(s._db) == M.names()
+    s._db.execute("SET enable_seqscan = off")   # a handful of rows: the planner would scan them otherwise
+    plan = "\n".join(r[0] for r in s._db.read("EXPLAIN " + s._db.search_sql(""), ("word", 5)))
+    assert "messages_fts" in plan, plan
+    s.close()
+
+
+def test_pg_database_of_another_program(pg_url):
+    with psycopg().connect(pg_url, autocommit=True) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(StoreError, match="another program") as e:
+        Store(pg_url)
+    assert e.value.param == "PARLEY_DB_URL" and "PARLEY_DB_URL" in e.value.message
+
+
+def test_pg_store_of_a_newer_parley(pg_url):
+    Store(pg_url.replace("postgresql://", "postgres://", 1)).close()      # the short scheme opens it too
+    with psycopg().connect(pg_url, autocommit=True) as db:
+        db.execute(f"INSERT INTO {M.TABLE} (name, applied_at) VALUES ('m999_from_the_future', 0)")
+    with pytest.raises(StoreError, match="newer parley"):
+        Store(pg_url)
+
+
+def test_pg_connection_refused_names_the_setting_not_the_password():
+    psycopg()
+    with pytest.raises(StoreError) as e:
+        Store("postgresql://parley:s3cret@127.0.0.1:1/parley?password=s3cret&sslmode=disable")
+    msg = e.value.message
+    assert msg.startswith("cannot connect to postgresql://parley@127.0.0.1:1/parley?sslmode=disable: "
+                          "connection refused"), msg
+    assert "PARLEY_DB_URL" in msg and e.value.param == "PARLEY_DB_URL" and "s3cret" not in msg
+
+
+def test_pg_without_psycopg_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(StoreError, match=r"pip install 'parley\[postgres\]'"):
+        Store("postgres://parley@db.example/parley")
+
+
+def test_pg_dropped_connection_is_reopened(pg_url, postgres):
+    s = Store(pg_url)
+    cid, msgs = chat(s, ("before the restart", "ok"))
+    assert postgres.terminate(pg_url) == 1
+    assert s.get_conversation(cid).message_count == 2                 # a read reconnects
+    assert postgres.terminate(pg_url) == 1
+    s.save_partial(msgs[1].id, "unchanged")                           # so does the start of a write
+    s.add_messages(cid, [NewMessage("user", "after the restart")])
+    assert s.get_conversation(cid).message_count == 3
+    s.close()
+
+
+def test_pg_locked_store_is_a_clear_error(pg_url):
+    from parley.store.postgres import WRITE_LOCK
+
+    s = Store(pg_url, busy_timeout=0.2)
+    cid = s.create_conversation().id
+    with psycopg().connect(pg_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+        with pytest.raises(StoreError, match="locked by another front end"):
+            s.add_messages(cid, [NewMessage("user", "hi")])
+    s.add_messages(cid, [NewMessage("user", "hi")])
+    assert s.get_conversation(cid).message_count == 1
+    s.close()
+
+
+def test_pg_text_with_a_nul_is_a_clear_error(pg_url):
+    s = Store(pg_url)
+    cid = s.create_conversation().id
+    with pytest.raises(InvalidRequest, match="NUL"):
+        s.add_messages(cid, [NewMessage("user", "a\x00b")])
+    assert s.get_conversation(cid).message_count == 0                # nothing half-written
+    s.close()

@@ -2,7 +2,7 @@
 
     parley.load(kv_size=8192, deterministic=True)     # the Python API takes the flat field names
     parley chat --kv-size 8192 --deterministic        # the CLI flags are generated from the same fields
-    Settings.from_env().replace(threads=1)            # environment fallbacks: PARLEY_MODEL, PARLEY_HOME
+    Settings.from_env().replace(threads=1)            # environment fallbacks: PARLEY_MODEL, PARLEY_HOME, PARLEY_DB_URL
 
 Each layer owns its section, next to its code: engine/settings.py (EngineSettings), scheduler/settings.py
 (SchedulerSettings), documents/settings.py (DocumentSettings), text/settings.py (TemplateSettings). Each reads
@@ -41,6 +41,11 @@ class Settings:
     home: str | None = setting(None, "--home", metavar="DIR", env="PARLEY_HOME",
                                help="data directory: conversations (parley.db), KV cache, personas, skills "
                                     "(default: $PARLEY_HOME, else ~/.local/share/parley)")
+    db_url: str | None = setting(None, "--db-url", metavar="URL", env="PARLEY_DB_URL",
+                                 help="keep conversations and documents in this PostgreSQL database "
+                                      "(postgresql://user:password@host:5432/name, psycopg needed: pip install "
+                                      "'parley[postgres]'), which several parley front ends can share (default: "
+                                      "SQLite, $PARLEY_HOME/parley.db)")
     store: bool = setting(True, hidden=True,
                           help="keep conversations in $PARLEY_HOME/parley.db (False: in memory, gone at exit)")
 
@@ -68,6 +73,11 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         return Path(self.home).expanduser() if self.home else data_dir()
+
+    @property
+    def store_target(self) -> str:
+        """Where conversations are kept: the PostgreSQL URL (--db-url), else $PARLEY_HOME/parley.db."""
+        return self.db_url or str(self.data_dir / "parley.db")
 
 
 NAMES = config.names(Settings)  # every flat name, once (raises at import when two sections declare one)

@@ -97,3 +97,32 @@ def test_a_store_that_cannot_be_opened_is_one_line(tmp_path):
     assert out.returncode == 2, out.stderr
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and str(tmp_path / "parley.db") in lines[0] and "Traceback" not in out.stderr
+
+
+def test_two_front_ends_share_one_postgresql_store(tmp_path, pg_url):
+    """Two `parley serve` processes on one PostgreSQL database (each its own PARLEY_HOME and KV): a conversation
+    made through one is listed and continued through the other, and while one writes its reply the other
+    refuses a second writer with the same 409, decided by the database."""
+    a, url_a = start_serve(tmp_path / "a", *FLAGS, "--db-url", pg_url)
+    b, url_b = start_serve(tmp_path / "b", *FLAGS, env={"PARLEY_DB_URL": pg_url})
+    try:
+        cid = post(url_a, "/v1/conversations", {"max_tokens": 8})["id"]
+        assert cid in [c["id"] for c in httpx.get(url_b + "/v1/conversations").json()["data"]]
+        path = f"/v1/conversations/{cid}/messages"
+        with httpx.stream("POST", url_a + path, json={"content": "Count: 1, 2, 3, 4,", "stream": True,
+                                                      "max_tokens": 200}, timeout=120) as r:
+            lines = r.iter_lines()
+            next(lines)
+            busy = httpx.post(url_b + path, json={"content": "hello"}, timeout=60)
+            assert busy.status_code == 409, busy.text
+            err = busy.json()["error"]
+            assert "another parley" in err["message"] and err["param"] == "conversation_id"
+            for _ in lines:
+                pass
+        second = post(url_b, path, {"content": "And then?"})        # free again, and the history is shared
+        assert second["parley"]["message_id"]
+        msgs = httpx.get(url_a + f"/v1/conversations/{cid}").json()["messages"]
+        assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
+    finally:
+        stop(a)
+        stop(b)

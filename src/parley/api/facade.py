@@ -109,7 +109,7 @@ class _Shared:
         self.observers: list[Callable] = []                    # finish hooks: every model's scheduler calls them
         if s.store or s.scheduler.disk_cache_mb > 0:
             check_data_dir(s.data_dir)        # one line naming the directory and the fix, not a store error
-        self.store = Store(s.data_dir / "parley.db") if s.store else Store()
+        self.store = Store(s.store_target) if s.store else Store()
         self.turns: Turns | None = None
         self.pool: Pool | None = None
         try:

@@ -14,9 +14,10 @@ from parley.store import Store
 
 
 class Library(ConversationsService):
-    def __init__(self, home: str | os.PathLike | None = None):
+    def __init__(self, home: str | os.PathLike | None = None, *, db_url: str | None = None):
         s = Settings.at_home(home)
-        self._store_file = Store(s.data_dir / "parley.db")
+        s = s.replace(db_url=db_url) if db_url else s        # else $PARLEY_DB_URL, else $PARLEY_HOME/parley.db
+        self._store_file = Store(s.store_target)
         super().__init__(Conversations(self._store_file), None, LoopGuard())
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ from parley.chat import history as H
 from parley.chat.conversations import Conversations
 from parley.chat.frames import Frame
 from parley.chat.limits import Limits
-from parley.chat.liveness import MY_TAG, WRITER, mark_cut_short
+from parley.chat.liveness import CLAIM_LEASE_S, WRITER, Every, holder_tag, mark_cut_short
 from parley.chat.meta import ReplyMeta
 from parley.chat.model import Served
 from parley.chat.prompt import Built, Prefix
@@ -126,7 +126,9 @@ class Turns:
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="parley-chat")
         self._closed = False
+        self.holder = holder_tag()   # whose claims and replies these are, in the store
         mark_cut_short(self.store)
+        self._renewer = Every(CLAIM_LEASE_S / 3, self._renew, name="parley-claims")
 
     # ---- the turns ---------------------------------------------------------------------------------------
     def send(self, conversation_id: str, content: str, *, served: Served, limits: Limits,
@@ -268,6 +270,7 @@ class Turns:
         with self._lock:
             self._closed = True
         self._worker.shutdown(wait=True)
+        self._renewer.stop()
 
     # ---- preparing ---------------------------------------------------------------------------------------
     class _Claim:
@@ -279,20 +282,45 @@ class Turns:
                 if self.t._closed:
                     raise ShuttingDown("parley is shutting down; no new replies")
                 if self.cid in self.t._busy:
-                    raise Conflict(f"conversation {self.cid} is still generating its previous reply; wait for it "
-                                   "to finish (or stop it) and send again", param="conversation_id",
-                                   code="conversation_busy")
+                    raise _busy_error(self.cid)
                 self.t._busy[self.cid] = None
+            try:    # then the store's claim, which front ends sharing the store (PostgreSQL) all respect
+                if not self.t.store.claim(self.cid, self.t.holder, CLAIM_LEASE_S):
+                    raise _busy_error(self.cid, elsewhere=True)
+            except BaseException:
+                with self.t._lock:
+                    del self.t._busy[self.cid]
+                raise
             return self
 
         def __exit__(self, *exc):
             with self.t._lock:  # no reply started (an error, or nothing to generate): free the conversation
-                if self.cid in self.t._busy and self.t._busy[self.cid] is None:
-                    del self.t._busy[self.cid]
+                unstarted = self.cid in self.t._busy and self.t._busy[self.cid] is None
+            if unstarted:
+                self.t._release(self.cid)
             return False
 
     def _claim(self, conversation_id: str) -> _Claim:
         return Turns._Claim(self, conversation_id)
+
+    def _release(self, conversation_id: str) -> None:
+        """The store's claim first, then this process's: a next turn sent through here must find both free."""
+        try:
+            self.store.release(conversation_id, self.holder)
+        except Exception:   # the store is unreachable: the claim lapses after CLAIM_LEASE_S
+            log.exception("releasing conversation %s in the store failed", conversation_id)
+        with self._lock:
+            self._busy.pop(conversation_id, None)
+
+    def _renew(self) -> None:
+        """Every third of the lease while replies are written: extend this process's claims."""
+        with self._lock:
+            if not self._busy:
+                return
+        try:
+            self.store.renew_claims(self.holder, CLAIM_LEASE_S)
+        except Exception:
+            log.exception("renewing conversation claims failed")
 
     def _skill(self, name: str):
         if self.skills is None:
@@ -307,9 +335,8 @@ class Turns:
         params = (base.replace(**overrides) if overrides else base).with_stops(frame.stops)
         return params.replace(max_tokens=limits.max_tokens) if params.max_tokens > limits.max_tokens else params
 
-    @staticmethod
-    def _reply_meta(plan: Plan, frame: Frame) -> dict:
-        meta = {"dropped": plan.window_start, WRITER: MY_TAG}
+    def _reply_meta(self, plan: Plan, frame: Frame) -> dict:
+        meta = {"dropped": plan.window_start, WRITER: self.holder}
         if frame.speaker:
             meta[H.SPEAKER] = frame.speaker
         return meta
@@ -437,8 +464,7 @@ class Turns:
         except Exception:
             log.exception("recording a reply failed")
         finally:
-            with self._lock:
-                self._busy.pop(turn.conversation_id, None)
+            self._release(turn.conversation_id)
             live.stream.meta.note = note
             shown = r.text if turn.tools is not None else turn.frame.clean(r.text)    # (tools: the edge reads
             live.stream.put(dataclasses.replace(r, text=shown))   # the calls out of the text, as it streamed)
@@ -465,6 +491,12 @@ class Turns:
             n += 1
         if n > len(prev.tokens):
             turn.served.model.scheduler.prefetch(probes[0][:n])
+
+
+def _busy_error(cid: str, *, elsewhere: bool = False) -> Conflict:
+    where = " (through another parley sharing this store)" if elsewhere else ""
+    return Conflict(f"conversation {cid} is still generating its previous reply{where}; wait for it to finish "
+                    "(or stop it) and send again", param="conversation_id", code="conversation_busy")
 
 
 def _suffix(frame: Frame, tools: ToolPlan | None) -> tuple[int, ...]:

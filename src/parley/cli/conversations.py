@@ -19,14 +19,14 @@ import json
 import sys
 from pathlib import Path
 
-from parley.cli.options import add_home_option
+from parley.cli.options import add_store_options
 from parley.errors import InvalidRequest
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("conversations", aliases=["conv"], help="list, show, search, export, import, delete, fork "
                        "stored conversations", description=__doc__.split("\n\n")[0])
-    add_home_option(p)
+    add_store_options(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     ls = verbs.add_parser("list", help="newest first")
     ls.add_argument("--limit", type=int, default=50)
@@ -57,7 +57,7 @@ def _when(t: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from parley.api import Library
 
-    lib = Library(args.home)
+    lib = Library(args.home, db_url=args.db_url)
     out = sys.stdout
     try:
         if args.verb == "list":

@@ -23,6 +23,12 @@ def add_home_option(p: argparse.ArgumentParser) -> None:
     p.set_defaults(home=None)
 
 
+def add_store_options(p: argparse.ArgumentParser) -> None:
+    """--home and --db-url, for the subcommands that read the store without a model."""
+    add_flags(p, Settings, only=("home", "db_url"))
+    p.set_defaults(home=None, db_url=None)
+
+
 def load_settings(args: argparse.Namespace) -> Settings:
     """Settings from the flags given (the others: $PARLEY_MODEL / $PARLEY_HOME, then the defaults)."""
     return from_args(args, Settings)

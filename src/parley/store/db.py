@@ -1,16 +1,17 @@
-"""Store: conversations and their messages in SQLite (stdlib sqlite3). Every SQL statement of parley is here.
+"""Store: conversations and their messages, in SQLite or PostgreSQL. Every SQL statement of parley is here.
 
     store = Store(path)                               # $PARLEY_HOME/parley.db by default; ":memory:" for none
+    store = Store("postgresql://parley@db.lan/parley") # a PostgreSQL URL (postgres:// too): shared by front ends
     conv = store.create_conversation(system="...")
     user, reply = store.add_messages(conv.id, [NewMessage("user", "Hi"), NewMessage("assistant", "", partial=True)])
     store.finish_message(reply.id, content="Hello!", finish_reason="stop", stats=...)
     store.branch(conv.leaf_id)                        # root .. leaf, in order
 
 Every message is a row (never one blob per conversation); a message's parent makes the tree, so retry and edit
-are siblings and every branch is kept; the conversation points at its current leaf. One transaction per write
-(BEGIN IMMEDIATE ... COMMIT); WAL journal with synchronous=NORMAL (a power cut loses at most the last commits,
-never the file), foreign keys on, a busy timeout so two processes can share a file. Statements are plain SQL
-(WITH RECURSIVE, row values, RETURNING-free) so a PostgreSQL store can follow; full-text search is SQLite's FTS5.
+are siblings and every branch is kept; the conversation points at its current leaf. One transaction per write,
+writers serialised. Each statement is written once, in SQL both databases read (WITH RECURSIVE, row values, no
+RETURNING, null-safe equality built by _is); the backend (store/backend.py: store/sqlite.py, store/postgres.py)
+runs it and holds the few pieces that differ (full-text search, the pinned-document query, error messages).
 
 Thread-safety: one connection, guarded by a lock; calls are short (well under a millisecond each here).
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from parley.errors import InvalidRequest, NotFound, ParleyError
+from parley.errors import InvalidRequest, NotFound
 from parley.store import migrations
+from parley.store.backend import BUSY_TIMEOUT_S, MEMORY, Backend, StoreError, connect
 from parley.store.rows import (
     ROLES,
     STAT_FIELDS,
@@ -41,17 +42,6 @@ from parley.store.rows import (
     pack_tokens,
     unpack_tokens,
 )
-
-BUSY_TIMEOUT_S = 5.0
-MEMORY = ":memory:"
-
-
-class StoreError(ParleyError):
-    """The store's file cannot be used (locked, read-only, not a parley store); the message names the path."""
-
-    status = 503
-    type = "server_error"
-    code = "store_unavailable"
 
 
 def new_id(prefix: str) -> str:
@@ -70,18 +60,25 @@ _DOC_COLS = "id, name, content_hash, size_bytes, text, parts, notes, tokens, tok
 _CONV_FIELDS = frozenset({"title", "title_auto", "system", "defaults", "settings", "model", "leaf_id", "owner",
                           "metadata"})
 _JSON_FIELDS = frozenset({"defaults", "settings", "metadata"})
-def _check_documents(db: sqlite3.Connection, settings: Any) -> None:
+
+
+def _is(column: str, value: Any) -> tuple[str, tuple]:
+    """Null-safe equality as both databases read it and an index serves it: `col IS NULL`, or `col = ?`."""
+    return (f"{column} IS NULL", ()) if value is None else (f"{column} = ?", (value,))
+
+
+def _owned(column: str, owner: str | None) -> tuple[str, tuple]:
+    """The owner filter of lists and search: everyone's rows when `owner` is None."""
+    return ("1 = 1", ()) if owner is None else (f"{column} = ?", (owner,))
+
+
+def _check_documents(db: Backend, settings: Any) -> None:
     """Inside a write: every document a conversation's settings pin is still there (a delete cannot slip in
     between a check and the write that pins it)."""
     docs = settings.get("documents") if isinstance(settings, dict) else None
     for i, d in enumerate(docs if isinstance(docs, list) else ()):
         if db.execute("SELECT 1 FROM documents WHERE id = ?", (d,)).fetchone() is None:
             raise NotFound(f"no document {_short(str(d))}", param=f"document_ids[{i}]")
-
-
-# the conversations whose settings pin a document (settings.documents is a list of document ids)
-_PINNED_BY = ("SELECT c.id, c.owner FROM conversations c, json_each(c.settings, '$.documents') d "
-              "WHERE json_type(c.settings, '$.documents') = 'array' AND d.value = ? ORDER BY c.updated DESC")
 
 
 def _conversation(row: Sequence, count: int = 0) -> Conversation:
@@ -105,79 +102,39 @@ def _message(row: Sequence) -> Message:
                    tokens_text=row[n + 2], tokens_key=row[n + 3])
 
 
-def _fts_query(text: str) -> str:
-    """User text -> an FTS5 query matching every word (each quoted, so no word is taken for syntax)."""
-    words = [w for w in text.split() if any(ch.isalnum() for ch in w)]
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
-
-
 class Store:
     def __init__(self, path: str | Path = MEMORY, *, busy_timeout: float = BUSY_TIMEOUT_S):
-        self.path = str(path)
-        self.busy_timeout = busy_timeout
+        """`path`: a SQLite file (":memory:" for none), or a postgresql:// URL (psycopg needed). Opening checks
+        the database is a parley store and brings its schema up to date."""
         self._lock = threading.RLock()
-        self._db = self._open()
-
-    # ---- opening -----------------------------------------------------------------------------------------
-    def _fail(self, what: str, e: Exception) -> StoreError:
-        text = str(e)
-        if "locked" in text or "busy" in text:
-            why = (f"is locked by another program (waited {self.busy_timeout:g} s); close it, or point PARLEY_HOME "
-                   "at another directory")
-        elif "readonly" in text or "read-only" in text or ("unable to open" in text and Path(self.path).exists()):
-            why = ("is read-only, or its directory is (SQLite writes -wal and -shm files beside it); make both "
-                   "writable, or point PARLEY_HOME at a writable directory")
-        elif "not a database" in text or "malformed" in text:
-            why = ("is not a SQLite database parley can read (another program's file, or damaged); move it away "
-                   "or point PARLEY_HOME at another directory")
-        elif "unable to open" in text:
-            why = "cannot be opened (does its directory exist and is it writable?); point PARLEY_HOME elsewhere"
-        else:
-            why = f"failed: {text}"
-        return StoreError(f"the conversation store {self.path} {why} ({what})", param="PARLEY_HOME")
-
-    def _open(self) -> sqlite3.Connection:
-        if self.path != MEMORY:
-            parent = Path(self.path).parent
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise StoreError(f"cannot create the directory {parent} for the conversation store: "
-                                 f"{e.strerror}; point PARLEY_HOME at a writable directory",
-                                 param="PARLEY_HOME") from None
+        self._db = connect(str(path), busy_timeout)
+        self.path = self._db.where          # shown in errors: a URL without its password
+        self.busy_timeout = busy_timeout
         try:
-            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                                 check_same_thread=False)
-        except sqlite3.Error as e:
-            raise self._fail("opening", e) from None
-        try:
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            if self.path != MEMORY:
-                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise sqlite3.OperationalError(f"journal mode {mode} (WAL needed)")
-            db.execute("PRAGMA synchronous = NORMAL")
-            self._check_owner(db)
-            migrations.apply(db)
-        except sqlite3.Error as e:
-            db.close()
-            raise self._fail("opening", e) from None
-        except ParleyError:
-            db.close()
+            self._check_owner()
+            migrations.apply(self._db)
+        except self._db.errors as e:
+            self._db.close()
+            raise self._db.fail("opening", e) from None
+        except BaseException:
+            self._db.close()
             raise
-        return db
 
-    def _check_owner(self, db: sqlite3.Connection) -> None:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    @property
+    def dialect(self) -> str:
+        """The backend's kind: "sqlite" or "postgresql"."""
+        return self._db.dialect
+
+    def _check_owner(self) -> None:
+        db = self._db
+        tables = db.tables()
         if tables and migrations.TABLE not in tables:
-            raise StoreError(f"the file {self.path} holds tables of another program, not a parley store; move it "
-                             "away or point PARLEY_HOME at another directory", param="PARLEY_HOME")
-        if migrations.TABLE in tables:
-            unknown = [n for n in migrations.applied(db) if n not in migrations.names()]
-            if unknown:
-                raise StoreError(f"the conversation store {self.path} was written by a newer parley (migration "
-                                 f"{unknown[0]}); upgrade parley to open it", param="PARLEY_HOME")
+            raise StoreError(f"{db.label} holds tables of another program, not a parley store; {db.elsewhere}",
+                             param=db.setting)
+        unknown = [n for n in migrations.applied(db) if n not in migrations.names()]
+        if unknown:
+            raise StoreError(f"{db.label} was written by a newer parley (migration {unknown[0]}); upgrade parley "
+                             "to open it", param=db.setting)
 
     def close(self) -> None:
         with self._lock:
@@ -185,29 +142,29 @@ class Store:
 
     # ---- transactions ------------------------------------------------------------------------------------
     @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _write(self, what: str) -> Iterator[Backend]:
         with self._lock:
             db = self._db
             try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise self._fail(what, e) from None
+                db.begin()
+            except db.errors as e:
+                raise db.fail(what, e) from None
             try:
                 yield db
-                db.execute("COMMIT")
-            except sqlite3.Error as e:
-                db.execute("ROLLBACK")
-                raise self._fail(what, e) from None
+                db.commit()
+            except db.errors as e:
+                db.rollback()
+                raise db.fail(what, e) from None
             except BaseException:
-                db.execute("ROLLBACK")
+                db.rollback()
                 raise
 
     def _read(self, sql: str, args: Sequence = ()) -> list[tuple]:
         with self._lock:
             try:
-                return self._db.execute(sql, args).fetchall()
-            except sqlite3.Error as e:
-                raise self._fail("reading", e) from None
+                return self._db.read(sql, args)
+            except self._db.errors as e:
+                raise self._db.fail("reading", e) from None
 
     # ---- conversations -----------------------------------------------------------------------------------
     def create_conversation(self, *, title: str | None = None, system: str | None = None,
@@ -245,7 +202,8 @@ class Store:
                            owner: str | None = None) -> list[Conversation]:
         """Most recently updated first; `before` (a conversation id) pages on from that one. Never loads
         message bodies."""
-        where, args = ["(owner IS ? OR ? IS NULL)"], [owner, owner]
+        owned, args = _owned("owner", owner)
+        where, args = [owned], list(args)
         if before is not None:
             anchor = self._read("SELECT updated, id FROM conversations WHERE id = ?", (before,))
             if not anchor:
@@ -259,7 +217,8 @@ class Store:
         return [_conversation(r[:-1], r[-1]) for r in rows]
 
     def count_conversations(self, *, owner: str | None = None) -> int:
-        return self._read("SELECT COUNT(*) FROM conversations WHERE owner IS ? OR ? IS NULL", (owner, owner))[0][0]
+        owned, args = _owned("owner", owner)
+        return self._read(f"SELECT COUNT(*) FROM conversations WHERE {owned}", args)[0][0]
 
     def update_conversation(self, conversation_id: str, **fields: Any) -> Conversation:
         unknown = set(fields) - _CONV_FIELDS
@@ -319,7 +278,7 @@ class Store:
         return [self.get_message(i) for i in out_ids]
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, conversation_id: str, m: NewMessage, parent: str | None, mid: str,
+    def _insert(db: Backend, conversation_id: str, m: NewMessage, parent: str | None, mid: str,
                 now: float) -> None:
         if m.role not in ROLES:
             raise InvalidRequest(f"role must be one of {', '.join(ROLES)}, got {m.role!r}", param="role")
@@ -402,14 +361,54 @@ class Store:
         return [_message(r) for r in rows]
 
     def children(self, message_id: str | None, conversation_id: str) -> list[Message]:
-        rows = self._read(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND parent_id IS ? "
-                          "ORDER BY created, id", (conversation_id, message_id))
+        parent, args = _is("parent_id", message_id)
+        rows = self._read(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND {parent} "
+                          "ORDER BY created, id", (conversation_id, *args))
         return [_message(r) for r in rows]
 
     def unfinished_replies(self) -> list[Message]:
         """Replies still being written (or left so by a process that died mid-reply)."""
         rows = self._read(f"SELECT {_MSG_COLS} FROM messages WHERE role = 'assistant' AND finish_reason IS NULL")
         return [_message(r) for r in rows]
+
+    # ---- claims: who generates a conversation's reply ------------------------------------------------------
+    def claim(self, conversation_id: str, holder: str, lease_s: float) -> bool:
+        """Take the conversation for `holder` until now + lease_s, unless another holder's lease still runs
+        (False then). One UPDATE decides it, so of two front ends sharing the store exactly one wins."""
+        now = time.time()
+        with self._write("claiming a conversation") as db:
+            n = db.execute("UPDATE conversations SET claimed_by = ?, claimed_until = ? WHERE id = ? AND "
+                           "(claimed_by IS NULL OR claimed_by = ? OR claimed_until < ?)",
+                           (holder, now + lease_s, conversation_id, holder, now)).rowcount
+            if not n and not db.read("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)):
+                raise NotFound(f"no conversation {_short(conversation_id)}", param="conversation_id")
+        return bool(n)
+
+    def release(self, conversation_id: str, holder: str) -> None:
+        """Give the conversation back (only `holder`'s own claim)."""
+        with self._write("releasing a conversation") as db:
+            db.execute("UPDATE conversations SET claimed_by = NULL, claimed_until = NULL WHERE id = ? AND "
+                       "claimed_by = ?", (conversation_id, holder))
+
+    def renew_claims(self, holder: str, lease_s: float) -> int:
+        """Extend every claim `holder` has to now + lease_s. Returns how many."""
+        with self._write("renewing claims") as db:
+            return db.execute("UPDATE conversations SET claimed_until = ? WHERE claimed_by = ?",
+                              (time.time() + lease_s, holder)).rowcount
+
+    def claims(self) -> dict[str, tuple[str, float]]:
+        """conversation id -> (holder, lease end) of every claim, lapsed ones included."""
+        return {r[0]: (r[1], r[2]) for r in
+                self._read("SELECT id, claimed_by, claimed_until FROM conversations WHERE claimed_by IS NOT NULL")}
+
+    def release_claims_of(self, holders: Sequence[str]) -> int:
+        """Drop every claim of these holders (processes known to be dead). Returns how many."""
+        n = 0
+        with self._write("releasing claims") as db:
+            for h in holders:
+                n += db.execute("UPDATE conversations SET claimed_by = NULL, claimed_until = NULL "
+                                "WHERE claimed_by = ?", (h,)).rowcount
+        return n
 
     def mark_interrupted(self, message_ids: Sequence[str] | None = None) -> int:
         """Replies cut short by a process that died are marked partial and cancelled (all unfinished ones when
@@ -437,8 +436,9 @@ class Store:
 
     def find_document(self, *, name: str, content_hash: str, owner: str | None = None) -> Document | None:
         """The document already stored under this name with this content (loading a file again reuses it)."""
-        rows = self._read(f"SELECT {_DOC_COLS} FROM documents WHERE name = ? AND content_hash = ? AND owner IS ? "
-                          "ORDER BY created LIMIT 1", (name, content_hash, owner))
+        owned, args = _is("owner", owner)
+        rows = self._read(f"SELECT {_DOC_COLS} FROM documents WHERE name = ? AND content_hash = ? AND {owned} "
+                          "ORDER BY created LIMIT 1", (name, content_hash, *args))
         return _document(rows[0]) if rows else None
 
     def get_document(self, document_id: str) -> Document:
@@ -450,8 +450,9 @@ class Store:
     def list_documents(self, *, owner: str | None = None, limit: int = 200) -> list[Document]:
         """Newest first, without their text (text is "")."""
         cols = _DOC_COLS.replace("text,", "'' AS text,")
-        rows = self._read(f"SELECT {cols} FROM documents WHERE (owner IS ? OR ? IS NULL) "
-                          "ORDER BY created DESC, id DESC LIMIT ?", (owner, owner, limit))
+        owned, args = _owned("owner", owner)
+        rows = self._read(f"SELECT {cols} FROM documents WHERE {owned} ORDER BY created DESC, id DESC LIMIT ?",
+                          (*args, limit))
         return [_document(r) for r in rows]
 
     def set_document_tokens(self, document_id: str, tokens: int, tokens_key: str) -> None:
@@ -464,7 +465,7 @@ class Store:
         to pin it meanwhile either comes first and keeps it, or finds it gone). Returns the (id, owner) of the
         conversations that pin it, newest first: [] when it was deleted."""
         with self._write("deleting a document") as db:
-            users = db.execute(_PINNED_BY, (document_id,)).fetchall()
+            users = db.execute(db.pinned_by, (document_id,)).fetchall()
             if users:
                 return [(r[0], r[1]) for r in users]
             n = db.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount
@@ -476,16 +477,11 @@ class Store:
     def search(self, text: str, *, limit: int = 20, owner: str | None = None) -> list[SearchHit]:
         if not text.strip():
             raise InvalidRequest("the search text is empty", param="q")
-        query = _fts_query(text)
-        if not query:
+        terms = self._db.search_terms(text)
+        if not terms:
             return []
-        rows = self._read(
-            "SELECT m.conversation_id, c.title, m.id, m.role,"
-            " snippet(messages_fts, 0, '[', ']', '...', 12), m.created"
-            " FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid"
-            " JOIN conversations c ON c.id = m.conversation_id"
-            " WHERE messages_fts MATCH ? AND (c.owner IS ? OR ? IS NULL)"
-            " ORDER BY rank LIMIT ?", (query, owner, owner, limit))
+        owned, args = _owned("c.owner", owner)
+        rows = self._read(self._db.search_sql(f"AND {owned}"), (terms, *args, limit))
         return [SearchHit(*r) for r in rows]
 
 
