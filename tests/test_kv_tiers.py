@@ -6,9 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
 import parley
 from parley.sampling import SamplingParams
+from parley.scheduler.request import Chunk, Result
 from tests.conftest import chatml
 
 G = SamplingParams(temperature=0, max_tokens=16)
@@ -78,6 +80,56 @@ def test_idle_conversations_leave_the_context_while_others_decode():
         res = p.scheduler.generate(second, G)
         assert res.cache_source == "ram" and res.cached_tokens >= len(first)
         assert res.token_ids == reference(second)
+    finally:
+        p.close(save=False)
+
+
+def test_a_short_fork_of_a_shared_prefix_moves_after_the_next_forks_first_token():
+    """Two questions about one long prefix: the first question's idle fork adds a few cells to the prefix the
+    second one shares, so it is moved out after the second one's first token, not before it (saving it would
+    copy the whole prefix while the user waits)."""
+    p = parley.load(deterministic=True, disk_cache_mb=0, kv_size=2048, ram_cache_mb=256, kv_idle_cells=0)
+    try:
+        doc = "The ship's log records wind, course, depth and every harbour reached. " * 24
+
+        def ask(q: str) -> list[int]:
+            return p.tokenize(chatml(f"{doc}\n\n{q}"))
+
+        p.scheduler.generate(ask("Which harbour?"), SamplingParams(temperature=0, max_tokens=24))
+        trims = p.scheduler.cache.counters
+        at_first: list[int] = []
+        done = threading.Event()
+
+        def sink(event) -> None:  # the scheduler thread, where the cache's counters live
+            if isinstance(event, Chunk) and not at_first:
+                at_first.append(trims.idle_trims)
+            if isinstance(event, Result):
+                done.set()
+
+        req = p.scheduler.submit(ask("What depth?"), G, sink)
+        assert done.wait(60) and req is not None
+        assert at_first == [0]                         # nothing moved before the first token
+        st = p.scheduler.stats()
+        assert st.cache.idle_trims >= 1                # but on a later step, while it decoded
+        assert st.cache.hits_live >= 1 and st.live_sequences == 1
+    finally:
+        p.close(save=False)
+
+
+def test_a_forked_prefix_is_re_placed_once_its_source_moved_out_and_continues_exactly():
+    """A new conversation forks the system prompt of an idle one; the idle one moves to RAM as the new one
+    places its first cells, and the fork's cells, which sat where the idle one's were, are copied out and back
+    in to land low. The reply is token for token a cold run's."""
+    p = parley.load(deterministic=True, disk_cache_mb=0, kv_size=2048, ram_cache_mb=256, kv_idle_cells=0)
+    try:
+        first, _ = conversation(p)
+        other = p.tokenize(chatml("Which stars guide us?", SYSTEM))
+        assert other[:32] == first[:32]
+        res = p.scheduler.generate(other, G)
+        st = p.scheduler.stats()
+        assert res.cache_source == "live" and res.cached_tokens >= 32
+        assert st.cache.compactions == 1 and st.cache.idle_trims >= 1
+        assert res.token_ids == reference(other)
     finally:
         p.close(save=False)
 

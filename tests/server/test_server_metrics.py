@@ -45,6 +45,7 @@ FAMILIES = {
     "parley_cache_misses_total": ("counter", set()),
     "parley_cache_evictions_total": ("counter", set()),
     "parley_cache_idle_trims_total": ("counter", set()),
+    "parley_cache_compactions_total": ("counter", set()),
     "parley_cache_retired_total": ("counter", set()),
     "parley_cache_saved_states_total": ("counter", set()),
     "parley_cache_restore_failures_total": ("counter", set()),

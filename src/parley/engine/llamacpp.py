@@ -187,13 +187,17 @@ class LogProbs:
 
 
 class Sampler:
-    """A llama.cpp sampler chain for one request. Free it with close() (the scheduler does, on finish)."""
+    """A llama.cpp sampler chain for one request. Free it with close() (the scheduler does, on finish).
+    `argmax`: the chain is plain greedy (no penalties, no bias), so sample() takes the logits row's argmax
+    itself: the same token (the first of equal maxima, as llama.cpp's greedy stage) in 6 us instead of the
+    chain's 107 us, which copies all 49,152 logits into a candidate array first (per token, on one stream)."""
 
-    __slots__ = ("ptr", "seed")
+    __slots__ = ("ptr", "seed", "argmax")
 
-    def __init__(self, ptr, seed: int):
+    def __init__(self, ptr, seed: int, argmax: bool = False):
         self.ptr = ptr
         self.seed = seed
+        self.argmax = argmax
 
     def close(self) -> None:
         if self.ptr is not None:
@@ -470,7 +474,8 @@ class LlamaCppEngine:
                 add(chain, llc.llama_sampler_init_min_p(params.min_p, 1))
             add(chain, llc.llama_sampler_init_temp(params.temperature))
             add(chain, llc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        sampler = Sampler(chain, seed)
+        plain = params.greedy and not (params.ignore_eos and self.eog_ids) and not (penalised and params.penalty_last_n)
+        sampler = Sampler(chain, seed, argmax=plain)
         if penalised and params.penalty_last_n:
             for t in history[-params.penalty_last_n:]:
                 llc.llama_sampler_accept(chain, t)
@@ -500,6 +505,11 @@ class LlamaCppEngine:
     def sample(self, sampler: Sampler, batch_index: int, constraint: Constraint | None = None) -> int:
         """Draw the next token from the logits of batch entry `batch_index` of the last decode; with a
         `constraint`, only from the tokens its grammar allows next (the caller accepts the token into it)."""
+        if sampler.argmax:
+            row = self._logits_view(batch_index)
+            if constraint is not None:
+                constraint.apply(row)
+            return int(row.argmax())
         if constraint is not None:
             constraint.apply(self._logits_view(batch_index))
         return llc.llama_sampler_sample(sampler.ptr, self._ctx, batch_index)

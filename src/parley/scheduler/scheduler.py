@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from parley.engine.constraint import ConstraintError
-from parley.engine.llamacpp import KVFull
+from parley.engine.llamacpp import KVFull, StateRejected
 from parley.errors import InvalidRequest, LimitExceeded, Overloaded, ShuttingDown
 from parley.paths import check_data_dir
 from parley.sampling import SamplingParams
@@ -361,11 +361,20 @@ class Scheduler:
             return
         if self.settings.kv_idle_cells >= 0:
             # a request about to place its first cells: every idle sequence out first, so they land low
-            placing = any(r.n_past == r.cached_tokens and r.status is Status.PREFILL for r in self.running)
-            self.cache.trim_idle(self.settings.kv_idle_cells, all_now=placing)
+            placing = [r for r in self.running if r.n_past == r.cached_tokens and r.status is Status.PREFILL]
+            if self.cache.trim_idle(self.settings.kv_idle_cells, all_now=bool(placing)):
+                for r in placing:   # their forked prefixes sat where the sources' cells were: move them down
+                    self._compact(r)
         step = self._decode()
         if step is not None:
             self._advance(*step)
+
+    def _compact(self, r: Request) -> None:
+        try:
+            self.cache.compact(r.slot)
+        except StateRejected:
+            log.warning("llama.cpp refused to re-place %d cached tokens; they are recomputed", r.cached_tokens)
+            r.n_past = r.cached_tokens = 0
 
     def _batch(self) -> Batch:
         """One token for every decoding request, then prompt chunks of prefilling requests (at most

@@ -199,6 +199,9 @@ class _Snapshot:
         yield CounterMetricFamily("parley_cache_idle_trims",
                                   "Idle conversations moved out of the context to RAM/disk so decoding scans fewer "
                                   "cells.", c.idle_trims)
+        yield CounterMetricFamily("parley_cache_compactions", "Forked prefixes copied out and back in to sit low in the "
+                                  "KV buffer once their source moved out (decodes scan up to the highest cell).",
+                                  c.compactions)
         yield CounterMetricFamily("parley_cache_retired", "Sequences of a conversation's earlier window moved out of "
                                   "the context once its window moved on.", c.retired)
         yield CounterMetricFamily("parley_cache_saved_states", "KV states saved to RAM or disk.", c.saved_states)
