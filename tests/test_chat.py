@@ -228,10 +228,11 @@ def test_next_turn_header_is_read_ahead(det):
     before = det.stats().totals.prompt_tokens
     chat.ask("Hi")
     prev = chat.held_tokens()
+    ahead = before + chat.last.result.prompt_tokens + len(prev)  # the turn's prompt, then prev + the header
     deadline = time.time() + 30  # the read-ahead is submitted right after the reply is recorded; wait for it
     while time.time() < deadline:
         s = det.stats()
-        if s.totals.prompt_tokens >= before + 2 * len(prev) and not s.running + s.waiting:
+        if s.totals.prompt_tokens >= ahead and not s.running + s.waiting:
             break
         time.sleep(0.02)
     chat.ask("Bye")

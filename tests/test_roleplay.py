@@ -101,7 +101,7 @@ def test_rolled_window_reply_equals_a_cold_full_prefill(det):
     assert len(rolled) >= 4 and any(r.generated_tokens >= 3 for _, r in rolled)
     cold = parley.load(deterministic=True, disk_cache_mb=0, kv_size=4096)
     try:
-        for prompt, warm in rolled:
+        for prompt, warm in rolled[-3:]:          # the latest windows, rolled furthest from the start
             fresh = cold.generate(prompt, SamplingParams(temperature=0, max_tokens=8)).wait()
             cold.scheduler.drop_cached(save=False)
             assert fresh.cached_tokens == 0

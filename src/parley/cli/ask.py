@@ -13,7 +13,6 @@ import json
 import sys
 import threading
 
-from parley.api import Parley
 from parley.cli.options import add_model_options, load_settings
 from parley.errors import InvalidRequest
 from parley.sampling import SamplingParams
@@ -45,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.question:
         raise InvalidRequest("ask at least one question: -q QUESTION", param="question")
     err = sys.stderr
+    from parley.api import Parley  # (the model-loading stack: only when a question is asked)
+
     with Parley(settings=load_settings(args)) as parley:
         info = parley.documents.add(args.paths, name=args.name)
         how = "fits the context: read whole" if info.fits else \
