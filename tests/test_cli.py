@@ -69,6 +69,9 @@ def test_resume_continues_the_stored_conversation(tmp_path):
     assert "title: My name is Ada." in again.stderr
     listed = run("conversations", "list", env=env)
     assert listed.returncode == 0 and "My name is Ada." in listed.stdout and "4 messages" in listed.stdout
+    for flags in (["--home", str(tmp_path), "list"], ["list", "--home", str(tmp_path)]):  # either side of the verb
+        named = run("conversations", *flags)
+        assert named.returncode == 0 and named.stdout == listed.stdout, named.stderr
     none = run("chat", "--resume", "conv_nope", *FAST, stdin="/quit\n", env=env)
     assert none.returncode == 2 and "conv_nope" in none.stderr and "Traceback" not in none.stderr
 

@@ -47,6 +47,8 @@ def add_parser(sub) -> None:
     fork = verbs.add_parser("fork", help="a new conversation holding the branch up to a message")
     fork.add_argument("id")
     fork.add_argument("--at", required=True, metavar="MESSAGE")
+    for verb in (ls, show, search, export, imp, rm, fork):  # `parley conversations list --db-url URL` too
+        add_store_options(verb, defaults=False)
     p.set_defaults(func=run)
 
 

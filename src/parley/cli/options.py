@@ -23,10 +23,12 @@ def add_home_option(p: argparse.ArgumentParser) -> None:
     p.set_defaults(home=None)
 
 
-def add_store_options(p: argparse.ArgumentParser) -> None:
-    """--home and --db-url, for the subcommands that read the store without a model."""
+def add_store_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """--home and --db-url, for the subcommands that read the store without a model; a verb's subparser takes
+    them with defaults=False, so a flag given before the verb is not overwritten by the verb's default."""
     add_flags(p, Settings, only=("home", "db_url"))
-    p.set_defaults(home=None, db_url=None)
+    if defaults:
+        p.set_defaults(home=None, db_url=None)
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
