@@ -93,11 +93,12 @@ def test_home_is_declared_once_and_each_subcommand_shows_its_help(tmp_path, caps
 
 def test_the_layers_do_not_import_the_assembled_settings():
     """settings.py sits above the layers (it imports their sections); config.py is a leaf."""
-    below = [p for d in ("engine", "scheduler", "documents", "text", "chat", "store", "models")
+    below = [p for d in ("engine", "scheduler", "documents", "text", "chat", "store", "models", "upstream")
              for p in (SRC / d).glob("*.py")]
     bad = [str(p.relative_to(SRC)) for p in below if "parley.settings" in imports(p)]
     assert not bad, bad
     assert imports(SRC / "config.py") == {"parley.errors"}
     assert imports(SRC / "settings.py") == {"parley", "parley.config", "parley.paths", "parley.engine.settings",
                                             "parley.scheduler.settings", "parley.documents.settings",
-                                            "parley.text.settings", "parley.models.settings"}  # no server/
+                                            "parley.text.settings", "parley.models.settings",
+                                            "parley.upstream.settings"}  # no server/

@@ -29,6 +29,7 @@ from parley.models.settings import ModelSettings
 from parley.paths import data_dir
 from parley.scheduler.settings import SchedulerSettings
 from parley.text.settings import TemplateSettings
+from parley.upstream.settings import UpstreamSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Settings:
     template: TemplateSettings = section(TemplateSettings)
     scheduler: SchedulerSettings = section(SchedulerSettings)
     documents: DocumentSettings = section(DocumentSettings)
+    upstreams: UpstreamSettings = section(UpstreamSettings)
     home: str | None = setting(None, "--home", metavar="DIR", env="PARLEY_HOME",
                                help="data directory: conversations (parley.db), KV cache, personas, skills "
                                     "(default: $PARLEY_HOME, else ~/.local/share/parley)")

@@ -10,6 +10,7 @@ A model's settings are the process's (parley.settings.Settings) with its registr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from parley.errors import ParleyError
 from parley.scheduler.scheduler import Scheduler
 from parley.settings import Settings
 from parley.text.template import resolve_template
+from parley.upstream.engine import UpstreamScheduler
+
+UPSTREAM_KV_CELLS = 256    # the local engine's cells when replies come from upstreams (it tokenizes only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,10 @@ class LoadedModel:
         self.entry = entry
         self._drain = drain                # waits for the chat stage's recording of this model's last replies
         self.settings = s
-        cfg = EngineConfig.from_settings(s.engine, batch_tokens=s.scheduler.batch_tokens, model_path=entry.path,
+        urls = s.upstreams.upstream
+        # on upstreams (--upstream) the local engine only tokenizes (and embeds): a few KV cells are enough
+        engine_s = dataclasses.replace(s.engine, kv_size=max(UPSTREAM_KV_CELLS, s.engine.n_seq_max)) if urls else s.engine
+        cfg = EngineConfig.from_settings(engine_s, batch_tokens=s.scheduler.batch_tokens, model_path=entry.path,
                                          on_progress=progress)
         self.engine = engine = LlamaCppEngine(cfg)
         self.scheduler = None
@@ -87,11 +94,18 @@ class LoadedModel:
                                              bos_token=engine.bos_text, eos_token=engine.eos_text)
             self.builder = PromptBuilder(self.template, engine.tokenize, bos_text=engine.bos_text,
                                          add_bos=engine.add_bos)
-            self.scheduler = Scheduler(engine, s.scheduler,
-                                       cache_dir=s.data_dir if s.scheduler.disk_cache_mb > 0 else None)
+            if urls:
+                self.scheduler = UpstreamScheduler(urls, engine.tokenize, policy=s.upstreams.upstream_policy,
+                                                   context_size=s.scheduler.ctx_size, n_vocab=engine.n_vocab,
+                                                   max_waiting=s.scheduler.max_waiting)
+                kv_cells = self.scheduler.context_size
+            else:
+                self.scheduler = Scheduler(engine, s.scheduler,
+                                           cache_dir=s.data_dir if s.scheduler.disk_cache_mb > 0 else None)
+                kv_cells = self.scheduler.cache.kv_budget
             key = hashlib.sha256((engine.vocab_fingerprint() + self.template.source).encode()).hexdigest()[:16]
             self.model = Model(self.builder, self.scheduler, self.scheduler.context_size, key, self.template.stops,
-                               label=entry.name, kv_cells=self.scheduler.cache.kv_budget,
+                               label=entry.name, kv_cells=kv_cells,
                                token_bytes=lambda: max(len(engine.piece(t)) for t in range(engine.n_vocab)))
             self.documents = Documents(self.model, store, s.documents.limits)
             self.served = Served(self.model, self.documents)
@@ -121,8 +135,10 @@ class LoadedModel:
 
     def info(self) -> ModelInfo:
         e, s = self.engine, self.settings
+        urls = s.upstreams.upstream
+        device = f"upstream ({', '.join(urls)})" if urls else e.device
         return ModelInfo(name=self.entry.name, path=str(e.model_path), context_size=self.context_size,
-                         kv_size=e.n_ctx, kv_bytes_per_cell=e.kv_bytes_per_cell, device=e.device,
+                         kv_size=e.n_ctx, kv_bytes_per_cell=e.kv_bytes_per_cell, device=device,
                          threads=e.n_threads, chat_format=self.template.name, max_running=s.scheduler.max_running,
                          deterministic=s.engine.deterministic)
 

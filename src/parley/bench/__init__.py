@@ -23,6 +23,8 @@ Scenarios (each a module with run(ctx) -> ScenarioResult, and FULL / QUICK sizes
                 alternating: one stream, a cold prompt, multi-turn, rotating conversations, 8 clients, a restart
     speculate   decode tok/s with n-gram drafts from the context vs without: refactor, quote, story, chat on the
                 embedded Q4_1 model and a Q8_0 copy
+    upstream    parley serve --upstream in front of llama-server vs calling it directly, alternating: one stream,
+                8 clients, a first token, a returning chat's prompt share cached upstream
 Baselines: (a) naive re-prefill of the whole history on the same engine, (b) llama-cpp-python's Llama with its
 prompt cache, (c) llama-cpp-python's OpenAI server. See bench/README.md for what each one does exactly.
 Timings live here only; the tests check the output's shape, never a speed.
@@ -39,7 +41,7 @@ from parley.engine.llamacpp import default_threads
 
 SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart",
              "roleplay", "resume", "docqa", "threads", "idle", "batch", "soak", "models",
-             "constrained", "peer", "speculate")
+             "constrained", "peer", "speculate", "upstream")
 NOISY_CORES = 0.25   # other processes' average use above which a scenario's timings get a warning
 
 

@@ -419,7 +419,7 @@ class Turns:
         with self._lock:  # before submitting: the reply may be recorded (and the conversation freed) at once
             self._busy[turn.conversation_id] = live
         try:
-            req = sched.submit(turn.tokens, turn.params, sink, param="messages")
+            req = sched.submit(turn.tokens, turn.params, sink, param="messages", session=turn.conversation_id)
         except BaseException:
             with self._lock:
                 self._busy[turn.conversation_id] = None  # the claim frees it

@@ -126,10 +126,13 @@ class Scheduler:
 
     # ---- any thread --------------------------------------------------------------------------------------
     def submit(self, prompt: Sequence[int], params: SamplingParams, sink: Callable, *, pin: bool = False,
-               prefill_only: bool = False, param: str = "prompt", internal: bool = False) -> Request:
+               prefill_only: bool = False, param: str = "prompt", internal: bool = False,
+               session: str | None = None) -> Request:
         """Queue a generation. Raises (in the caller's thread) for a prompt that cannot fit, a full queue or a
         grammar the engine cannot enforce (InvalidRequest, param "grammar", compiled here: ~1 ms, cached);
-        `param` names the request field the prompt came from, for the prompt's errors."""
+        `param` names the request field the prompt came from, for the prompt's errors. `session` (the
+        conversation it continues) is for an upstream engine's routing (upstream/engine.py); here the prompt's
+        own tokens find its cached prefix."""
         prompt = list(prompt)
         if not prompt:
             raise InvalidRequest("the prompt is empty", param=param)

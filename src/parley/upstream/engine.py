@@ -1,0 +1,436 @@
+"""UpstreamScheduler: the Scheduler's interface (token ids in; text chunks and a Result out, through the request's
+sink) generating on OpenAI-compatible servers instead of the in-process llama.cpp engine.
+
+One thread runs an event loop that owns the HTTP client, the upstreams' state and every request in flight (as the
+scheduler thread owns the llama.cpp context); other threads talk to it by submitting coroutines. A request:
+
+  route      the conversation's upstream (route.Router: consistent hashing on its id, or moved by load)
+  send       POST /v1/completions with the prompt's token ids, streamed; the sampler's settings as the upstream
+             names them; a grammar as llama-server's `json_schema` / `grammar` (parley and llama-server take them;
+             another kind of upstream is refused by name)
+  read       each piece of text through parley's own stop matcher (a stop string never reaches the reply, and
+             which one ended it is known, as with the local engine); a stop closes the upstream request
+  fail over  an upstream that cannot be reached, goes away mid-reply or answers 5xx is taken out (the health
+             checks bring it back) and the request goes on on the next one on the ring: its prompt plus the text
+             so far, so a reply cut off mid-way continues where it stopped
+  finish     the Result: the upstream's own count of cached prompt tokens, the reply's token ids as parley's
+             tokenizer reads its text
+
+What stays local, and what an upstream cannot do here: there is no KV to pin, move or save (prefetch, retire,
+drop_cached do nothing; a document's first read is sent to every healthy upstream once, so its prefix is cached
+wherever its questions land), logprobs are refused by name, and so are regex and Lark grammars.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from parley.errors import InvalidRequest, LimitExceeded, ModelError, Overloaded, ShuttingDown
+from parley.sampling import SamplingParams
+from parley.scheduler.request import Chunk, Request, Result, Status
+from parley.scheduler.stats import Totals, combine
+from parley.scheduler.stream import Stream
+from parley.text.stops import StopMatcher
+from parley.upstream.client import Upstream, UpstreamFailed
+from parley.upstream.route import Router
+
+log = logging.getLogger("parley.upstream")
+
+HEALTH_EVERY_S = 2.0       # how often each upstream's /health is read
+START_WAIT_S = 10.0        # how long start-up waits for at least one upstream to answer its probe
+READ_TIMEOUT_S = 600.0     # the longest silence within a streamed reply before the upstream counts as gone
+CONSTRAINED_KINDS = ("parley", "llama.cpp")   # upstreams that take llama-server's json_schema / grammar fields
+
+
+
+class UpstreamScheduler:
+    """`tokenize(text)` (parley's tokenizer, the upstream model's vocabulary) reads a reply's text back into
+    token ids; `context_size`: the most tokens a prompt and its reply may hold (0: the smallest any upstream
+    reports); `max_waiting`: requests in flight at most (a full queue is a 503, as with the local engine)."""
+
+    def __init__(self, urls: Sequence[str], tokenize: Callable[[str], list[int]], *, policy: str = "session",
+                 context_size: int = 0, n_vocab: int = 0, max_waiting: int = 256,
+                 start_wait_s: float = START_WAIT_S):
+        if not urls:
+            raise ValueError("an upstream scheduler needs at least one upstream URL")
+        self.upstreams = [Upstream(u) for u in urls]
+        self.router = Router(urls, policy)
+        self.tokenize = tokenize
+        self.n_vocab = n_vocab
+        self.max_waiting = max_waiting
+        self.observers: list[Callable[[Request, Result], None]] = []
+        self.totals = Totals()
+        self._running: dict[int, tuple[Request, asyncio.Task | None]] = {}
+        self._stopping = False
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="parley-upstream", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        self._call(self._probe_all(start_wait_s), start_wait_s + 10)
+        reported = [u.context for u in self.upstreams if u.healthy and u.context]
+        self.context_size = context_size or (min(reported) if reported else 4096)
+        if not any(u.healthy for u in self.upstreams):
+            self.close()
+            raise ModelError("no upstream answered: " + "; ".join(f"{u.url}: {u.error}" for u in self.upstreams))
+
+    # ---- the loop thread ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=READ_TIMEOUT_S),
+                                      limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self._health = self._loop.create_task(self._health_loop())
+        self._loop.call_soon(self._ready.set)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self.http.aclose())
+            self._loop.close()
+
+    def _call(self, coro, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _probe_all(self, wait_s: float) -> None:
+        """Probe every upstream; wait (up to `wait_s`) until at least one answers: a server still loading."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            await asyncio.gather(*(u.probe(self.http) for u in self.upstreams))
+            self._check_vocab()
+            if any(u.healthy for u in self.upstreams) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.25)
+
+    def _check_vocab(self) -> None:
+        for u in self.upstreams:
+            if u.healthy and self.n_vocab and u.n_vocab and u.n_vocab != self.n_vocab:
+                u.mark_down(f"its model has {u.n_vocab} tokens in its vocabulary, parley's -m model {self.n_vocab}: "
+                            "parley tokenizes with -m, which must be the upstream's model")
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_EVERY_S)
+            try:
+                await asyncio.gather(*(u.check(self.http) for u in self.upstreams))
+                self._check_vocab()
+            except Exception:
+                log.exception("checking the upstreams failed")
+
+    # ---- any thread --------------------------------------------------------------------------------------
+    def submit(self, prompt: Sequence[int], params: SamplingParams, sink: Callable, *, pin: bool = False,
+               prefill_only: bool = False, param: str = "prompt", internal: bool = False,
+               session: str | None = None, target: int | None = None) -> Request:
+        """Queue a generation on the upstream `session` (a conversation id) sticks to (`target`: on that one,
+        by its index, while it is healthy). Raises in the caller's
+        thread for a prompt that cannot fit, too many requests in flight, or what no upstream here can do."""
+        prompt = list(prompt)
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", param=param)
+        if self._stopping:
+            raise ShuttingDown("parley is shutting down; no new requests")
+        n, room = len(prompt), self.context_size - len(prompt)
+        if room < (0 if prefill_only else 1):
+            raise LimitExceeded(
+                f"the prompt is {n} tokens; the upstream's context holds {self.context_size} tokens "
+                f"(with at least 1 left to generate): {n - self.context_size + 1} tokens too many",
+                param=param, code="context_length_exceeded")
+        if len(self._running) >= self.max_waiting:
+            raise _overloaded(len(self._running))
+        if params.logprobs is not None:
+            raise NotSupported("logprobs are not available when parley generates on an upstream (--upstream)",
+                               param="logprobs")
+        if params.grammar is not None:
+            _grammar_fields(params.grammar, self.upstreams)     # refused here, by name, when it cannot travel
+        req = Request(prompt=prompt, params=params, sink=sink)
+        req.max_new = 1 if prefill_only else min(params.max_tokens, room)
+        req.internal = internal
+        req.status = Status.WAITING
+        self._running[req.id] = (req, None)
+        try:
+            self._loop.call_soon_threadsafe(self._start, req, session, target)
+        except RuntimeError:   # the loop has stopped
+            self._running.pop(req.id, None)
+            raise ShuttingDown("parley is shutting down; no new requests") from None
+        return req
+
+    def busy(self) -> bool:
+        return any(not r.internal for r, _ in list(self._running.values()))
+
+    def stream(self, prompt: Sequence[int], params: SamplingParams, *, loop: asyncio.AbstractEventLoop | None = None,
+               param: str = "prompt", meta=None) -> Stream:
+        holder: list[Request] = []
+        stream = Stream(lambda: self.cancel(holder[0]) if holder else None, loop, meta)
+        holder.append(self.submit(prompt, params, stream.put, param=param))
+        stream.request = holder[0]
+        return stream
+
+    def generate(self, prompt: Sequence[int], params: SamplingParams) -> Result:
+        return self.stream(prompt, params).wait()
+
+    def cancel(self, req: Request) -> None:
+        """Stop a request: its upstream request is closed (the upstream stops generating)."""
+        if req.status is not Status.FINISHED and not req.cancelled:
+            req.cancelled = True
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._cancel, req.id)
+
+    def prefetch(self, tokens: Sequence[int]) -> None:
+        """Nothing to read ahead: the upstream keeps the last turn's prompt and reply in its own cache."""
+
+    def pin(self, tokens: Sequence[int], *, persist: bool = False, watch=None) -> tuple[None, Result]:
+        """A document's prefix: read once by every healthy upstream (with one token generated), so it is cached
+        wherever its questions land. Returns (no handle, the first upstream's Result)."""
+        streams = []
+        for i, u in enumerate(self.upstreams):
+            if u.healthy:
+                stream = Stream(lambda: None)
+                req = self.submit(tokens, SamplingParams(max_tokens=1, temperature=0.0), stream.put,
+                                  prefill_only=True, target=i)
+                stream.request = req
+                streams.append(stream)
+        if not streams:
+            raise InvalidRequest("no upstream is reachable to read the document", param="prefix")
+        if watch is not None:
+            watch(streams[0])
+        results = [s.wait() for s in streams]
+        if results[0].finish_reason == "error":
+            raise InvalidRequest(f"could not read the prefix upstream: {results[0].error}", param="prefix")
+        return None, results[0]
+
+    def unpin(self, slot) -> None:
+        """Nothing is pinned here (pin() leaves the prefix in the upstreams' own caches)."""
+
+    def retire(self, tokens: Sequence[int]) -> None:
+        """Nothing to move out: the upstream evicts from its own cache."""
+
+    def drop_cached(self, *, save: bool = True) -> int:
+        return 0
+
+    def stats(self, timeout: float | None = 30.0):
+        """The Scheduler's snapshot: requests running here, the totals the upstreams reported (no KV cells)."""
+        running = [r for r, _ in list(self._running.values())]
+        return dataclasses.replace(combine([]), running=sum(1 for r in running if r.status is Status.DECODE),
+                                   waiting=sum(1 for r in running if r.status is not Status.DECODE),
+                                   totals=self.totals.copy())
+
+    def upstream_stats(self) -> list[dict]:
+        """Each upstream's state and what it reported (the cached share shows the conversations' stickiness)."""
+        return [{"url": u.url, "healthy": u.healthy, "kind": u.kind, "model": u.model, "context": u.context,
+                 "running": u.running, "requests": u.requests, "prompt_tokens": u.prompt_tokens,
+                 "cached_tokens": u.cached_tokens, "failures": u.failures, "error": u.error}
+                for u in self.upstreams]
+
+    def set_threads(self, n: int) -> None:
+        raise NotSupported("threads belong to the upstream servers here (--upstream)", param="threads")
+
+    def tune(self, **changes: int) -> None:
+        raise NotSupported("the scheduler's settings belong to the upstream servers here (--upstream)")
+
+    def close(self, *, save: bool = True, timeout: float = 30.0) -> None:
+        """Stop: replies in flight end as cancelled (their upstream requests closed)."""
+        self._stopping = True
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(RuntimeError):
+            self._call(self._shutdown(), timeout)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+
+    # ---- the loop thread: requests -----------------------------------------------------------------------
+    def _start(self, req: Request, session: str | None, target: int | None) -> None:
+        if req.cancelled:
+            self._finish(req, _result(req, "cancelled", [], "", 0, 0))
+            return
+        task = self._loop.create_task(self._serve(req, session, target))
+        self._running[req.id] = (req, task)
+
+    def _cancel(self, rid: int) -> None:
+        entry = self._running.get(rid)
+        if entry is not None and entry[1] is not None:
+            entry[1].cancel()
+
+    async def _shutdown(self) -> None:
+        self._health.cancel()
+        tasks = [t for _, t in list(self._running.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _serve(self, req: Request, session: str | None, target: int | None = None) -> None:
+        p = req.params
+        seed = p.seed if p.seed is not None else random.randrange(1 << 31)
+        matcher = StopMatcher(p.stop)
+        raw: list[str] = []          # the text the upstreams gave, before stop matching
+        shown: list[str] = []
+        tried: set[int] = set()
+        usage: dict = {}
+        served_by: Upstream | None = None
+        finish, error, code = None, None, None
+        try:
+            while finish is None:
+                if target is not None and target not in tried and self.upstreams[target].healthy:
+                    i = target
+                else:
+                    i = self.router.route(session, req.prompt, lambda k: self.upstreams[k].healthy,
+                                          lambda k: self.upstreams[k].running, frozenset(tried))
+                if i is None:
+                    finish, code = "error", "upstream_unavailable"
+                    error = "no upstream is reachable: " + "; ".join(
+                        f"{u.url}: {u.error or 'failed for this request'}" for u in self.upstreams)
+                    break
+                up = self.upstreams[i]
+                so_far = "".join(raw)
+                told = self.tokenize(so_far) if so_far else []
+                left = req.max_new - len(told)
+                if left <= 0:
+                    finish = "length"
+                    break
+                body = _body(up, req.prompt + told, p, left, seed)
+                up.running += 1
+                req.status = Status.PREFILL
+                try:
+                    async with contextlib.aclosing(up.complete(self.http, body)) as events:
+                        async for piece, reason, use in events:
+                            if use:
+                                usage = use
+                            if piece:
+                                if not req.first_token:
+                                    req.first_token = time.perf_counter()
+                                    req.status = Status.DECODE
+                                raw.append(piece)
+                                safe = matcher.feed(piece)
+                                if safe:
+                                    shown.append(safe)
+                                    req.sink(Chunk(safe, []))
+                                if matcher.stopped:
+                                    finish = "stop"
+                                    break
+                            if reason is not None and finish is None:
+                                finish = "length" if reason == "length" else "stop"
+                    if finish is None:
+                        raise UpstreamFailed(f"{up.url} ended the reply without saying how", retry=True)
+                    up.requests += 1
+                    served_by = up
+                except UpstreamFailed as e:
+                    up.failures += 1
+                    if e.retry:
+                        up.mark_down(str(e))
+                        tried.add(i)
+                        log.warning("upstream %s failed (%s); the request moves on", up.url, e)
+                        finish, usage = None, {}
+                        continue
+                    finish, error, code = "error", str(e), _code(e.status)
+                finally:
+                    up.running -= 1
+        except asyncio.CancelledError:
+            finish = "cancelled"
+        except Exception as e:   # a bug here must end the request, never leave its consumer waiting
+            log.exception("an upstream request failed")
+            finish, error, code = "error", f"{type(e).__name__}: {e}", "internal"
+        if finish in ("stop", "length") and not matcher.stopped:
+            tail = matcher.flush()
+            if tail:
+                shown.append(tail)
+                req.sink(Chunk(tail, []))
+        text = "".join(shown)
+        details = usage.get("prompt_tokens_details") or {}
+        cached = min(int(details.get("cached_tokens") or 0), len(req.prompt))
+        generated = int(usage.get("completion_tokens") or 0) if finish != "cancelled" else 0
+        ids = self.tokenize(text) if text else []
+        result = _result(req, finish, ids, text, cached, max(generated, len(ids)), seed=seed,
+                         stop=matcher.matched if matcher.stopped else None, error=error, code=code)
+        if served_by is not None and not req.internal:
+            served_by.prompt_tokens += len(req.prompt)
+            served_by.cached_tokens += cached
+        self._finish(req, result)
+
+    def _finish(self, req: Request, result: Result) -> None:
+        req.status = Status.FINISHED
+        self._running.pop(req.id, None)
+        t = self.totals
+        t.prompt_tokens += result.prompt_tokens
+        t.cached_tokens += result.cached_tokens
+        t.prefilled_tokens += result.prefilled_tokens
+        t.generated_tokens += result.generated_tokens
+        t.finished[result.finish_reason] = t.finished.get(result.finish_reason, 0) + 1
+        try:
+            req.sink(result)
+        except Exception:
+            log.exception("a request's sink failed")
+        for obs in () if req.internal else list(self.observers):
+            try:
+                obs(req, result)
+            except Exception:
+                log.exception("observer failed")
+
+
+def NotSupported(message: str, param: str | None = None) -> InvalidRequest:  # noqa: N802 (the server's name)
+    return InvalidRequest(message, param=param, code="unsupported_parameter")
+
+
+def _overloaded(n: int) -> Overloaded:
+    return Overloaded(f"{n} requests are already in flight to the upstreams (max_waiting, --max-waiting); "
+                      "retry later")
+
+
+def _code(status: int) -> str:
+    return "upstream_refused" if 400 <= status < 500 else "upstream_failed"
+
+
+def _grammar_fields(grammar, upstreams: list[Upstream]) -> dict:
+    """llama-server's fields for a grammar (parley takes them too); refused by name when it cannot travel."""
+    kinds = {u.kind for u in upstreams if u.healthy} or {u.kind for u in upstreams}
+    other = sorted(k for k in kinds if k not in CONSTRAINED_KINDS)
+    if other:
+        raise NotSupported(f"structured output is not sent to {', '.join(other)} upstreams here (parley and "
+                           "llama-server upstreams take it)", param="response_format")
+    if grammar.kind == "json_schema":
+        return {"json_schema": json.loads(grammar.source)}
+    if grammar.kind == "json_object":
+        return {"json_schema": {"type": "object"}}
+    if grammar.kind == "gbnf":
+        return {"grammar": grammar.source}
+    raise NotSupported(f"a {grammar.kind} grammar cannot be sent to an upstream (json_schema, json_object and "
+                       "GBNF can)", param="response_format")
+
+
+def _body(up: Upstream, prompt: list[int], p: SamplingParams, max_tokens: int, seed: int) -> dict:
+    """The completion request, the sampler's settings spelled as the upstreams read them (llama-server's defaults
+    differ from parley's: top_k 40, min_p 0.05, so every one is sent)."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True},
+            "temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k, "min_p": p.min_p, "seed": seed,
+            "presence_penalty": p.presence_penalty, "frequency_penalty": p.frequency_penalty}
+    if up.model:
+        body["model"] = up.model
+    if up.kind in CONSTRAINED_KINDS:
+        body.update(repeat_penalty=p.repeat_penalty, repeat_last_n=p.penalty_last_n, cache_prompt=True)
+    elif p.repeat_penalty != 1.0:
+        body["repetition_penalty"] = p.repeat_penalty          # vLLM's and SGLang's name
+    if p.ignore_eos:
+        body["ignore_eos"] = True
+    if p.grammar is not None:
+        body.update(_grammar_fields(p.grammar, [up]))
+    return body
+
+
+def _result(req: Request, finish: str, ids: list[int], text: str, cached: int, generated: int,
+            seed: int | None = None, stop: str | None = None, error: str | None = None,
+            code: str | None = None) -> Result:
+    now = time.perf_counter()
+    first = req.first_token or now
+    decode_s = now - first
+    return Result(finish_reason=finish, text=text, token_ids=ids, prompt_tokens=len(req.prompt),
+                  cached_tokens=cached, prefilled_tokens=len(req.prompt) - cached, generated_tokens=generated,
+                  cache_source="upstream" if cached else "none", cache_note="", ttft_s=first - req.arrived,
+                  queue_s=0.0, decode_tps=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0,
+                  total_s=now - req.arrived, stop_string=stop, seed=seed, error=error, error_code=code,
+                  max_tokens=req.max_new)
