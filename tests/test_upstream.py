@@ -5,9 +5,11 @@ stickiness shows in the upstreams' own cached tokens."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -89,6 +91,26 @@ def test_stop_strings_are_matched_here_and_never_leak(front):
     assert r.text.startswith(" four")
 
 
+def upstream_running(server) -> float:
+    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("parley_requests_running"))
+
+
+def test_a_cancelled_reply_closes_its_upstream_request(front, upstreams):
+    stream = front.generate(front.tokenize("Tell me a very long story."),
+                            SamplingParams(temperature=0, max_tokens=2000, ignore_eos=True))
+    pieces = iter(stream)
+    next(pieces)
+    busy = [s for s in upstreams if upstream_running(s)]
+    assert len(busy) == 1
+    stream.cancel()
+    assert stream.wait().finish_reason == "cancelled"
+    deadline = time.monotonic() + 10
+    while upstream_running(busy[0]) and time.monotonic() < deadline:   # the upstream saw the request close
+        time.sleep(0.1)
+    assert not upstream_running(busy[0])
+
+
 def test_what_cannot_travel_upstream_is_refused_by_name(front):
     prompt = front.tokenize("Hi")
     with pytest.raises(InvalidRequest, match="logprobs") as e:
@@ -166,11 +188,25 @@ def test_parley_serve_on_upstreams_over_http(upstreams, tmp_path):
         # a stateless request has no conversation id: its prompt's first tokens route it, so it lands where the
         # first one was read
         assert second["usage"]["prompt_tokens_details"]["cached_tokens"] >= first["usage"]["prompt_tokens"] - 1
+        tool = {"type": "function", "function": {"name": "weather", "description": "The weather in a city",
+                                                 "parameters": {"type": "object", "required": ["city"],
+                                                                "properties": {"city": {"type": "string"}}}}}
+        called = httpx.post(front.url + "/v1/chat/completions", timeout=60, json={
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}], "max_tokens": 40,
+            "temperature": 0, "tools": [tool], "tool_choice": "required"}).json()
+        call = called["choices"][0]["message"]["tool_calls"][0]["function"]     # a forced call: its schema travels
+        assert call["name"] == "weather" and "city" in json.loads(call["arguments"]), called
         with httpx.stream("POST", front.url + "/v1/chat/completions", json={**body, "stream": True},
                           timeout=60) as r:
             assert r.status_code == 200 and "[DONE]" in r.read().decode()
         models = httpx.get(front.url + "/v1/models", timeout=10).json()["data"]
         assert models[0]["parley"]["device"].startswith("upstream (")
+        metrics = httpx.get(front.url + "/metrics", timeout=10).text
+        for s in upstreams:
+            assert f'parley_upstream_up{{upstream="{s.url}"}} 1.0' in metrics
+        cached = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                     if line.startswith("parley_upstream_cached_tokens_total"))
+        assert cached >= first["usage"]["prompt_tokens"] - 1
     finally:
         front.stop()
 

@@ -71,11 +71,15 @@ QUESTIONS = ("Who is named first?", "Which place comes up most often?", "What wa
              "Summarize the text in one sentence.", "Who keeps a lantern?", "What happened after the flood?")
 
 
-def start_llama_server(ctx: BenchContext, binary, n_ctx: int) -> ServerProcess:
+def start_llama_server(ctx: BenchContext, binary, n_ctx: int, *, threads: int | None = None,
+                       prefix: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> ServerProcess:
+    """llama-server as a user runs it; `threads` (default: the run's), `prefix`: a command it runs under
+    (taskset), `extra`: more flags."""
     port = free_port()
-    argv = [str(binary), "-m", str(ctx.model), "--host", "127.0.0.1", "--port", str(port),
-            "-t", str(ctx.threads), "-tb", str(ctx.threads), "-c", str(n_ctx), "-np", "4", "--cache-ram", "1024",
-            "-b", "512", "-ub", "512", "--no-webui"]
+    t = str(threads or ctx.threads)
+    argv = [*prefix, str(binary), "-m", str(ctx.model), "--host", "127.0.0.1", "--port", str(port),
+            "-t", t, "-tb", t, "-c", str(n_ctx), "-np", "4", "--cache-ram", "1024",
+            "-b", "512", "-ub", "512", "--no-webui", *extra]
     return ServerProcess("llama-server", argv, port, ctx.home / "llama-cpp-server.log")
 
 

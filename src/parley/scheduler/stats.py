@@ -50,6 +50,7 @@ class SchedulerStats:
     corrupt_cache_files: int
     cache: object                  # prefix_cache.CacheCounters: hits by tier, misses, evictions, ...
     totals: Totals
+    upstreams: tuple[dict, ...] = ()   # generating on upstream servers (upstream/engine.py): each one's state
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,7 +80,7 @@ def combine(stats: list[SchedulerStats]) -> SchedulerStats:
     if not stats:
         from parley.scheduler.prefix_cache import CacheCounters
         zero = {f.name: 0 for f in dataclasses.fields(SchedulerStats)}
-        return SchedulerStats(**{**zero, "prefilling": (), "kv_idle_moving": False, "kv_idle_cap": -1,
+        return SchedulerStats(**{**zero, "prefilling": (), "upstreams": (), "kv_idle_moving": False, "kv_idle_cap": -1,
                                  "cache": CacheCounters(), "totals": Totals()})
     if len(stats) == 1:
         return stats[0]

@@ -209,6 +209,18 @@ class _Snapshot:
                                   c.restore_failures)
         yield GaugeMetricFamily("parley_cache_corrupt_files", "Disk cache files that failed their checks.",
                                 s.corrupt_cache_files)
+        if s.upstreams:   # --upstream: each server's health and what it reported
+            ups = {u["url"]: u for u in s.upstreams}
+            yield _labelled(GaugeMetricFamily, "parley_upstream_up", "1 while an upstream passes its health checks.",
+                            "upstream", {url: int(u["healthy"]) for url, u in ups.items()})
+            yield _labelled(GaugeMetricFamily, "parley_upstream_running", "Requests in flight to an upstream.",
+                            "upstream", {url: u["running"] for url, u in ups.items()})
+            for key, help_ in (("requests", "Requests an upstream served to the end."),
+                               ("prompt_tokens", "Prompt tokens sent to an upstream."),
+                               ("cached_tokens", "Of them, those the upstream reported cached (its prefix cache)."),
+                               ("failures", "Requests an upstream failed (taken out, the request moved on).")):
+                yield _labelled(CounterMetricFamily, f"parley_upstream_{key}", help_, "upstream",
+                                {url: u[key] for url, u in ups.items()})
 
 
 def _labelled(family_type, name: str, help_: str, label: str, values: dict[str, float]):

@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
 from parley.errors import shorten
 
 PROBE_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 600.0     # the longest silence within a streamed reply before the upstream counts as gone
 
 
 class UpstreamFailed(Exception):
@@ -34,6 +36,7 @@ class Upstream:
     model: str | None = None       # the model id requests name (its first in /v1/models)
     context: int = 0               # tokens one request may hold there (0: it did not say)
     n_vocab: int = 0               # its vocabulary size, when it says (llama-server): checked against parley's
+    slots: int = 0                 # requests it runs at once, when it says (llama-server's -np)
     running: int = 0               # parley's requests in flight there
     error: str = ""                # why it is out, when it is
     checked: float = 0.0
@@ -42,6 +45,7 @@ class Upstream:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     failures: int = 0
+    _http: httpx.AsyncClient | None = field(default=None, repr=False)
 
     @property
     def base(self) -> str:
@@ -69,6 +73,7 @@ class Upstream:
                 if props.status_code == 200 and "default_generation_settings" in props.json():
                     self.kind = "llama.cpp"
                     self.context = int(props.json()["default_generation_settings"].get("n_ctx") or self.context)
+                    self.slots = int(props.json().get("total_slots") or 0)
         except (httpx.HTTPError, ValueError, UpstreamFailed) as e:
             self.mark_down(f"its probe failed: {_why(e)}")
             return
@@ -87,12 +92,29 @@ class Upstream:
         if not ok:
             self.mark_down(f"GET /health answered {r.status_code}")
         elif not self.healthy:
+            await self.close()     # (it may have come back with other slots)
             await self.probe(http)
 
-    async def complete(self, http: httpx.AsyncClient, body: dict) -> AsyncIterator[tuple[str, str | None, dict | None]]:
+    def connections(self) -> httpx.AsyncClient:
+        """The client its completions go through, made on first use. llama-server gives each connection a thread
+        of its own, --threads-http of them (its slots + 2 by default), and a kept-alive idle connection holds its
+        thread: parley opens at most as many as it has slots, so other clients (or other parleys) still get in,
+        and a request past them waits here, as it would in llama-server's queue."""
+        if self._http is None:
+            limit = self.slots if self.kind == "llama.cpp" and self.slots else None
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S, pool=None),
+                                           limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def complete(self, body: dict) -> AsyncIterator[tuple[str, str | None, dict | None]]:
         """Stream a completion: (text, finish_reason or None, usage or None) per event. Raises UpstreamFailed."""
         try:
-            async with http.stream("POST", self.base + "/v1/completions", json=body) as resp:
+            async with self.connections().stream("POST", self.base + "/v1/completions", json=body) as resp:
                 if resp.status_code >= 400:
                     raw = (await resp.aread()).decode("utf-8", "replace")
                     raise UpstreamFailed(f"{self.url} answered {resp.status_code}: {shorten(_message(raw), 300)}",

@@ -41,14 +41,13 @@ from parley.scheduler.request import Chunk, Request, Result, Status
 from parley.scheduler.stats import Totals, combine
 from parley.scheduler.stream import Stream
 from parley.text.stops import StopMatcher
-from parley.upstream.client import Upstream, UpstreamFailed
+from parley.upstream.client import PROBE_TIMEOUT_S, Upstream, UpstreamFailed
 from parley.upstream.route import Router
 
 log = logging.getLogger("parley.upstream")
 
 HEALTH_EVERY_S = 2.0       # how often each upstream's /health is read
 START_WAIT_S = 10.0        # how long start-up waits for at least one upstream to answer its probe
-READ_TIMEOUT_S = 600.0     # the longest silence within a streamed reply before the upstream counts as gone
 CONSTRAINED_KINDS = ("parley", "llama.cpp")   # upstreams that take llama-server's json_schema / grammar fields
 
 
@@ -87,14 +86,15 @@ class UpstreamScheduler:
     # ---- the loop thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=READ_TIMEOUT_S),
-                                      limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(PROBE_TIMEOUT_S))   # probes and health checks
         self._health = self._loop.create_task(self._health_loop())
         self._loop.call_soon(self._ready.set)
         try:
             self._loop.run_forever()
         finally:
             self._loop.run_until_complete(self.http.aclose())
+            for u in self.upstreams:
+                self._loop.run_until_complete(u.close())
             self._loop.close()
 
     def _call(self, coro, timeout: float | None = None):
@@ -220,7 +220,7 @@ class UpstreamScheduler:
         running = [r for r, _ in list(self._running.values())]
         return dataclasses.replace(combine([]), running=sum(1 for r in running if r.status is Status.DECODE),
                                    waiting=sum(1 for r in running if r.status is not Status.DECODE),
-                                   totals=self.totals.copy())
+                                   totals=self.totals.copy(), upstreams=tuple(self.upstream_stats()))
 
     def upstream_stats(self) -> list[dict]:
         """Each upstream's state and what it reported (the cached share shows the conversations' stickiness)."""
@@ -298,7 +298,7 @@ class UpstreamScheduler:
                 up.running += 1
                 req.status = Status.PREFILL
                 try:
-                    async with contextlib.aclosing(up.complete(self.http, body)) as events:
+                    async with contextlib.aclosing(up.complete(body)) as events:
                         async for piece, reason, use in events:
                             if use:
                                 usage = use
@@ -409,10 +409,14 @@ def _body(up: Upstream, prompt: list[int], p: SamplingParams, max_tokens: int, s
     body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True},
             "temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k, "min_p": p.min_p, "seed": seed,
             "presence_penalty": p.presence_penalty, "frequency_penalty": p.frequency_penalty}
+    if p.greedy:     # the most likely token: top_k 1 spares llama-server a sort of the whole vocabulary per token
+        body.update(top_k=1, top_p=1.0, min_p=0.0)
     if up.model:
         body["model"] = up.model
     if up.kind in CONSTRAINED_KINDS:
-        body.update(repeat_penalty=p.repeat_penalty, repeat_last_n=p.penalty_last_n, cache_prompt=True)
+        body.update(repeat_penalty=p.repeat_penalty, cache_prompt=True)
+        if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
+            body["repeat_last_n"] = p.penalty_last_n   # (the window of all three penalties in llama.cpp)
     elif p.repeat_penalty != 1.0:
         body["repetition_penalty"] = p.repeat_penalty          # vLLM's and SGLang's name
     if p.ignore_eos:
