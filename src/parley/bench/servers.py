@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from parley.bench.common import BenchContext, now
@@ -104,6 +104,7 @@ class Reply:
     ttft_s: float     # from sending the request to the first content delta
     total_s: float
     text: str
+    usage: dict = field(default_factory=dict)   # the last usage the stream sent (stream_options.include_usage)
 
 
 async def stream_chat(client, url: str, messages: list[dict], max_tokens: int, t0: float | None = None,
@@ -115,6 +116,7 @@ async def stream_chat(client, url: str, messages: list[dict], max_tokens: int, t
     t0 = now() if t0 is None else t0
     first = None
     parts: list[str] = []
+    usage: dict = {}
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
         if resp.status_code != 200:
             raise RuntimeError(f"{url} answered {resp.status_code}: {(await resp.aread())[:300]!r}")
@@ -125,6 +127,7 @@ async def stream_chat(client, url: str, messages: list[dict], max_tokens: int, t
             if data == "[DONE]":
                 break
             chunk = json.loads(data)
+            usage = chunk.get("usage") or usage
             choices = chunk.get("choices") or []
             content = (choices[0].get("delta") or {}).get("content") if choices else None
             if content:
@@ -132,4 +135,4 @@ async def stream_chat(client, url: str, messages: list[dict], max_tokens: int, t
                     first = now()
                 parts.append(content)
     end = now()
-    return Reply((first or end) - t0, end - t0, "".join(parts))
+    return Reply((first or end) - t0, end - t0, "".join(parts), usage)

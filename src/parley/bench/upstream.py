@@ -17,7 +17,6 @@ core 0 with one thread and parley and the clients on core 1 (as an upstream on a
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from parley.bench.common import SETTLE_S, BenchContext, Row, ScenarioResult, median, now, rotate
 from parley.bench.content import persona, story_request, user_turns
 from parley.bench.peer import N_CTX, Timed, start_llama_server
-from parley.bench.servers import ServerProcess, free_port
+from parley.bench.servers import ServerProcess, free_port, stream_chat
 
 WHAT = ("parley serve --upstream in front of llama-server vs llama-server called directly, alternating: one "
         "stream, 8 clients, a first token, a returning chat's cached share")
@@ -65,30 +64,10 @@ def start_front(ctx: BenchContext, upstream: str, prefix: tuple[str, ...] = ()) 
 
 
 async def chat(client, url: str, messages: list[dict], max_tokens: int, count, t0: float | None = None):
-    """A streamed chat completion (greedy) -> (Timed, usage of the final chunk)."""
-    body = {"model": "bench", "messages": messages, "max_tokens": max_tokens, "temperature": 0,
-            "repeat_penalty": 1.0, "cache_prompt": True, "stream": True, "stream_options": {"include_usage": True}}
-    t0 = now() if t0 is None else t0
-    first, parts, usage = None, [], {}
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
-        if resp.status_code != 200:
-            raise RuntimeError(f"{url} answered {resp.status_code}: {(await resp.aread())[:300]!r}")
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            event = json.loads(data)
-            usage = event.get("usage") or usage
-            choices = event.get("choices") or []
-            content = (choices[0].get("delta") or {}).get("content") if choices else None
-            if content:
-                first = first or now()
-                parts.append(content)
-    end = now()
-    text = "".join(parts)
-    return Timed((first or end) - t0, end - t0, count(text), text), usage
+    """A streamed chat completion (greedy) -> (Timed, the usage its last chunk reported)."""
+    r = await stream_chat(client, url, messages, max_tokens, t0, extra={
+        "cache_prompt": True, "stream_options": {"include_usage": True}})
+    return Timed(r.ttft_s, r.total_s, count(r.text), r.text), r.usage
 
 
 async def measure(urls: dict[str, str], sz: Sizes, tokenize, count, log) -> dict:

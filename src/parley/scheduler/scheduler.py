@@ -37,7 +37,7 @@ from parley.scheduler.request import Chunk, Request, Result, Status, TokenLogpro
 from parley.scheduler.settings import DRAFT_MAX, IDLE_CELLS, SchedulerSettings
 from parley.scheduler.speculation import Acceptance, BatchCost, draft_length
 from parley.scheduler.stats import SchedulerStats, Totals
-from parley.scheduler.stream import Stream
+from parley.scheduler.stream import Stream, submitted
 from parley.scheduler.tasks import (
     STOPPED,
     Answering,
@@ -171,11 +171,7 @@ class Scheduler:
                param: str = "prompt", meta=None) -> Stream:
         """Submit and return the request's Stream: iterate it with `for` (blocking), or with `async for` when
         `loop` (the running event loop) is given. `meta`: what the caller says about it (Stream.meta)."""
-        holder: list[Request] = []
-        stream = Stream(lambda: self.cancel(holder[0]) if holder else None, loop, meta)
-        holder.append(self.submit(prompt, params, stream.put, param=param))
-        stream.request = holder[0]
-        return stream
+        return submitted(self, prompt, params, loop=loop, param=param, meta=meta)
 
     def generate(self, prompt: Sequence[int], params: SamplingParams) -> Result:
         return self.stream(prompt, params).wait()

@@ -115,3 +115,14 @@ class Stream:
         for chunk in self:
             if chunk.text:
                 yield chunk.text
+
+
+def submitted(scheduler, prompt, params, *, loop: asyncio.AbstractEventLoop | None = None, param: str = "prompt",
+              meta: Any = None) -> Stream:
+    """`scheduler.submit` a request with a new Stream as its sink (any scheduler: scheduler/scheduler.py's, or
+    upstream/engine.py's): the Stream cancels it when its consumer leaves early."""
+    holder: list = []
+    stream = Stream(lambda: scheduler.cancel(holder[0]) if holder else None, loop, meta)
+    holder.append(scheduler.submit(prompt, params, stream.put, param=param))
+    stream.request = holder[0]
+    return stream

@@ -39,7 +39,7 @@ from parley.errors import InvalidRequest, LimitExceeded, ModelError, Overloaded,
 from parley.sampling import SamplingParams
 from parley.scheduler.request import Chunk, Request, Result, Status
 from parley.scheduler.stats import Totals, combine
-from parley.scheduler.stream import Stream
+from parley.scheduler.stream import Stream, submitted
 from parley.text.stops import StopMatcher
 from parley.upstream.client import PROBE_TIMEOUT_S, Upstream, UpstreamFailed
 from parley.upstream.route import Router
@@ -167,11 +167,7 @@ class UpstreamScheduler:
 
     def stream(self, prompt: Sequence[int], params: SamplingParams, *, loop: asyncio.AbstractEventLoop | None = None,
                param: str = "prompt", meta=None) -> Stream:
-        holder: list[Request] = []
-        stream = Stream(lambda: self.cancel(holder[0]) if holder else None, loop, meta)
-        holder.append(self.submit(prompt, params, stream.put, param=param))
-        stream.request = holder[0]
-        return stream
+        return submitted(self, prompt, params, loop=loop, param=param, meta=meta)
 
     def generate(self, prompt: Sequence[int], params: SamplingParams) -> Result:
         return self.stream(prompt, params).wait()
