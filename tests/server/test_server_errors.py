@@ -4,6 +4,8 @@ the server keeps answering afterwards."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import httpx
 import pytest
@@ -205,6 +207,24 @@ def test_long_ids_are_not_echoed_whole(server):
         err = assert_error(r, (400, 404))
         assert len(err["message"]) < 400 and "..." in err["message"] and "60" in err["message"], err["message"][:500]
         assert err["param"] is None or len(err["param"]) < 200
+
+
+def test_a_long_url_split_over_several_reads_is_still_read(server):
+    """h11 refused a request line over 16 KiB that arrived in more than one read (a plain-text 400, depending on
+    the load): parley reads a head of up to 256 KiB whole."""
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (f"GET /v1/conversations/conv_{'x' * 60_000} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+            ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        for start in range(0, len(head), 8192):
+            sock.sendall(head[start:start + 8192])
+            time.sleep(0.01)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    status, _, body = raw.partition(b"\r\n\r\n")
+    assert status.split()[1] == b"404", raw[:300]
+    assert "..." in json.loads(body)["error"]["message"]
 
 
 # ---- nesting: refused from the body's bytes, before json.loads or pydantic recurse into it --------------------

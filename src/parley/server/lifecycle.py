@@ -116,9 +116,14 @@ class GracefulServer(uvicorn.Server):
         self.should_exit = True
 
 
+MAX_HEAD_BYTES = 256 * 1024   # a request line and headers may take this much (h11's 16 KiB default refused a long
+                              # URL whenever it arrived in more than one read, as a plain-text 400)
+
+
 def make_config(app, settings: ServerSettings, **uvicorn_options) -> uvicorn.Config:
     """uvicorn.Config with parley's connection limits (server/connections.py) and keep-alive."""
-    options = {"timeout_graceful_shutdown": UVICORN_BACKSTOP_S, **uvicorn_options}
+    options = {"timeout_graceful_shutdown": UVICORN_BACKSTOP_S, "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+               **uvicorn_options}
     return uvicorn.Config(app, http=protocol_for(settings), timeout_keep_alive=settings.keep_alive, **options)
 
 
