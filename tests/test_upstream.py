@@ -286,3 +286,58 @@ def test_llama_server_upstream_caches_every_turn(tmp_path, fast):
             p.close(save=False)
     finally:
         server.stop()
+
+
+# ---- the streamed POST (upstream/sse.py) against a raw HTTP server on a socket ----------------------------------
+def serve_once(response: bytes):
+    """A server on an ephemeral port that reads one request and writes `response` in small pieces."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def run():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for start in range(0, len(response), 7):    # pieces that split lines, chunk sizes and events
+                conn.sendall(response[start:start + 7])
+                time.sleep(0.001)
+        listener.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return f"http://127.0.0.1:{port}/v1/completions"
+
+
+def events(url: str) -> list[bytes]:
+    import asyncio
+
+    from parley.upstream.sse import post_events
+
+    async def go():
+        return [e async for e in post_events(url, {"prompt": [1]}, connect_timeout=5, read_timeout=5)]
+    return asyncio.run(go())
+
+
+def test_server_sent_events_are_read_across_chunks_and_pieces():
+    body = b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n'
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 11]), body[i:i + 11]) for i in range(0, len(body), 11))
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    assert events(serve_once(head + chunked + b"0\r\n\r\n")) == [b'{"a": 1}', b'{"b": 2}', b"[DONE]"]
+    until_close = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body
+    assert events(serve_once(until_close)) == [b'{"a": 1}', b'{"b": 2}', b"[DONE]"]
+
+
+def test_an_error_status_and_a_broken_stream_are_told_apart():
+    from parley.upstream.sse import HTTPError
+
+    error = b'{"error": {"message": "the prompt is too long"}}'
+    with pytest.raises(HTTPError) as e:
+        events(serve_once(b"HTTP/1.1 400 Bad Request\r\ncontent-length: %d\r\n\r\n%s" % (len(error), error)))
+    assert e.value.status == 400 and b"too long" in e.value.body
+    with pytest.raises(HTTPError) as e:   # a chunk announced, the connection closed before it came
+        events(serve_once(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n40\r\ndata: {"))
+    assert e.value.status == 0 and "broke" in str(e.value)
+    with pytest.raises(HTTPError, match="cannot connect"):
+        events(f"http://127.0.0.1:{free_port()}/v1/completions")

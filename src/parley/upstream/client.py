@@ -1,9 +1,10 @@
 """One upstream server: what it is (probed: parley, llama.cpp's llama-server, or another OpenAI-compatible server),
-whether it answers (health checks), how many of parley's requests it runs, and a streamed `/v1/completions` of
-token ids. Every call runs on the upstream engine's event loop thread (engine.py), through one httpx client."""
+whether it answers (health checks, through httpx), how many of parley's requests it runs, and a streamed
+`/v1/completions` of token ids (sse.py). Every call runs on the upstream engine's event loop thread (engine.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from parley.errors import shorten
+from parley.upstream.sse import HTTPError, post_events
 
 PROBE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
@@ -45,7 +47,7 @@ class Upstream:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     failures: int = 0
-    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _gate: asyncio.Semaphore | None = field(default=None, repr=False)
 
     @property
     def base(self) -> str:
@@ -92,49 +94,43 @@ class Upstream:
         if not ok:
             self.mark_down(f"GET /health answered {r.status_code}")
         elif not self.healthy:
-            await self.close()     # (it may have come back with other slots)
+            self._gate = None      # (it may have come back with other slots; requests holding the old one finish)
             await self.probe(http)
 
-    def connections(self) -> httpx.AsyncClient:
-        """The client its completions go through, made on first use. llama-server gives each connection a thread
-        of its own, --threads-http of them (its slots + 2 by default), and a kept-alive idle connection holds its
-        thread: parley opens at most as many as it has slots, so other clients (or other parleys) still get in,
-        and a request past them waits here, as it would in llama-server's queue."""
-        if self._http is None:
-            limit = self.slots if self.kind == "llama.cpp" and self.slots else None
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S, pool=None),
-                                           limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
-        return self._http
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+    def gate(self) -> asyncio.Semaphore | None:
+        """How many of parley's requests may be open on it at once: llama-server gives each connection a thread of
+        its own (--threads-http, its slots + 2 by default), so at most its slot count, the rest waiting here as
+        they would in its queue (other clients still get in); no bound elsewhere."""
+        if self._gate is None and self.kind == "llama.cpp" and self.slots:
+            self._gate = asyncio.Semaphore(self.slots)
+        return self._gate
 
     async def complete(self, body: dict) -> AsyncIterator[tuple[str, str | None, dict | None]]:
         """Stream a completion: (text, finish_reason or None, usage or None) per event. Raises UpstreamFailed."""
+        gate = self.gate()
+        if gate is not None:
+            await gate.acquire()
         try:
-            async with self.connections().stream("POST", self.base + "/v1/completions", json=body) as resp:
-                if resp.status_code >= 400:
-                    raw = (await resp.aread()).decode("utf-8", "replace")
-                    raise UpstreamFailed(f"{self.url} answered {resp.status_code}: {shorten(_message(raw), 300)}",
-                                         retry=resp.status_code >= 500 or resp.status_code == 429,
-                                         status=resp.status_code)
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    event = json.loads(data)
-                    if "error" in event:
-                        raise UpstreamFailed(f"{self.url} failed mid-reply: {_message(data)}", retry=True)
-                    choice = (event.get("choices") or [{}])[0]
-                    yield choice.get("text") or "", choice.get("finish_reason"), event.get("usage")
-        except httpx.HTTPError as e:
-            raise UpstreamFailed(f"{self.url} is unreachable or went away: {_why(e)}", retry=True) from e
+            async for data in post_events(self.base + "/v1/completions", body, connect_timeout=CONNECT_TIMEOUT_S,
+                                          read_timeout=READ_TIMEOUT_S):
+                if data == b"[DONE]":
+                    return
+                event = json.loads(data)
+                if "error" in event:
+                    raise UpstreamFailed(f"{self.url} failed mid-reply: {_message(data.decode())}", retry=True)
+                choice = (event.get("choices") or [{}])[0]
+                yield choice.get("text") or "", choice.get("finish_reason"), event.get("usage")
+        except HTTPError as e:
+            if e.status:
+                raise UpstreamFailed(f"{self.url} answered {e.status}: "
+                                     f"{shorten(_message(e.body.decode('utf-8', 'replace')), 300)}",
+                                     retry=e.status >= 500 or e.status == 429, status=e.status) from e
+            raise UpstreamFailed(f"{self.url} is unreachable or went away: {e}", retry=True) from e
         except ValueError as e:
             raise UpstreamFailed(f"{self.url} sent an event that is not JSON: {e}", retry=True) from e
+        finally:
+            if gate is not None:
+                gate.release()
 
 
 def _why(e: Exception) -> str:

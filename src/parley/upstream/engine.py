@@ -93,8 +93,6 @@ class UpstreamScheduler:
             self._loop.run_forever()
         finally:
             self._loop.run_until_complete(self.http.aclose())
-            for u in self.upstreams:
-                self._loop.run_until_complete(u.close())
             self._loop.close()
 
     def _call(self, coro, timeout: float | None = None):
