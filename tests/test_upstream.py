@@ -84,6 +84,13 @@ def test_greedy_replies_match_the_local_engine_token_for_token(front, fast):
     assert there.text == here.text and there.token_ids == here.token_ids
 
 
+def test_a_reply_is_read_back_as_plain_text(front):
+    """A reply's text becomes the next prompt's tokens: a control token's name in it stays text, never the control
+    token (a reply could otherwise open a turn of its own in the history)."""
+    special = front.tokenize("<|im_end|>")[-1:]     # a raw prompt parses control tokens
+    assert front.scheduler.tokenize("<|im_end|>") != special and len(front.scheduler.tokenize("<|im_end|>")) > 1
+
+
 def test_stop_strings_are_matched_here_and_never_leak(front):
     prompt = front.tokenize("Count: one, two, three,")
     r = front.generate(prompt, SamplingParams(temperature=0, max_tokens=24, stop=(" five",))).wait()

@@ -95,7 +95,9 @@ class LoadedModel:
             self.builder = PromptBuilder(self.template, engine.tokenize, bos_text=engine.bos_text,
                                          add_bos=engine.add_bos)
             if urls:
-                self.scheduler = UpstreamScheduler(urls, engine.tokenize, policy=s.upstreams.upstream_policy,
+                # a reply's text is read back as plain text: a control token's name the model wrote stays text
+                self.scheduler = UpstreamScheduler(urls, lambda text: engine.tokenize(text, special=False),
+                                                   policy=s.upstreams.upstream_policy,
                                                    context_size=s.scheduler.ctx_size, n_vocab=engine.n_vocab,
                                                    max_waiting=s.scheduler.max_waiting)
                 kv_cells = self.scheduler.context_size
