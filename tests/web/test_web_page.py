@@ -37,9 +37,9 @@ def branch(parley, cid: str):
 
 
 def plain(markdown: str) -> str:
-    """Text as the page shows it, roughly: no list markers (an empty item too, as a reply cut at max tokens
-    can end: "... 4."), no emphasis, whitespace collapsed."""
-    lines = [re.sub(r"^\s*(\d+\.|[-*+])(\s+|$)", "", line) for line in markdown.splitlines()]
+    """Text as the page shows it, roughly: no list markers ("1." and "1)" both open an ordered list; an empty
+    item too, as a reply cut at max tokens can end: "... 4."), no emphasis, whitespace collapsed."""
+    lines = [re.sub(r"^\s*(\d+[.)]|[-*+])(\s+|$)", "", line) for line in markdown.splitlines()]
     return " ".join(re.sub(r"[*_`#]", "", "\n".join(lines)).split())
 
 
