@@ -38,9 +38,11 @@ def branch(parley, cid: str):
 
 def plain(markdown: str) -> str:
     """Text as the page shows it, roughly: no list markers ("1." and "1)" both open an ordered list; an empty
-    item too, as a reply cut at max tokens can end: "... 4."), no emphasis, whitespace collapsed."""
+    item too, as a reply cut at max tokens can end: "... 4."), no emphasis, and no whitespace at all: where the
+    browser's innerText puts a space between two blocks depends on how the markdown opened them (a list item that
+    follows "(shades)" on its own line showed as "shades)3")."""
     lines = [re.sub(r"^\s*(\d+[.)]|[-*+])(\s+|$)", "", line) for line in markdown.splitlines()]
-    return " ".join(re.sub(r"[*_`#]", "", "\n".join(lines)).split())
+    return "".join(re.sub(r"[*_`#]", "", "\n".join(lines)).split())
 
 
 def send(page, text: str) -> None:
