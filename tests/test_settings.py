@@ -101,4 +101,4 @@ def test_the_layers_do_not_import_the_assembled_settings():
     assert imports(SRC / "settings.py") == {"parley", "parley.config", "parley.paths", "parley.engine.settings",
                                             "parley.scheduler.settings", "parley.documents.settings",
                                             "parley.text.settings", "parley.models.settings",
-                                            "parley.upstream.settings"}  # no server/
+                                            "parley.upstream.settings", "parley.cluster.settings"}  # no server/

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from parley import config
+from parley.cluster.settings import RaySettings
 from parley.config import check, section, setting
 from parley.documents.settings import DocumentSettings
 from parley.engine.settings import EngineSettings
@@ -40,6 +41,7 @@ class Settings:
     scheduler: SchedulerSettings = section(SchedulerSettings)
     documents: DocumentSettings = section(DocumentSettings)
     upstreams: UpstreamSettings = section(UpstreamSettings)
+    ray: RaySettings = section(RaySettings)
     home: str | None = setting(None, "--home", metavar="DIR", env="PARLEY_HOME",
                                help="data directory: conversations (parley.db), KV cache, personas, skills "
                                     "(default: $PARLEY_HOME, else ~/.local/share/parley)")

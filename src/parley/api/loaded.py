@@ -21,13 +21,13 @@ from parley.chat.prompt import PromptBuilder
 from parley.engine.embeddings import Embedder
 from parley.engine.gguf import cached_metadata
 from parley.engine.llamacpp import EngineConfig, LlamaCppEngine
-from parley.errors import ParleyError
+from parley.errors import InvalidRequest, ParleyError
 from parley.scheduler.scheduler import Scheduler
 from parley.settings import Settings
 from parley.text.template import resolve_template
 from parley.upstream.engine import UpstreamScheduler
 
-UPSTREAM_KV_CELLS = 256    # the local engine's cells when replies come from upstreams (it tokenizes only)
+UPSTREAM_KV_CELLS = 256    # the local engine's cells when replies come from elsewhere (it tokenizes only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +81,14 @@ class LoadedModel:
         self.entry = entry
         self._drain = drain                # waits for the chat stage's recording of this model's last replies
         self.settings = s
-        urls = s.upstreams.upstream
-        # on upstreams (--upstream) the local engine only tokenizes (and embeds): a few KV cells are enough
-        engine_s = dataclasses.replace(s.engine, kv_size=max(UPSTREAM_KV_CELLS, s.engine.n_seq_max)) if urls else s.engine
+        urls, cluster = s.upstreams.upstream, s.ray.cluster
+        if urls and cluster:
+            raise InvalidRequest("--cluster and --upstream are two ways to generate elsewhere: give one",
+                                 param="cluster")
+        # on upstreams (--upstream) or replicas (--cluster) the local engine only tokenizes (and embeds): a few KV
+        # cells are enough
+        remote = bool(urls or cluster)
+        engine_s = dataclasses.replace(s.engine, kv_size=max(UPSTREAM_KV_CELLS, s.engine.n_seq_max)) if remote else s.engine
         cfg = EngineConfig.from_settings(engine_s, batch_tokens=s.scheduler.batch_tokens, model_path=entry.path,
                                          on_progress=progress)
         self.engine = engine = LlamaCppEngine(cfg)
@@ -100,6 +105,16 @@ class LoadedModel:
                                                    policy=s.upstreams.upstream_policy,
                                                    context_size=s.scheduler.ctx_size, n_vocab=engine.n_vocab,
                                                    max_waiting=s.scheduler.max_waiting)
+                kv_cells = self.scheduler.context_size
+            elif cluster:
+                from parley.cluster.deploy import handle
+                from parley.cluster.scheduler import ClusterScheduler
+                self.scheduler = ClusterScheduler(handle(entry.name, entry.path, s), context_size=s.scheduler.ctx_size,
+                                                  max_waiting=s.scheduler.max_waiting)
+                if self.scheduler.n_vocab != engine.n_vocab:
+                    raise ParleyError(f"the cluster's replicas run a model with {self.scheduler.n_vocab} tokens in "
+                                      f"its vocabulary, -m's has {engine.n_vocab}: the application "
+                                      f"parley-{entry.name} runs another model (parley cluster down)")
                 kv_cells = self.scheduler.context_size
             else:
                 self.scheduler = Scheduler(engine, s.scheduler,
@@ -138,7 +153,9 @@ class LoadedModel:
     def info(self) -> ModelInfo:
         e, s = self.engine, self.settings
         urls = s.upstreams.upstream
-        device = f"upstream ({', '.join(urls)})" if urls else e.device
+        device = (f"upstream ({', '.join(urls)})" if urls else
+                  f"ray cluster ({s.ray.cluster})" if s.ray.cluster
+                  else e.device)
         return ModelInfo(name=self.entry.name, path=str(e.model_path), context_size=self.context_size,
                          kv_size=e.n_ctx, kv_bytes_per_cell=e.kv_bytes_per_cell, device=device,
                          threads=e.n_threads, chat_format=self.template.name, max_running=s.scheduler.max_running,

@@ -9,11 +9,11 @@ import sys
 from parley import __version__
 from parley.errors import ParleyError
 
-COMMANDS = ("chat", "serve", "ask", "bench", "conversations", "conv", "personas", "skills", "models")
+COMMANDS = ("chat", "serve", "ask", "bench", "conversations", "conv", "personas", "skills", "models", "cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from parley.cli import ask, bench, chat, conversations, models, personas, serve, skills
+    from parley.cli import ask, bench, chat, cluster, conversations, models, personas, serve, skills
 
     p = argparse.ArgumentParser(prog="parley", description="Talk with language models on your own machine.")
     p.add_argument("--version", action="version", version=f"parley {__version__}")
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     personas.add_parser(sub)
     skills.add_parser(sub)
     models.add_parser(sub)
+    cluster.add_parser(sub)
     bench.add_parser(sub)
     return p
 

@@ -30,12 +30,17 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve the web page and the OpenAI and TGI HTTP APIs",
                        description="Serve a local model over HTTP: a chat page (/), OpenAI (/v1), TGI (/generate), "
                                    "conversations (/v1/conversations), Prometheus (/metrics).")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """serve's flags (`parley cluster up` takes them too)."""
     add_flags(p, ServerSettings, "server (each limit is named in the 4xx it causes)")
     smp = p.add_argument_group("sampling defaults of every HTTP request (a request's own fields win; default: the "
                                "protocols' own: every stage off, temperature 1)")
     add_sampling_defaults(smp, NEUTRAL)
     add_model_options(p)
-    p.set_defaults(func=run)
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:

@@ -1,8 +1,8 @@
 """UpstreamScheduler: the Scheduler's interface (token ids in; text chunks and a Result out, through the request's
 sink) generating on OpenAI-compatible servers instead of the in-process llama.cpp engine.
 
-One thread runs an event loop that owns the HTTP client, the upstreams' state and every request in flight (as the
-scheduler thread owns the llama.cpp context); other threads talk to it by submitting coroutines. A request:
+The loop thread (scheduler/remote.py RemoteScheduler, shared with the Ray replicas' scheduler) owns the HTTP
+client, the upstreams' state and every request in flight; other threads submit and cancel through it. A request:
 
   route      the conversation's upstream (route.Router: consistent hashing on its id, or moved by load)
   send       POST /v1/completions with the prompt's token ids, streamed; the sampler's settings as the upstream
@@ -29,17 +29,17 @@ import dataclasses
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 
 import httpx
 
-from parley.errors import InvalidRequest, LimitExceeded, ModelError, Overloaded, ShuttingDown
+from parley.errors import InvalidRequest, ModelError
 from parley.sampling import SamplingParams
+from parley.scheduler.remote import NotSupported, RemoteScheduler, result_of
 from parley.scheduler.request import Chunk, Request, Result, Status
-from parley.scheduler.stats import Totals, combine
-from parley.scheduler.stream import Stream, submitted
+from parley.scheduler.stats import combine
+from parley.scheduler.stream import Stream
 from parley.text.stops import StopMatcher
 from parley.upstream.client import PROBE_TIMEOUT_S, Upstream, UpstreamFailed
 from parley.upstream.route import Router
@@ -52,10 +52,13 @@ CONSTRAINED_KINDS = ("parley", "llama.cpp")   # upstreams that take llama-server
 
 
 
-class UpstreamScheduler:
+class UpstreamScheduler(RemoteScheduler):
     """`tokenize(text)` (parley's tokenizer, the upstream model's vocabulary) reads a reply's text back into
     token ids; `context_size`: the most tokens a prompt and its reply may hold (0: the smallest any upstream
     reports); `max_waiting`: requests in flight at most (a full queue is a 503, as with the local engine)."""
+
+    where = "the upstreams"
+    flag = "--upstream"
 
     def __init__(self, urls: Sequence[str], tokenize: Callable[[str], list[int]], *, policy: str = "session",
                  context_size: int = 0, n_vocab: int = 0, max_waiting: int = 256,
@@ -66,16 +69,7 @@ class UpstreamScheduler:
         self.router = Router(urls, policy)
         self.tokenize = tokenize
         self.n_vocab = n_vocab
-        self.max_waiting = max_waiting
-        self.observers: list[Callable[[Request, Result], None]] = []
-        self.totals = Totals()
-        self._running: dict[int, tuple[Request, asyncio.Task | None]] = {}
-        self._stopping = False
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="parley-upstream", daemon=True)
-        self._thread.start()
-        self._ready.wait()
+        super().__init__(context_size=context_size, max_waiting=max_waiting, thread_name="parley-upstream")
         self._call(self._probe_all(start_wait_s), start_wait_s + 10)
         reported = [u.context for u in self.upstreams if u.healthy and u.context]
         self.context_size = context_size or (min(reported) if reported else 4096)
@@ -84,19 +78,16 @@ class UpstreamScheduler:
             raise ModelError("no upstream answered: " + "; ".join(f"{u.url}: {u.error}" for u in self.upstreams))
 
     # ---- the loop thread ---------------------------------------------------------------------------------
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    async def _open(self) -> None:
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(PROBE_TIMEOUT_S))   # probes and health checks
         self._health = self._loop.create_task(self._health_loop())
-        self._loop.call_soon(self._ready.set)
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.run_until_complete(self.http.aclose())
-            self._loop.close()
 
-    def _call(self, coro, timeout: float | None = None):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+    async def _closed(self) -> None:
+        await self.http.aclose()
+
+    async def _shutdown(self) -> None:
+        self._health.cancel()
+        await super()._shutdown()
 
     async def _probe_all(self, wait_s: float) -> None:
         """Probe every upstream; wait (up to `wait_s`) until at least one answers: a server still loading."""
@@ -124,61 +115,12 @@ class UpstreamScheduler:
                 log.exception("checking the upstreams failed")
 
     # ---- any thread --------------------------------------------------------------------------------------
-    def submit(self, prompt: Sequence[int], params: SamplingParams, sink: Callable, *, pin: bool = False,
-               prefill_only: bool = False, param: str = "prompt", internal: bool = False,
-               session: str | None = None, target: int | None = None) -> Request:
-        """Queue a generation on the upstream `session` (a conversation id) sticks to (`target`: on that one,
-        by its index, while it is healthy). Raises in the caller's
-        thread for a prompt that cannot fit, too many requests in flight, or what no upstream here can do."""
-        prompt = list(prompt)
-        if not prompt:
-            raise InvalidRequest("the prompt is empty", param=param)
-        if self._stopping:
-            raise ShuttingDown("parley is shutting down; no new requests")
-        n, room = len(prompt), self.context_size - len(prompt)
-        if room < (0 if prefill_only else 1):
-            raise LimitExceeded(
-                f"the prompt is {n} tokens; the upstream's context holds {self.context_size} tokens "
-                f"(with at least 1 left to generate): {n - self.context_size + 1} tokens too many",
-                param=param, code="context_length_exceeded")
-        if len(self._running) >= self.max_waiting:
-            raise _overloaded(len(self._running))
+    def _refuse(self, params: SamplingParams) -> None:
         if params.logprobs is not None:
             raise NotSupported("logprobs are not available when parley generates on an upstream (--upstream)",
                                param="logprobs")
         if params.grammar is not None:
             _grammar_fields(params.grammar, self.upstreams)     # refused here, by name, when it cannot travel
-        req = Request(prompt=prompt, params=params, sink=sink)
-        req.max_new = 1 if prefill_only else min(params.max_tokens, room)
-        req.internal = internal
-        req.status = Status.WAITING
-        self._running[req.id] = (req, None)
-        try:
-            self._loop.call_soon_threadsafe(self._start, req, session, target)
-        except RuntimeError:   # the loop has stopped
-            self._running.pop(req.id, None)
-            raise ShuttingDown("parley is shutting down; no new requests") from None
-        return req
-
-    def busy(self) -> bool:
-        return any(not r.internal for r, _ in list(self._running.values()))
-
-    def stream(self, prompt: Sequence[int], params: SamplingParams, *, loop: asyncio.AbstractEventLoop | None = None,
-               param: str = "prompt", meta=None) -> Stream:
-        return submitted(self, prompt, params, loop=loop, param=param, meta=meta)
-
-    def generate(self, prompt: Sequence[int], params: SamplingParams) -> Result:
-        return self.stream(prompt, params).wait()
-
-    def cancel(self, req: Request) -> None:
-        """Stop a request: its upstream request is closed (the upstream stops generating)."""
-        if req.status is not Status.FINISHED and not req.cancelled:
-            req.cancelled = True
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._cancel, req.id)
-
-    def prefetch(self, tokens: Sequence[int]) -> None:
-        """Nothing to read ahead: the upstream keeps the last turn's prompt and reply in its own cache."""
 
     def pin(self, tokens: Sequence[int], *, persist: bool = False, watch=None) -> tuple[None, Result]:
         """A document's prefix: read once by every healthy upstream (with one token generated), so it is cached
@@ -223,42 +165,7 @@ class UpstreamScheduler:
                  "cached_tokens": u.cached_tokens, "failures": u.failures, "error": u.error}
                 for u in self.upstreams]
 
-    def set_threads(self, n: int) -> None:
-        raise NotSupported("threads belong to the upstream servers here (--upstream)", param="threads")
-
-    def tune(self, **changes: int) -> None:
-        raise NotSupported("the scheduler's settings belong to the upstream servers here (--upstream)")
-
-    def close(self, *, save: bool = True, timeout: float = 30.0) -> None:
-        """Stop: replies in flight end as cancelled (their upstream requests closed)."""
-        self._stopping = True
-        if not self._thread.is_alive():
-            return
-        with contextlib.suppress(RuntimeError):
-            self._call(self._shutdown(), timeout)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
-
     # ---- the loop thread: requests -----------------------------------------------------------------------
-    def _start(self, req: Request, session: str | None, target: int | None) -> None:
-        if req.cancelled:
-            self._finish(req, _result(req, "cancelled", [], "", 0, 0))
-            return
-        task = self._loop.create_task(self._serve(req, session, target))
-        self._running[req.id] = (req, task)
-
-    def _cancel(self, rid: int) -> None:
-        entry = self._running.get(rid)
-        if entry is not None and entry[1] is not None:
-            entry[1].cancel()
-
-    async def _shutdown(self) -> None:
-        self._health.cancel()
-        tasks = [t for _, t in list(self._running.values()) if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
     async def _serve(self, req: Request, session: str | None, target: int | None = None) -> None:
         p = req.params
         seed = p.seed if p.seed is not None else random.randrange(1 << 31)
@@ -340,40 +247,12 @@ class UpstreamScheduler:
         cached = min(int(details.get("cached_tokens") or 0), len(req.prompt))
         generated = int(usage.get("completion_tokens") or 0) if finish != "cancelled" else 0
         ids = self.tokenize(text) if text else []
-        result = _result(req, finish, ids, text, cached, max(generated, len(ids)), seed=seed,
+        result = result_of(req, finish, ids, text, cached, max(generated, len(ids)), seed=seed,
                          stop=matcher.matched if matcher.stopped else None, error=error, code=code)
         if served_by is not None and not req.internal:
             served_by.prompt_tokens += len(req.prompt)
             served_by.cached_tokens += cached
         self._finish(req, result)
-
-    def _finish(self, req: Request, result: Result) -> None:
-        req.status = Status.FINISHED
-        self._running.pop(req.id, None)
-        t = self.totals
-        t.prompt_tokens += result.prompt_tokens
-        t.cached_tokens += result.cached_tokens
-        t.prefilled_tokens += result.prefilled_tokens
-        t.generated_tokens += result.generated_tokens
-        t.finished[result.finish_reason] = t.finished.get(result.finish_reason, 0) + 1
-        try:
-            req.sink(result)
-        except Exception:
-            log.exception("a request's sink failed")
-        for obs in () if req.internal else list(self.observers):
-            try:
-                obs(req, result)
-            except Exception:
-                log.exception("observer failed")
-
-
-def NotSupported(message: str, param: str | None = None) -> InvalidRequest:  # noqa: N802 (the server's name)
-    return InvalidRequest(message, param=param, code="unsupported_parameter")
-
-
-def _overloaded(n: int) -> Overloaded:
-    return Overloaded(f"{n} requests are already in flight to the upstreams (max_waiting, --max-waiting); "
-                      "retry later")
 
 
 def _code(status: int) -> str:
@@ -420,15 +299,3 @@ def _body(up: Upstream, prompt: list[int], p: SamplingParams, max_tokens: int, s
     return body
 
 
-def _result(req: Request, finish: str, ids: list[int], text: str, cached: int, generated: int,
-            seed: int | None = None, stop: str | None = None, error: str | None = None,
-            code: str | None = None) -> Result:
-    now = time.perf_counter()
-    first = req.first_token or now
-    decode_s = now - first
-    return Result(finish_reason=finish, text=text, token_ids=ids, prompt_tokens=len(req.prompt),
-                  cached_tokens=cached, prefilled_tokens=len(req.prompt) - cached, generated_tokens=generated,
-                  cache_source="upstream" if cached else "none", cache_note="", ttft_s=first - req.arrived,
-                  queue_s=0.0, decode_tps=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0,
-                  total_s=now - req.arrived, stop_string=stop, seed=seed, error=error, error_code=code,
-                  max_tokens=req.max_new)
