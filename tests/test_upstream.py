@@ -6,6 +6,7 @@ stickiness shows in the upstreams' own cached tokens."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,7 @@ import parley
 from parley.bench.servers import ServerProcess, free_port
 from parley.errors import InvalidRequest
 from parley.sampling import Grammar, SamplingParams
-from parley.upstream.route import BLOCK, MOVE_OVER, Router, key_of
+from parley.upstream.route import BLOCK, BOUND, MOVE_OVER, Router, key_of
 
 QUICK = dict(temperature=0, max_tokens=8)
 
@@ -241,6 +242,25 @@ def test_balanced_moves_a_conversation_off_a_loaded_upstream_and_keeps_it_there(
     load[0] = 0
     assert r.pick(key, lambda i: True, lambda i: load[i]) == 1     # it stays where its cache now is
     assert key_of(None, [1, 2, 3]) == key_of(None, [1, 2, 3]) != key_of("c1", [1, 2, 3])
+
+
+def test_bounded_loads_spread_a_few_conversations_evenly_and_keep_each_where_it_went():
+    up, load = lambda i: True, lambda i: 0
+    for seed in range(20):          # 12 conversations over 2: plain hashing splits some 9 to 3
+        r = Router(["rank-0", "rank-1"], "bounded")
+        keys = [f"conv_{seed}_{i}" for i in range(12)]
+        placed = {k: r.pick(k, up, load) for k in keys}
+        held = [list(placed.values()).count(i) for i in range(2)]
+        assert held == [6, 6], (seed, held)       # a few: as even as they can be (BOUND's slack is for many)
+        assert all(r.pick(k, up, load) == placed[k] for k in keys)          # sticky
+    lost = next(k for k in keys if placed[k] == 0)      # its place goes down: it moves, and stays moved
+    assert r.pick(lost, lambda i: i == 1, load) == 1 and r.pick(lost, up, load) == 1
+    assert r.pick("new", lambda i: False, load) is None
+    r = Router(["rank-0", "rank-1", "rank-2"], "bounded")
+    held = [0, 0, 0]
+    for i in range(3000):
+        held[r.pick(f"many_{i}", up, load)] += 1
+    assert max(held) <= math.floor(BOUND * 1000), held
 
 
 def test_a_prompt_without_a_conversation_goes_where_its_longest_prefix_went():

@@ -25,6 +25,8 @@ Scenarios (each a module with run(ctx) -> ScenarioResult, and FULL / QUICK sizes
                 embedded Q4_1 model and a Q8_0 copy
     upstream    parley serve --upstream in front of llama-server vs calling it directly, alternating: one stream,
                 8 clients, a first token, a returning chat's prompt share cached upstream
+    cluster     parley's engine replicas on a local Ray Serve cluster: a returning conversation's TTFT with the
+                affinity router vs Ray's default one; 2 replicas vs 1 on the same cores (needs parley[cluster])
 Baselines: (a) naive re-prefill of the whole history on the same engine, (b) llama-cpp-python's Llama with its
 prompt cache, (c) llama-cpp-python's OpenAI server. See bench/README.md for what each one does exactly.
 Timings live here only; the tests check the output's shape, never a speed.
@@ -41,7 +43,7 @@ from parley.engine.llamacpp import default_threads
 
 SCENARIOS = ("decode", "multiturn", "sessions", "concurrent", "restart",
              "roleplay", "resume", "docqa", "threads", "idle", "batch", "soak", "models",
-             "constrained", "peer", "speculate", "upstream")
+             "constrained", "peer", "speculate", "upstream", "cluster")
 NOISY_CORES = 0.25   # other processes' average use above which a scenario's timings get a warning
 
 

@@ -53,7 +53,8 @@ def add_parser(sub) -> None:
                         "JSON schema vs unconstrained, n=4 vs four requests, a 5-round tool loop's prefilled "
                         "tokens vs re-reading; peer: parley serve vs llama.cpp's own llama-server (built once, "
                         "cached in ~/.cache/parley), both up and alternating; upstream: parley serve --upstream in front of "
-                        "llama-server vs calling it directly; all: every one")
+                        "llama-server vs calling it directly; cluster: parley's engine replicas on a local Ray Serve "
+                        "cluster, affinity vs Ray's default router, 2 replicas vs 1; all: every one")
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute per scenario")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (every number, the machine, the command) instead of the table")

@@ -25,8 +25,11 @@ log = logging.getLogger("parley.cluster")
 
 DEPLOYMENT = "engine"
 ROUTERS = {"affinity": "parley.cluster.router.AffinityRouter",
-           "pow2": "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter"}   # Ray's default
+           "round-robin": "parley.cluster.router.RoundRobinRouter",                        # baselines
+           "pow2": "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter"}   # (Ray's default)
 HEALTH_PERIOD_S = 2.0
+ONGOING = 2     # a replica takes this many times --max-running at once (a batch running, one waiting); beyond, Ray
+                # sends the request to the next replica, or holds it until one has room
 
 
 def need_ray():
@@ -73,7 +76,7 @@ def deploy(model: str, model_path: str | Path, settings: Settings, replicas: int
     threads = s.engine.threads or max(1, (os.cpu_count() or 1) // replicas)
     s = s.replace(threads=threads)
     deployment = serve.deployment(
-        Replica, name=DEPLOYMENT, num_replicas=replicas, max_ongoing_requests=s.scheduler.max_waiting,
+        Replica, name=DEPLOYMENT, num_replicas=replicas, max_ongoing_requests=ONGOING * s.scheduler.max_running,
         ray_actor_options={"num_cpus": threads}, health_check_period_s=HEALTH_PERIOD_S,
         request_router_config=RequestRouterConfig(request_router_class=ROUTERS[router],
                                                   request_routing_stats_period_s=HEALTH_PERIOD_S))

@@ -3,16 +3,21 @@ in the ingress, inside the DeploymentHandle). Each conversation goes to the repl
 PrefixCacheAffinityRouter sends a prompt where its prefix went; parley knows the conversation, so it need not
 guess from text:
 
-  - a request with a `session` (a conversation id) goes by consistent hashing on it over the replicas' ranks
-    (upstream/route.Router, the ring the upstream engines use): a rank keeps its place when Ray restarts its
-    replica, and adding a replica moves only the conversations the new one takes;
+  - a request with a `session` (a conversation id) goes by consistent hashing with bounded loads over the
+    replicas' ranks (upstream/route.Router's "bounded" policy, on the ring the upstream engines use): a new
+    conversation goes to its owner on the ring unless that replica already holds 10% over its share of the
+    conversations, and stays where it went; a rank keeps its place when Ray restarts its replica, and a replica
+    added takes new conversations (the others' stay where their KV is);
   - one without (a raw completion, a document question, a stateless chat request) goes where the longest prefix
     of its token ids went before, in whole blocks;
-  - by load: the requests in flight this router sent to each replica; a conversation whose replica runs
-    route.MOVE_OVER more than the least loaded moves there, and stays (the balanced policy).
+  - by load: a conversation stays on its replica while that one takes requests (a move re-reads its whole
+    history elsewhere, dearer than waiting behind a batch); Ray moves it when the replica is full
+    (max_ongoing_requests, cluster/deploy.py) or gone. A request without one goes where its prefix went unless
+    that replica runs route.MOVE_OVER more than the least loaded (the balanced policy), counting the requests
+    this router has chosen and not yet seen complete.
 
 It returns ranks: the chosen replica first, then the others least loaded first, so when the chosen one is full
-(max_ongoing_requests) or gone, Ray takes the next.
+or gone, Ray takes the next.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, R
 
 from parley.upstream.route import Router
 
-POLICY = "balanced"
+FORGET_CHOSEN = 4096    # choices remembered until routed (a request cancelled before it was is forgotten)
 
 
 def ring_name(replica: RunningReplica) -> str:
@@ -33,43 +38,54 @@ def ring_name(replica: RunningReplica) -> str:
 
 
 class AffinityRouter(RequestRouter):
-    def initialize_state(self, policy: str = POLICY) -> None:
-        self._policy = policy
+    def initialize_state(self) -> None:
         self._names: tuple[str, ...] = ()
-        self._router: Router | None = None
-        self._in_flight: dict[ReplicaID, int] = defaultdict(int)
+        self._routers: dict[str, Router] = {}
+        self._in_flight: dict[ReplicaID, int] = defaultdict(int)    # routed, not completed
+        self._choosing: dict[str, ReplicaID] = {}                     # chosen first, not routed yet
 
-    def _router_for(self, replicas: list[RunningReplica]) -> Router:
+    def _router_for(self, replicas: list[RunningReplica], session: str | None) -> Router:
+        """Conversations by bounded loads, the rest balanced: one ring (the same names), two policies. A new set of
+        names (a replica added or removed) starts both afresh: the conversations are placed again, most where
+        they were."""
         names = tuple(sorted({ring_name(r) for r in replicas}))
-        if self._router is None or names != self._names:     # the same ranks: the same ring and placements
-            self._names, self._router = names, Router(names, self._policy)
-        return self._router
+        if names != self._names:     # the same ranks: the same rings and placements
+            self._names = names
+            self._routers = {policy: Router(names, policy) for policy in ("bounded", "balanced")}
+        return self._routers["bounded" if session else "balanced"]
 
     def _load(self, replica: RunningReplica) -> int:
-        cached = self._replica_queue_len_cache.get(replica.replica_id)
-        return max(self._in_flight[replica.replica_id], cached or 0)
+        """Requests this router sent there and has not seen complete, counting those chosen in the same instant
+        (a burst is routed before any of it arrives), or what the replica last reported, if more."""
+        rid = replica.replica_id
+        choosing = sum(1 for r in self._choosing.values() if r == rid)
+        return max(self._in_flight[rid] + choosing, self._replica_queue_len_cache.get(rid) or 0)
 
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
         if not candidate_replicas:
             return []
-        router = self._router_for(list(self._replicas.values()) or candidate_replicas)
-        by_name = {ring_name(r): r for r in candidate_replicas}
-        names = self._names
         least_first = sorted(candidate_replicas, key=self._load)
         if pending_request is None:
             return [least_first]
         session = pending_request.kwargs.get("session")
         prompt = pending_request.args[0] if pending_request.args else []
+        router = self._router_for(list(self._replicas.values()) or candidate_replicas, session)
+        by_name = {ring_name(r): r for r in candidate_replicas}
+        names = self._names
         chosen = router.route(session, prompt, lambda i: names[i] in by_name,
                               lambda i: self._load(by_name[names[i]]) if names[i] in by_name else 0)
         if chosen is None:
             return [least_first]
         first = by_name[names[chosen]]
+        self._choosing[pending_request.metadata.internal_request_id] = first.replica_id
+        if len(self._choosing) > FORGET_CHOSEN:     # requests cancelled before they were routed
+            del self._choosing[next(iter(self._choosing))]
         rest = [r for r in least_first if r is not first]
         return [[first], rest] if rest else [[first]]
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result) -> None:
+        self._choosing.pop(pending_request.metadata.internal_request_id, None)
         self._in_flight[replica_id] += 1
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
@@ -79,3 +95,19 @@ class AffinityRouter(RequestRouter):
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
         self._in_flight.pop(replica_id, None)
+
+
+class RoundRobinRouter(RequestRouter):
+    """Each request to the next replica in turn: the baseline `parley bench cluster` measures affinity against."""
+
+    def initialize_state(self) -> None:
+        self._next = 0
+
+    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
+                              pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
+        if not candidate_replicas:
+            return []
+        ordered = sorted(candidate_replicas, key=ring_name)
+        self._next += 1
+        k = self._next % len(ordered)
+        return [[r] for r in ordered[k:] + ordered[:k]]     # one per rank: the next one, unless it is full

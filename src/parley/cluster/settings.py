@@ -18,9 +18,9 @@ class RaySettings:
              "goes to the replica holding its KV (default: none, the in-process engine)")
     replicas: int = setting(
         2, "--replicas", metavar="N", least=1,
-        help="engine replicas to deploy on the Ray cluster (--cluster), each with --threads CPU threads and a Ray "
-             "reservation of as many CPUs; an application already running keeps its own count (parley cluster "
-             "scale changes it) (default 2)")
+        help="engine replicas to deploy on the Ray cluster (--cluster), each with --threads CPU threads (0: this "
+             "machine's cores shared among them) and a Ray reservation of as many CPUs; an application already "
+             "running keeps its own count (parley cluster scale changes it) (default 2)")
 
     def __post_init__(self) -> None:
         check(self)

@@ -7,6 +7,11 @@ its last turn holds its prefix in cache: keep it there.
   balanced   the same first choice, remembered; a conversation moves to the least loaded healthy upstream when
              its own runs MOVE_OVER or more requests over that one (SGLang's cache-aware router balances the same
              way), and then stays where it moved.
+  bounded    consistent hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam): a new conversation goes
+             to the first owner clockwise that holds less than BOUND times its share of the conversations placed
+             (a few: as even as they can be), and stays there while it is healthy (remembered). A few
+             conversations hash unevenly (12 over 2: 9 and 3 in one run); bounded, none holds more than about 10%
+             over its share, and no conversation moves for load.
 
 Requests without a conversation (a raw completion, a stateless chat request resending its history) go where the
 longest prefix of their prompt went before, in whole blocks of BLOCK tokens (the prefixes sent lately are
@@ -18,12 +23,14 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
 VNODES = 64            # ring points per upstream: spreads keys within a few percent of even
 MOVE_OVER = 2          # balanced: move when the sticky upstream runs this many requests more than the least loaded
+BOUND = 1.1            # bounded: an owner takes a new conversation while it holds fewer than BOUND x its share
 BLOCK = 32             # prompt prefixes are remembered in blocks of this many tokens
 REMEMBERED = 65536     # placements remembered (conversations, prefix blocks; the least recently used forgotten)
 
@@ -59,6 +66,8 @@ class Router:
         self._ring = sorted((_point(f"{name}#{v}"), i) for i, name in enumerate(self.names) for v in range(VNODES))
         self._points = [p for p, _ in self._ring]
         self._placed: OrderedDict[str, int] = OrderedDict()
+        self._sessions: OrderedDict[str, int] = OrderedDict()     # bounded: each conversation's place
+        self._held = [0] * len(self.names)                         # bounded: conversations placed on each
         self._lock = threading.Lock()
 
     def owner(self, key: str, healthy) -> int | None:
@@ -103,6 +112,30 @@ class Router:
                     self._remember(key, chosen)
         return chosen
 
+    def _bounded(self, key: str, ok) -> int | None:
+        with self._lock:
+            placed = self._sessions.get(key)
+            if placed is not None and ok(placed):
+                self._sessions.move_to_end(key)
+                return placed
+            up = sum(1 for i in range(len(self.names)) if ok(i))
+            if not up:
+                return None
+            if placed is not None:          # its place is down: placed again, as a new one
+                del self._sessions[key]
+                self._held[placed] -= 1
+            share = (len(self._sessions) + 1) / up      # with this one
+            cap = max(math.ceil(share), math.floor(BOUND * share))     # a few: as even as they can be
+            chosen = self.owner(key, lambda i: ok(i) and self._held[i] < cap)
+            if chosen is None:
+                chosen = self.owner(key, ok)
+            self._sessions[key] = chosen
+            self._held[chosen] += 1
+            while len(self._sessions) > REMEMBERED:
+                _, gone = self._sessions.popitem(last=False)
+                self._held[gone] -= 1
+            return chosen
+
     def _remember(self, key: str, i: int) -> None:
         self._placed[key] = i
         self._placed.move_to_end(key)
@@ -113,6 +146,8 @@ class Router:
         ok = lambda i: i not in exclude and healthy(i)  # noqa: E731
         if self.policy == "session":
             return self.owner(key, ok)
+        if self.policy == "bounded":
+            return self._bounded(key, ok)
         with self._lock:
             placed = self._placed.get(key)
             if placed is None or not ok(placed):
