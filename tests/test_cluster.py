@@ -161,3 +161,17 @@ def test_a_replica_killed_mid_reply_the_reply_finishes_elsewhere_and_no_conversa
         stored = front.conversations.get(chat.id).messages
         assert [m.role for m in stored][-2:] == ["user", "assistant"] and stored[-1].content
     wait_running(front.name, 2)      # Ray brought the killed one back
+
+
+def test_with_its_application_deleted_a_request_fails_at_once_with_a_503(front):
+    """Last here: `parley cluster down` while a front end runs. Its requests end in an error naming the cause,
+    which the HTTP edge answers as 503 (retry later), not a hang or a 500."""
+    from parley.cluster import deploy
+    from parley.server.responses import failure
+    deploy.down(front.name)
+    t0 = time.monotonic()
+    r = front.generate(front.tokenize("Hi"), SamplingParams(max_tokens=2)).wait()
+    assert r.finish_reason == "error" and r.error_code == "replica_unavailable", r
+    assert time.monotonic() - t0 < 30
+    err = failure(r)
+    assert err.status == 503 and "parley cluster up" in str(err)

@@ -86,3 +86,12 @@ class ShuttingDown(ParleyError):
     status = 503
     type = "server_error"
     code = "shutting_down"
+
+
+class EngineUnavailable(ParleyError):
+    """No engine can take the request now: every upstream is down (--upstream), or no replica of the model's
+    application runs on the cluster (--cluster). A client may retry."""
+
+    status = 503
+    type = "server_error"
+    code = "engine_unavailable"

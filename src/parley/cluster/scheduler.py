@@ -101,6 +101,7 @@ class ClusterScheduler(RemoteScheduler):
     # ---- the loop thread: requests -----------------------------------------------------------------------
     async def _serve(self, req: Request, session: str | None, target: int | None = None) -> None:
         from ray.exceptions import RayActorError, RayTaskError
+        from ray.serve.exceptions import DeploymentUnavailableError
         try:
             from ray.exceptions import ActorUnavailableError
         except ImportError:      # older Ray
@@ -153,6 +154,10 @@ class ClusterScheduler(RemoteScheduler):
                     log.warning("an engine replica failed under a request (%s); it moves on", type(e).__name__)
                     if tries >= TRIES:
                         finish, error, code = "error", f"{TRIES} replicas failed under this request", "replica_failed"
+                except DeploymentUnavailableError:
+                    finish, code = "error", "replica_unavailable"
+                    error = ("no engine replica runs on the Ray cluster: its application was deleted (parley cluster "
+                             "up, or this front end's restart, deploys it again)")
                 except RayTaskError as e:
                     cause = getattr(e, "cause", None)
                     finish, error = "error", str(cause or e)

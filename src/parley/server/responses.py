@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from parley import __version__
 from parley.api import CallStart, Chunk, Prompt, ReplyReader, Result, TokenLogprob, ToolPlan, read_reply
-from parley.errors import LimitExceeded, ParleyError
+from parley.errors import EngineUnavailable, LimitExceeded, ParleyError
 from parley.server.errors import error_body, parley_error_response
 from parley.server.streaming import Generation, client_gone, sse
 
@@ -80,6 +80,8 @@ def failure(r: Result | None) -> ParleyError | None:
         if r.error_code == "kv_budget_exceeded":  # a limit, not a fault: say which one
             return LimitExceeded(r.error or "the request does not fit the KV budget", param="max_tokens",
                                  code="kv_budget_exceeded")
+        if r.error_code in ("upstream_unavailable", "replica_unavailable"):    # nothing to generate on, for now
+            return EngineUnavailable(r.error or "no engine is reachable", code=r.error_code)
         return GenerationFailed(f"the generation failed: {r.error or 'unknown error'}")
     return None
 
