@@ -62,7 +62,9 @@ def test_scaling_from_one_replica_to_two_keeps_the_first_and_spreads_conversatio
     deploy.scale(name, path, front.settings, 1)
     wait_running(name, 1)
     first = front.scheduler.handle.info.remote().result(timeout_s=60)
-    chats = [front.chat(system="Be brief.", **QUICK) for _ in range(4)]
+    # a persona each, long enough to be kept (a tail of a few tokens past a shared prefix is recomputed instead)
+    chats = [front.chat(system=f"You are guide number {k}. " + "You answer briefly and kindly. " * 12, **QUICK)
+             for k in range(4)]
     before = counts(front)
     for chat in chats:
         chat.ask("Hi")
@@ -78,9 +80,13 @@ def test_scaling_from_one_replica_to_two_keeps_the_first_and_spreads_conversatio
     assert served == {"replica-0", "replica-1"}
     pids = {u["url"]: u["pid"] for u in front.scheduler.replica_stats()}
     assert pids[first["name"]] == first["pid"]          # the first replica was kept, not restarted
-    # the conversations of before the scale-up still answer, each on its replica of now
+    # the conversations of before the scale-up stay where their KV is: the first replica, their prompt cached
     for chat in chats:
+        previous = chat.last.result.prompt_tokens
+        before = counts(front)
         assert chat.ask("Again?")
+        assert replica_of(front, before) == first["name"]
+        assert chat.last.result.cached_tokens >= previous, (chat.last.result.stats, chat.last.result.cache_note)
 
 
 def test_a_conversation_sticks_to_its_replica_and_its_prefix_hits_there(front):

@@ -256,6 +256,10 @@ def test_bounded_loads_spread_a_few_conversations_evenly_and_keep_each_where_it_
     lost = next(k for k in keys if placed[k] == 0)      # its place goes down: it moves, and stays moved
     assert r.pick(lost, lambda i: i == 1, load) == 1 and r.pick(lost, up, load) == 1
     assert r.pick("new", lambda i: False, load) is None
+    grown = Router(["rank-0", "rank-1", "rank-2"], "bounded")      # a replica added: every conversation stays
+    grown.adopt(r)
+    assert all(grown.pick(k, up, load) == r.pick(k, up, load) for k in keys)
+    assert grown.pick("newcomer", up, load) == 2                   # the new one is the least held
     r = Router(["rank-0", "rank-1", "rank-2"], "bounded")
     held = [0, 0, 0]
     for i in range(3000):

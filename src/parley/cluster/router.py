@@ -46,12 +46,15 @@ class AffinityRouter(RequestRouter):
 
     def _router_for(self, replicas: list[RunningReplica], session: str | None) -> Router:
         """Conversations by bounded loads, the rest balanced: one ring (the same names), two policies. A new set of
-        names (a replica added or removed) starts both afresh: the conversations are placed again, most where
-        they were."""
+        names (a replica added or removed) keeps every placement on a name still there."""
         names = tuple(sorted({ring_name(r) for r in replicas}))
         if names != self._names:     # the same ranks: the same rings and placements
             self._names = names
-            self._routers = {policy: Router(names, policy) for policy in ("bounded", "balanced")}
+            routers = {policy: Router(names, policy) for policy in ("bounded", "balanced")}
+            for policy, router in routers.items():
+                if policy in self._routers:
+                    router.adopt(self._routers[policy])
+            self._routers = routers
         return self._routers["bounded" if session else "balanced"]
 
     def _load(self, replica: RunningReplica) -> int:

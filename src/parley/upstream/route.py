@@ -112,6 +112,20 @@ class Router:
                     self._remember(key, chosen)
         return chosen
 
+    def adopt(self, old: Router) -> None:
+        """Take over `old`'s placements on the names both have (a replica added or removed: the conversations
+        stay where their KV is; those of a name gone are placed again when they come)."""
+        where = {name: i for i, name in enumerate(self.names)}
+        with old._lock, self._lock:
+            for mine, theirs in ((self._placed, old._placed), (self._sessions, old._sessions)):
+                for key, i in theirs.items():
+                    j = where.get(old.names[i])
+                    if j is not None:
+                        mine[key] = j
+            self._held = [0] * len(self.names)
+            for j in self._sessions.values():
+                self._held[j] += 1
+
     def _bounded(self, key: str, ok) -> int | None:
         with self._lock:
             placed = self._sessions.get(key)
