@@ -22,7 +22,6 @@ from parley.errors import InvalidRequest, ModelError, ParleyError
 from parley.sampling import SamplingParams
 from parley.scheduler.remote import RemoteScheduler, result_of
 from parley.scheduler.request import Chunk, Request, Result, Status
-from parley.scheduler.stats import combine
 from parley.scheduler.stream import Stream
 
 log = logging.getLogger("parley.cluster")
@@ -85,11 +84,8 @@ class ClusterScheduler(RemoteScheduler):
         except Exception as e:    # a replica that died took its pins with it
             log.warning("unpinning a prefix on the cluster failed: %s", e)
 
-    def stats(self, timeout: float | None = 30.0):
-        running = [r for r, _ in list(self._running.values())]
-        return dataclasses.replace(combine([]), running=sum(1 for r in running if r.status is Status.DECODE),
-                                   waiting=sum(1 for r in running if r.status is not Status.DECODE),
-                                   totals=self.totals.copy(), upstreams=tuple(self.replica_stats()))
+    def engine_stats(self) -> list[dict]:
+        return self.replica_stats()
 
     def replica_stats(self) -> list[dict]:
         """Each replica this ingress has sent to, as an upstream's entry (url: the replica's name)."""

@@ -10,14 +10,15 @@ replicas on Ray Serve (cluster/scheduler.py). What they share is written here on
   - _finish() hands the Result to the sink and the observers and keeps the totals.
 
 There is no KV here to pin, move or save: prefetch, retire and drop_cached do nothing; the remote engine keeps its
-own cache. A subclass writes `_serve(req, session, target)` (a coroutine that ends with `_finish`), `stats()`,
-`pin()`, and names itself in `where` and `flag` for the errors.
+own cache. A subclass writes `_serve(req, session, target)` (a coroutine that ends with `_finish`),
+`engine_stats()`, `pin()`, and names itself in `where` and `flag` for the errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -26,8 +27,8 @@ from collections.abc import Callable, Sequence
 from parley.errors import InvalidRequest, LimitExceeded, Overloaded, ShuttingDown
 from parley.sampling import SamplingParams
 from parley.scheduler.request import Request, Result, Status
-from parley.scheduler.stats import Totals
-from parley.scheduler.stream import Stream, submitted
+from parley.scheduler.stats import Totals, combine
+from parley.scheduler.stream import Streams
 
 log = logging.getLogger("parley.scheduler")
 
@@ -36,7 +37,7 @@ def NotSupported(message: str, param: str | None = None) -> InvalidRequest:  # n
     return InvalidRequest(message, param=param, code="unsupported_parameter")
 
 
-class RemoteScheduler:
+class RemoteScheduler(Streams):
     where = "the remote engines"      # what generates, in errors ("the upstreams")
     flag = ""                         # the setting that chose them, in errors ("--upstream")
 
@@ -113,13 +114,6 @@ class RemoteScheduler:
     def busy(self) -> bool:
         return any(not r.internal for r, _ in list(self._running.values()))
 
-    def stream(self, prompt: Sequence[int], params: SamplingParams, *, loop: asyncio.AbstractEventLoop | None = None,
-               param: str = "prompt", meta=None) -> Stream:
-        return submitted(self, prompt, params, loop=loop, param=param, meta=meta)
-
-    def generate(self, prompt: Sequence[int], params: SamplingParams) -> Result:
-        return self.stream(prompt, params).wait()
-
     def cancel(self, req: Request) -> None:
         """Stop a request: its remote request is closed (the engine stops generating)."""
         if req.status is not Status.FINISHED and not req.cancelled:
@@ -135,6 +129,17 @@ class RemoteScheduler:
 
     def drop_cached(self, *, save: bool = True) -> int:
         return 0
+
+    def stats(self, timeout: float | None = 30.0):
+        """The Scheduler's snapshot: requests running here, the totals the engines reported (no KV cells here),
+        and each engine's state (`engine_stats`)."""
+        running = [r for r, _ in list(self._running.values())]
+        return dataclasses.replace(combine([]), running=sum(1 for r in running if r.status is Status.DECODE),
+                                   waiting=sum(1 for r in running if r.status is not Status.DECODE),
+                                   totals=self.totals.copy(), upstreams=tuple(self.engine_stats()))
+
+    def engine_stats(self) -> list[dict]:
+        return []
 
     def set_threads(self, n: int) -> None:
         raise NotSupported(f"threads belong to {self.where} here ({self.flag})", param="threads")

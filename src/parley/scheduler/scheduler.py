@@ -14,7 +14,6 @@ A finished request's sequence stays in the prefix cache; the next turn of its co
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import dataclasses
 import logging
@@ -37,7 +36,7 @@ from parley.scheduler.request import Chunk, Request, Result, Status, TokenLogpro
 from parley.scheduler.settings import DRAFT_MAX, IDLE_CELLS, SchedulerSettings
 from parley.scheduler.speculation import Acceptance, BatchCost, draft_length
 from parley.scheduler.stats import SchedulerStats, Totals
-from parley.scheduler.stream import Stream, submitted
+from parley.scheduler.stream import Stream, Streams
 from parley.scheduler.tasks import (
     STOPPED,
     Answering,
@@ -88,7 +87,7 @@ class Batch(NamedTuple):
     chunks: list[tuple[Request, int]]       # prompt read up to this position
 
 
-class Scheduler:
+class Scheduler(Streams):
     """`settings` (the scheduler's section) gives the limits (max_running, max_waiting, batch_tokens,
     prefill_chunk, ctx_size, kv_idle_cells, the RAM/disk budgets); `cache_dir` is where the disk tier lives
     (None: no disk tier)."""
@@ -166,15 +165,6 @@ class Scheduler:
         if self._queued:
             return True
         return any(not r.internal for r in list(self.running)) or any(not r.internal for r in list(self.waiting))
-
-    def stream(self, prompt: Sequence[int], params: SamplingParams, *, loop: asyncio.AbstractEventLoop | None = None,
-               param: str = "prompt", meta=None) -> Stream:
-        """Submit and return the request's Stream: iterate it with `for` (blocking), or with `async for` when
-        `loop` (the running event loop) is given. `meta`: what the caller says about it (Stream.meta)."""
-        return submitted(self, prompt, params, loop=loop, param=param, meta=meta)
-
-    def generate(self, prompt: Sequence[int], params: SamplingParams) -> Result:
-        return self.stream(prompt, params).wait()
 
     def cancel(self, req: Request) -> None:
         """Stop a request within one step; its KV so far stays cached."""

@@ -117,6 +117,19 @@ class Stream:
                 yield chunk.text
 
 
+class Streams:
+    """stream() and generate() over a scheduler's submit(): the local Scheduler's and the remote ones' alike."""
+
+    def stream(self, prompt, params, *, loop: asyncio.AbstractEventLoop | None = None, param: str = "prompt",
+               meta: Any = None) -> Stream:
+        """Submit and return the request's Stream: iterate it with `for` (blocking), or with `async for` when
+        `loop` (the running event loop) is given. `meta`: what the caller says about it (Stream.meta)."""
+        return submitted(self, prompt, params, loop=loop, param=param, meta=meta)
+
+    def generate(self, prompt, params) -> Result:
+        return self.stream(prompt, params).wait()
+
+
 def submitted(scheduler, prompt, params, *, loop: asyncio.AbstractEventLoop | None = None, param: str = "prompt",
               meta: Any = None) -> Stream:
     """`scheduler.submit` a request with a new Stream as its sink (any scheduler: scheduler/scheduler.py's, or

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import random
@@ -38,7 +37,6 @@ from parley.errors import InvalidRequest, ModelError
 from parley.sampling import SamplingParams
 from parley.scheduler.remote import NotSupported, RemoteScheduler, result_of
 from parley.scheduler.request import Chunk, Request, Result, Status
-from parley.scheduler.stats import combine
 from parley.scheduler.stream import Stream
 from parley.text.stops import StopMatcher
 from parley.upstream.client import PROBE_TIMEOUT_S, Upstream, UpstreamFailed
@@ -151,12 +149,8 @@ class UpstreamScheduler(RemoteScheduler):
     def drop_cached(self, *, save: bool = True) -> int:
         return 0
 
-    def stats(self, timeout: float | None = 30.0):
-        """The Scheduler's snapshot: requests running here, the totals the upstreams reported (no KV cells)."""
-        running = [r for r, _ in list(self._running.values())]
-        return dataclasses.replace(combine([]), running=sum(1 for r in running if r.status is Status.DECODE),
-                                   waiting=sum(1 for r in running if r.status is not Status.DECODE),
-                                   totals=self.totals.copy(), upstreams=tuple(self.upstream_stats()))
+    def engine_stats(self) -> list[dict]:
+        return self.upstream_stats()
 
     def upstream_stats(self) -> list[dict]:
         """Each upstream's state and what it reported (the cached share shows the conversations' stickiness)."""
