@@ -573,3 +573,41 @@ def test_pg_text_with_a_nul_is_a_clear_error(pg_url):
         s.add_messages(cid, [NewMessage("user", "a\x00b")])
     assert s.get_conversation(cid).message_count == 0                # nothing half-written
     s.close()
+
+
+def test_front_ends_on_one_store_share_the_users_personas(new_target, tmp_path):
+    """Personas kept in the store (as with --db-url): what one front end imports, edits or deletes, the other
+    lists at once; a persona file a front end had before is copied in once; two saves of one new name race in
+    the database, and the second is a 409."""
+    from parley.chat.personas import Persona, Personas, card_json
+    from parley.errors import Conflict
+    from parley.registry import SharedFiles
+
+    target = new_target()
+    stores = [Store(target), Store(target)]
+    try:
+        local = tmp_path / "a-personas"
+        local.mkdir()
+        (local / "old-friend.toml").write_text('name = "Old Friend"\ndescription = "Knew you before."\n')
+        a = Personas(local, shared=SharedFiles(stores[0], "persona", tmp_path / "a" / "shared"))
+        b = Personas(tmp_path / "b-personas", shared=SharedFiles(stores[1], "persona", tmp_path / "b" / "shared"))
+        assert "old-friend" in b.names() and b.get("old-friend").description == "Knew you before."
+        assert b.origin("old-friend") == "user" and "lighthouse" in b.names()      # the bundled ones stay
+
+        name, _ = a.import_card(json.dumps(card_json(Persona("Ada", description="A kind engineer."))).encode(),
+                                "ada.json")
+        assert b.get(name).description == "A kind engineer."
+        b.save(Persona("Ada", description="A kinder engineer."), overwrite=True)
+        assert a.get(name).description == "A kinder engineer."
+        with pytest.raises(Conflict):       # a's mirror is stale-free, but the database decides
+            stores[0].put_registry_file("persona", name, ".toml", b"name = 'Ada'\n", overwrite=False)
+        with pytest.raises((Conflict, InvalidRequest)):
+            a.save(Persona("Ada"))
+
+        b.delete("old-friend")
+        assert "old-friend" not in a.names() and (local / "old-friend.toml").exists()
+        again = Personas(local, shared=SharedFiles(stores[0], "persona", tmp_path / "a" / "shared"))
+        assert "old-friend" not in again.names()        # deleted from the store: not copied in again
+    finally:
+        for s in stores:
+            s.close()

@@ -21,10 +21,15 @@ Contract:
 - `delete(name)` removes a user entry's files of every suffix (a symlink: the link, not what it points to), so
   a bundled entry it replaced comes back. Bundled entries are never deleted.
 - Every error is an `InvalidRequest` (`LimitExceeded` for a size) of one line naming the file or the name.
+- Shared (`shared`: a SharedFiles, when the store is a database several front ends share): the user's entries
+  live in the store, mirrored into a local directory that is the registry's user directory; every listing or
+  read brings the mirror up to date first (one small query), every write and delete goes to the store first.
+  A user file of the local directory the store lacks is copied into it once, the first time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -32,7 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from parley.errors import InvalidRequest, LimitExceeded
+from parley.errors import Conflict, InvalidRequest, LimitExceeded
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -47,8 +52,12 @@ class FileRegistry(Generic[T]):
     turns a file's bytes into the domain's value."""
 
     def __init__(self, kind: str, user_dir: Path | None, bundled_dir: Path, *, suffixes: Sequence[str],
-                 load: Callable[[Path, bytes], T], max_bytes: int):
+                 load: Callable[[Path, bytes], T], max_bytes: int, shared: SharedFiles | None = None):
         self.kind = kind                      # "persona": in every message, and the `param` of errors
+        self.shared = shared
+        if shared is not None:
+            shared.adopt(user_dir, suffixes, max_bytes)
+            user_dir = shared.mirror
         self.user_dir = Path(user_dir) if user_dir is not None else None
         self.bundled_dir = Path(bundled_dir)
         self.suffixes = tuple(suffixes)
@@ -92,6 +101,8 @@ class FileRegistry(Generic[T]):
         return done, warnings
 
     def _files(self) -> dict[str, Path]:
+        if self.shared is not None:
+            self.shared.sync()
         user = _entries(self.user_dir, self.suffixes) if self.user_dir is not None else {}
         return _entries(self.bundled_dir, self.suffixes) | user
 
@@ -115,7 +126,12 @@ class FileRegistry(Generic[T]):
         if target.exists() and not target.is_file():
             raise InvalidRequest(f"{target} is in the way and not a {self.kind} file (a directory?); move it away "
                                  f"to save {self.kind} {stem!r}", param="name")
+        updated = None
+        if self.shared is not None:      # the store first: it decides a race with another front end
+            updated = self.shared.put(stem, suffix, data, overwrite=overwrite)
         write_atomic(target, data)
+        if updated is not None:
+            os.utime(target, (updated, updated))     # the mirror's copy of this version
         for old in taken:
             if old != target:
                 old.unlink()
@@ -127,6 +143,8 @@ class FileRegistry(Generic[T]):
         if path.parent != self.user_dir:
             raise InvalidRequest(f"{self.kind} {name!r} is bundled with parley and cannot be deleted",
                                  param=self.kind)
+        if self.shared is not None:
+            self.shared.delete(name)
         for suffix in self.suffixes:
             other = path.parent / f"{name}{suffix}"
             if other.is_symlink() or other.is_file():      # a directory named like it is not the entry's
@@ -138,6 +156,65 @@ class FileRegistry(Generic[T]):
             raise InvalidRequest(f"no user {self.kind} directory to save into (set PARLEY_HOME)", param=self.kind)
         self.user_dir.mkdir(parents=True, exist_ok=True)
         return self.user_dir
+
+
+class SharedFiles:
+    """A registry's user entries kept in the store (`store`: registry_files, put_registry_file,
+    registry_file, delete_registry_files; store/db.py), mirrored into `mirror`, a directory of this process's
+    that nothing else writes."""
+
+    ADOPTED = ".adopted"      # in the mirror: the names of the local user directory copied into the store
+
+    def __init__(self, store, kind: str, mirror: Path):
+        self.store, self.kind, self.mirror = store, kind, Path(mirror)
+
+    def adopt(self, local: Path | None, suffixes: Sequence[str], max_bytes: int) -> None:
+        """Copy each entry of the local user directory into the store, once, unless it has one of that name: a
+        file that was there before the database was shared, or put there since, joins the shared ones; one
+        deleted from the store later stays deleted (its name is remembered in the mirror)."""
+        self.mirror.mkdir(parents=True, exist_ok=True)
+        marker = self.mirror / self.ADOPTED
+        done = set(marker.read_text().split("\n")) if marker.is_file() else set()
+        entries = {n: p for n, p in _entries(Path(local), suffixes).items() if n not in done} if local else {}
+        if not entries:
+            return
+        stored = {name for name, _, _ in self.store.registry_files(self.kind)}
+        for name, path in entries.items():
+            if name not in stored:
+                # another front end stored one of that name meanwhile; a file too big stays where it is
+                with contextlib.suppress(Conflict, LimitExceeded):
+                    self.store.put_registry_file(self.kind, name, path.suffix,
+                                                 read_capped(path, max_bytes, self.kind), overwrite=False)
+        write_atomic(marker, "\n".join(sorted(done | set(entries))).encode())
+
+    def sync(self) -> None:
+        """Make the mirror hold exactly the store's files (those changed since written again)."""
+        stored = {f"{name}{suffix}": (name, suffix, updated)
+                  for name, suffix, updated in self.store.registry_files(self.kind)}
+        for path in self.mirror.iterdir():
+            if path.name != self.ADOPTED and path.name not in stored and (path.is_file() or path.is_symlink()):
+                path.unlink()
+        for file_name, (name, suffix, updated) in stored.items():
+            path = self.mirror / file_name
+            try:
+                fresh = path.is_file() and not path.is_symlink() and abs(path.stat().st_mtime - updated) < 1e-3
+            except OSError:
+                fresh = False
+            if not fresh:
+                data = self.store.registry_file(self.kind, name, suffix)
+                if data is not None:
+                    self._mirror(path, data, updated)
+
+    def put(self, stem: str, suffix: str, data: bytes, *, overwrite: bool) -> float:
+        return self.store.put_registry_file(self.kind, stem, suffix, data, overwrite=overwrite)
+
+    def delete(self, name: str) -> None:
+        self.store.delete_registry_files(self.kind, name)
+
+    @staticmethod
+    def _mirror(path: Path, data: bytes, updated: float) -> None:
+        write_atomic(path, data)
+        os.utime(path, (updated, updated))
 
 
 def _entries(directory: Path | None, suffixes: Sequence[str]) -> dict[str, Path]:

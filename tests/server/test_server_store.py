@@ -123,6 +123,14 @@ def test_two_front_ends_share_one_postgresql_store(tmp_path, pg_url):
         assert second["parley"]["message_id"]
         msgs = httpx.get(url_a + f"/v1/conversations/{cid}").json()["messages"]
         assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
+        # personas live in the shared store too: imported through one, listed and served by the other
+        card = {"name": "Ada Shared", "description": "A kind engineer.", "first_mes": "Hello there."}
+        assert post(url_a, "/v1/personas", card)["name"] == "ada-shared"
+        assert "ada-shared" in [p["name"] for p in httpx.get(url_b + "/v1/personas").json()["data"]]
+        again = httpx.post(url_b + "/v1/personas", json=card, timeout=60)
+        assert again.status_code in (400, 409) and "exists" in again.json()["error"]["message"]
+        conv = post(url_b, "/v1/conversations", {"persona": "ada-shared", "max_tokens": 4})
+        assert httpx.get(url_a + f"/v1/conversations/{conv['id']}").json()["messages"][0]["content"] == "Hello there."
     finally:
         stop(a)
         stop(b)

@@ -35,12 +35,10 @@ from parley.api.conversations import ConversationsService
 from parley.api.documents import DocumentsService
 from parley.api.guard import LoopGuard, blocking
 from parley.api.loaded import LoadedModel, ModelInfo, estimate, unloaded_info
-from parley.api.registries import PersonasService, SkillsService
+from parley.api.registries import PersonasService, SkillsService, file_registries
 from parley.chat.conversations import Conversations
 from parley.chat.limits import Caps, Limits
 from parley.chat.meta import Prompt
-from parley.chat.personas import Personas
-from parley.chat.skills import Skills
 from parley.chat.tools import FORCED_PREFIX, ToolPlan
 from parley.chat.tools import render as render_tools
 from parley.chat.turns import Turns
@@ -113,8 +111,7 @@ class _Shared:
         self.turns: Turns | None = None
         self.pool: Pool | None = None
         try:
-            self.personas = Personas(s.data_dir / "personas")
-            self.skills = Skills(s.data_dir / "skills")
+            self.personas, self.skills = file_registries(s, self.store)
             self.registry = ModelRegistry(s.data_dir / "models")
             self.conversations = Conversations(self.store, personas=self.personas)
             self.turns = Turns(self.conversations, skills=self.skills)

@@ -16,7 +16,9 @@ from typing import Any
 from parley.api.guard import LoopGuard, blocking
 from parley.chat.personas import Persona, Personas
 from parley.chat.skills import Skill, Skills
+from parley.registry import SharedFiles
 from parley.settings import Settings
+from parley.store.db import Store
 
 
 class _Registry:
@@ -88,13 +90,27 @@ class Registries:
     skills: SkillsService
 
 
-def open_registries(data_dir: Path, guard: LoopGuard) -> Registries:
-    return Registries(PersonasService(Personas(data_dir / "personas"), guard),
-                      SkillsService(Skills(data_dir / "skills"), guard))
+def file_registries(s: Settings, store) -> tuple[Personas, Skills]:
+    """The personas and skills of these settings. The user's personas are in $PARLEY_HOME/personas, or, with a
+    shared database (--db-url), in the store (mirrored under $PARLEY_HOME/shared/personas; the local files are
+    copied in once), so every front end on it lists and serves the same ones. Skills are files of each process
+    ($PARLEY_HOME/skills)."""
+    d = s.data_dir
+    if s.db_url and store is not None:
+        personas = Personas(d / "personas", shared=SharedFiles(store, "persona", d / "shared" / "personas"))
+    else:
+        personas = Personas(d / "personas")
+    return personas, Skills(d / "skills")
+
+
+def open_registries(s: Settings, guard: LoopGuard, store=None) -> Registries:
+    personas, skills = file_registries(s, store)
+    return Registries(PersonasService(personas, guard), SkillsService(skills, guard))
 
 
 def registries(home: str | os.PathLike | None = None) -> Registries:
     """The personas and skills without loading a model; a loaded Parley has the same as `.personas` and
     `.skills`."""
     s = Settings.at_home(home)
-    return open_registries(s.data_dir, LoopGuard())
+    store = Store(s.store_target) if s.db_url else None
+    return open_registries(s, LoopGuard(), store)

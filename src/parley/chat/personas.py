@@ -73,9 +73,9 @@ class Personas(FileRegistry[Persona]):
     """Bundled personas plus the user's files (`user_dir`, usually default_dir()); a user file of the same name
     replaces the bundled one. Names are file names without their suffix."""
 
-    def __init__(self, user_dir: Path | None, bundled_dir: Path = BUNDLED_DIR):
+    def __init__(self, user_dir: Path | None, bundled_dir: Path = BUNDLED_DIR, *, shared=None):
         super().__init__("persona", user_dir, bundled_dir, suffixes=USER_SUFFIXES, load=_decode,
-                         max_bytes=MAX_FILE_BYTES)
+                         max_bytes=MAX_FILE_BYTES, shared=shared)
 
     def save(self, persona: Persona, *, overwrite: bool = False) -> Path:
         """Write `persona` into the user dir as <name>.toml, or as a V3 JSON card when TOML cannot hold it

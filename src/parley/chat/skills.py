@@ -294,9 +294,9 @@ def _decode(path: Path, data: bytes) -> Skill:
 class Skills(FileRegistry[Skill]):
     """The bundled skills plus the user's TOML files; a user file replaces the bundled skill of its name."""
 
-    def __init__(self, user_dir: Path | None, bundled_dir: Path = BUNDLED_DIR):
+    def __init__(self, user_dir: Path | None, bundled_dir: Path = BUNDLED_DIR, *, shared=None):
         super().__init__("skill", user_dir, bundled_dir, suffixes=(".toml",), load=_decode,
-                         max_bytes=MAX_SKILL_BYTES)
+                         max_bytes=MAX_SKILL_BYTES, shared=shared)
 
     def load_all(self) -> tuple[list[Skill], list[str]]:
         """Every skill that loads, and one warning line for each file that does not."""

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from parley.errors import InvalidRequest, NotFound
+from parley.errors import Conflict, InvalidRequest, NotFound
 from parley.store import migrations
 from parley.store.backend import BUSY_TIMEOUT_S, MEMORY, Backend, StoreError, connect
 from parley.store.rows import (
@@ -483,6 +483,36 @@ class Store:
         owned, args = _owned("c.owner", owner)
         rows = self._read(self._db.search_sql(f"AND {owned}"), (terms, *args, limit))
         return [SearchHit(*r) for r in rows]
+
+
+    # ---- registry files (personas, skills: parley/registry.py SharedFiles) ---------------------------------
+    def registry_files(self, kind: str) -> list[tuple[str, str, float]]:
+        """(name, suffix, updated) of every stored file of this kind."""
+        rows = self._read("SELECT name, suffix, updated FROM registry_files WHERE kind = ? ORDER BY name, suffix",
+                          (kind,))
+        return [(r[0], r[1], float(r[2])) for r in rows]
+
+    def registry_file(self, kind: str, name: str, suffix: str) -> bytes | None:
+        rows = self._read("SELECT data FROM registry_files WHERE kind = ? AND name = ? AND suffix = ?",
+                          (kind, name, suffix))
+        return bytes(rows[0][0]) if rows else None
+
+    def put_registry_file(self, kind: str, name: str, suffix: str, data: bytes, *, overwrite: bool) -> float:
+        """Store a file as `name` (its files of other suffixes removed); without `overwrite`, a file of that name
+        stored meanwhile (by another front end) is a Conflict, decided in the transaction. Returns its time."""
+        now = time.time()
+        with self._write(f"saving {kind} {name!r}") as db:
+            if not overwrite and db.read("SELECT 1 FROM registry_files WHERE kind = ? AND name = ?", (kind, name)):
+                raise Conflict(f"a user {kind} {_short(name)} exists (saved by another front end?); delete it "
+                               "first or save with overwrite", param="name")
+            db.execute("DELETE FROM registry_files WHERE kind = ? AND name = ?", (kind, name))
+            db.execute("INSERT INTO registry_files (kind, name, suffix, data, updated) VALUES (?, ?, ?, ?, ?)",
+                       (kind, name, suffix, data, now))
+        return now
+
+    def delete_registry_files(self, kind: str, name: str) -> None:
+        with self._write(f"deleting {kind} {name!r}") as db:
+            db.execute("DELETE FROM registry_files WHERE kind = ? AND name = ?", (kind, name))
 
 
 def auto_title(text: str, limit: int = 60) -> str:

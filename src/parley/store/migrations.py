@@ -124,6 +124,21 @@ def m005_conversation_claims(db: Backend) -> None:
     db.execute(f"ALTER TABLE conversations ADD COLUMN claimed_until {db.real}")
 
 
+@migration
+def m006_registry_files(db: Backend) -> None:
+    """The user's personas and skills, kept in the store (parley/registry.py SharedFiles), so the front ends
+    sharing one database list and serve the same ones. One row per file, as the file registry names them."""
+    db.execute(f"""
+        CREATE TABLE registry_files (
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            suffix TEXT NOT NULL,
+            data {db.blob} NOT NULL,
+            updated {db.real} NOT NULL,
+            PRIMARY KEY (kind, name, suffix)
+        )""")
+
+
 def names() -> list[str]:
     return [m.__name__ for m in MIGRATIONS]
 
