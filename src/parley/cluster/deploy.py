@@ -54,7 +54,8 @@ def connect(address: str) -> None:
         try:
             ray.init(address=address, namespace="parley", log_to_driver=False, **extra)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ModelError(f"cannot join the Ray cluster at {address!r} (--cluster): {e}") from None
+            hint = " (start one with `ray start --head`, or give --cluster local or HOST:PORT)" if address == "auto" else ""
+            raise ModelError(f"cannot join the Ray cluster at {address!r} (--cluster): {e}{hint}") from None
     serve.start(proxy_location="Disabled")
 
 
