@@ -30,6 +30,7 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -131,7 +132,7 @@ class FileRegistry(Generic[T]):
             updated = self.shared.put(stem, suffix, data, overwrite=overwrite)
         write_atomic(target, data)
         if updated is not None:
-            os.utime(target, (updated, updated))     # the mirror's copy of this version
+            self.shared.wrote(target.name, updated)      # the mirror holds this version now
         for old in taken:
             if old != target:
                 old.unlink()
@@ -164,9 +165,11 @@ class SharedFiles:
     that nothing else writes."""
 
     ADOPTED = ".adopted"      # in the mirror: the names of the local user directory copied into the store
+    VERSIONS = ".versions"    # in the mirror: the store's `updated` of each file it holds (JSON)
 
     def __init__(self, store, kind: str, mirror: Path):
         self.store, self.kind, self.mirror = store, kind, Path(mirror)
+        self._versions: dict[str, float] | None = None
 
     def adopt(self, local: Path | None, suffixes: Sequence[str], max_bytes: int) -> None:
         """Copy each entry of the local user directory into the store, once, unless it has one of that name: a
@@ -187,34 +190,42 @@ class SharedFiles:
                                                  read_capped(path, max_bytes, self.kind), overwrite=False)
         write_atomic(marker, "\n".join(sorted(done | set(entries))).encode())
 
+    def versions(self) -> dict[str, float]:
+        if self._versions is None:
+            try:
+                self._versions = {str(k): float(v) for k, v in
+                                  json.loads((self.mirror / self.VERSIONS).read_text()).items()}
+            except (OSError, ValueError, AttributeError, TypeError):
+                self._versions = {}
+        return self._versions
+
+    def wrote(self, file_name: str, updated: float) -> None:
+        """The mirror's `file_name` is the store's version of `updated` now."""
+        self.versions()[file_name] = updated
+        write_atomic(self.mirror / self.VERSIONS, json.dumps(self.versions()).encode())
+
     def sync(self) -> None:
-        """Make the mirror hold exactly the store's files (those changed since written again)."""
+        """Make the mirror hold exactly the store's files (each one whose version changed fetched again)."""
         stored = {f"{name}{suffix}": (name, suffix, updated)
                   for name, suffix, updated in self.store.registry_files(self.kind)}
-        for path in self.mirror.iterdir():
-            if path.name != self.ADOPTED and path.name not in stored and (path.is_file() or path.is_symlink()):
+        for path in self.mirror.iterdir():     # (dot files: the marker, the versions, a write in progress)
+            if not path.name.startswith(".") and path.name not in stored and (path.is_file() or path.is_symlink()):
                 path.unlink()
+        have = self.versions()
         for file_name, (name, suffix, updated) in stored.items():
             path = self.mirror / file_name
-            try:
-                fresh = path.is_file() and not path.is_symlink() and abs(path.stat().st_mtime - updated) < 1e-3
-            except OSError:
-                fresh = False
-            if not fresh:
-                data = self.store.registry_file(self.kind, name, suffix)
-                if data is not None:
-                    self._mirror(path, data, updated)
+            if have.get(file_name) == updated and path.is_file() and not path.is_symlink():
+                continue
+            data = self.store.registry_file(self.kind, name, suffix)
+            if data is not None:
+                write_atomic(path, data)
+                self.wrote(file_name, updated)
 
     def put(self, stem: str, suffix: str, data: bytes, *, overwrite: bool) -> float:
         return self.store.put_registry_file(self.kind, stem, suffix, data, overwrite=overwrite)
 
     def delete(self, name: str) -> None:
         self.store.delete_registry_files(self.kind, name)
-
-    @staticmethod
-    def _mirror(path: Path, data: bytes, updated: float) -> None:
-        write_atomic(path, data)
-        os.utime(path, (updated, updated))
 
 
 def _entries(directory: Path | None, suffixes: Sequence[str]) -> dict[str, Path]:

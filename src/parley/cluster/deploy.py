@@ -72,10 +72,10 @@ def deploy(model: str, model_path: str | Path, settings: Settings, replicas: int
     from ray.serve.config import RequestRouterConfig
 
     from parley.cluster.replica import Replica
-    s = settings.replace(cluster="", upstream=(), replicas=1)    # (the count is the deployment's, not theirs)
-    # --threads 0 (every core) shares this machine's cores among the replicas; on several nodes give --threads
-    threads = s.engine.threads or max(1, (os.cpu_count() or 1) // replicas)
-    s = s.replace(threads=threads)
+    # --threads 0 (every core) shares this machine's cores among --replicas replicas (the setting, not this
+    # count: `parley cluster scale` changes the count and keeps each replica's threads); on several nodes give -t
+    threads = settings.engine.threads or max(1, (os.cpu_count() or 1) // settings.ray.replicas)
+    s = settings.replace(cluster="", upstream=(), replicas=1, threads=threads)   # (the count is the deployment's)
     deployment = serve.deployment(
         Replica, name=DEPLOYMENT, num_replicas=replicas, max_ongoing_requests=ONGOING * s.scheduler.max_running,
         ray_actor_options={"num_cpus": threads}, health_check_period_s=HEALTH_PERIOD_S,
@@ -83,7 +83,8 @@ def deploy(model: str, model_path: str | Path, settings: Settings, replicas: int
                                                   request_routing_stats_period_s=HEALTH_PERIOD_S))
     # the same model, settings and parley are the same version: a new count only adds or drains replicas (else
     # Serve versions each serve.run anew and replaces every replica). Serve keeps this option for its own use.
-    version = hashlib.blake2b(f"{__version__} {model_path} {s!r} {router}".encode(), digest_size=8).hexdigest()
+    what = (__version__, str(model_path), s.engine, s.scheduler, s.template, str(s.data_dir), router)
+    version = hashlib.blake2b(repr(what).encode(), digest_size=8).hexdigest()   # what the replicas run with
     deployment = deployment.options(version=version, _internal=True)
     log.warning("deploying %d replica(s) of %s on Ray (%d CPU thread(s) each)", replicas, model, threads)
     return serve.run(deployment.bind(str(model_path), s), name=app_name(model), route_prefix=None)

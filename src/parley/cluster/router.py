@@ -16,8 +16,8 @@ guess from text:
     that replica runs route.MOVE_OVER more than the least loaded (the balanced policy), counting the requests
     this router has chosen and not yet seen complete.
 
-It returns ranks: the chosen replica first, then the others least loaded first, so when the chosen one is full
-or gone, Ray takes the next.
+It returns two ranks: the chosen replica, then the others (Ray takes the one of them with the shortest queue it
+knows of) for when the chosen one is full or gone.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class AffinityRouter(RequestRouter):
         self._names: tuple[str, ...] = ()
         self._routers: dict[str, Router] = {}
         self._in_flight: dict[ReplicaID, int] = defaultdict(int)    # routed, not completed
-        self._choosing: dict[str, ReplicaID] = {}                     # chosen first, not routed yet
+        self._choosing: dict[str, tuple[ReplicaID, PendingRequest]] = {}   # chosen first, not routed yet
 
     def _router_for(self, replicas: list[RunningReplica], session: str | None) -> Router:
         """Conversations by bounded loads, the rest balanced: one ring (the same names), two policies. A new set of
@@ -61,7 +61,9 @@ class AffinityRouter(RequestRouter):
         """Requests this router sent there and has not seen complete, counting those chosen in the same instant
         (a burst is routed before any of it arrives), or what the replica last reported, if more."""
         rid = replica.replica_id
-        choosing = sum(1 for r in self._choosing.values() if r == rid)
+        for key in [k for k, (_, p) in self._choosing.items() if p.future.done()]:   # routed or cancelled
+            del self._choosing[key]
+        choosing = sum(1 for r, _ in self._choosing.values() if r == rid)
         return max(self._in_flight[rid] + choosing, self._replica_queue_len_cache.get(rid) or 0)
 
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
@@ -81,7 +83,7 @@ class AffinityRouter(RequestRouter):
         if chosen is None:
             return [least_first]
         first = by_name[names[chosen]]
-        self._choosing[pending_request.metadata.internal_request_id] = first.replica_id
+        self._choosing[pending_request.metadata.internal_request_id] = (first.replica_id, pending_request)
         if len(self._choosing) > FORGET_CHOSEN:     # requests cancelled before they were routed
             del self._choosing[next(iter(self._choosing))]
         rest = [r for r in least_first if r is not first]

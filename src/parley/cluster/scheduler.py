@@ -30,6 +30,10 @@ TRIES = 4                  # replicas a request may try (each failure: one repli
 INFO_TIMEOUT_S = 120.0     # the first replica's answer at start-up (it may still be loading its model)
 
 
+class ReplicaLost(Exception):
+    """A replica's stream ended without its Result (the replica went away)."""
+
+
 @dataclasses.dataclass
 class ReplicaCounts:
     name: str
@@ -49,7 +53,6 @@ class ClusterScheduler(RemoteScheduler):
     def __init__(self, handle, *, context_size: int = 0, max_waiting: int = 256):
         self.handle = handle
         self.replicas: dict[str, ReplicaCounts] = {}
-        self._persist: set[int] = set()      # pin requests whose KV the disk tier keeps too
         try:
             info = handle.info.remote().result(timeout_s=INFO_TIMEOUT_S)
         except Exception as e:
@@ -63,9 +66,7 @@ class ClusterScheduler(RemoteScheduler):
         prefix and go there too). Returns (the key unpin takes, the Result)."""
         stream = Stream(lambda: None)
         req = self.submit(tokens, SamplingParams(max_tokens=1, temperature=0.0), stream.put, pin=True,
-                          prefill_only=True)
-        if persist:
-            self._persist.add(req.id)
+                          prefill_only=True, persist=persist)
         stream.request = req
         if watch is not None:
             watch(stream)
@@ -75,12 +76,14 @@ class ClusterScheduler(RemoteScheduler):
         return tuple(tokens), result
 
     def unpin(self, slot) -> None:
+        """Every replica drops its pin of these tokens (the one that read them, wherever the router has moved
+        their questions since)."""
         if slot:
-            self._call(self._unpin(list(slot)), 30)
+            self._call(self._unpin(list(slot)), 60)
 
     async def _unpin(self, tokens: list[int]) -> None:
         try:
-            await self.handle.unpin.remote(tokens)
+            await self.handle.broadcast("unpin", tokens).results_async()
         except Exception as e:    # a replica that died took its pins with it
             log.warning("unpinning a prefix on the cluster failed: %s", e)
 
@@ -102,7 +105,9 @@ class ClusterScheduler(RemoteScheduler):
             from ray.exceptions import ActorUnavailableError
         except ImportError:      # older Ray
             ActorUnavailableError = RayActorError  # noqa: N806
+        lost = (RayActorError, ActorUnavailableError, ReplicaLost)
         delivered: list[int] = []
+        before_final = 0         # tokens delivered before the attempt that gave the Result
         texts: list[str] = []
         logprobs: list = []
         final: Result | None = None
@@ -112,6 +117,7 @@ class ClusterScheduler(RemoteScheduler):
         try:
             while final is None and finish is None:
                 tries += 1
+                before_final = len(delivered)
                 left = req.max_new - len(delivered)
                 if delivered and left <= 0:
                     finish = "length"
@@ -139,17 +145,22 @@ class ClusterScheduler(RemoteScheduler):
                         elif isinstance(event, Result):
                             final = event
                     if final is None:
-                        raise ActorUnavailableError("the replica's stream ended without a result")
+                        raise ReplicaLost("the replica's stream ended without a result")
                 except asyncio.CancelledError:
                     call.cancel()
                     raise
-                except (RayActorError, ActorUnavailableError) as e:
+                except lost as e:
+                    call.cancel()        # (a replica still alive behind a broken stream stops generating)
                     if counts is not None:
                         counts.failures += 1
                         counts.error = "died mid-request"
                     log.warning("an engine replica failed under a request (%s); it moves on", type(e).__name__)
                     if tries >= TRIES:
                         finish, error, code = "error", f"{TRIES} replicas failed under this request", "replica_failed"
+                    elif delivered and req.params.grammar is not None:
+                        # a grammar would start over on the next replica mid-reply: end it rather than break it
+                        finish, code = "error", "replica_failed"
+                        error = "the replica generating this constrained reply failed mid-way; ask again"
                 except DeploymentUnavailableError:
                     finish, code = "error", "replica_unavailable"
                     error = ("no engine replica runs on the Ray cluster: its application was deleted (parley cluster "
@@ -166,7 +177,7 @@ class ClusterScheduler(RemoteScheduler):
         except Exception as e:   # a bug here must end the request, never leave its consumer waiting
             log.exception("a cluster request failed")
             finish, error, code = "error", f"{type(e).__name__}: {e}", "internal"
-        if final is not None and tries == 1:
+        if final is not None and before_final == 0:     # one replica made the whole reply
             result = dataclasses.replace(final, ttft_s=(req.first_token or time.perf_counter()) - req.arrived,
                                          total_s=time.perf_counter() - req.arrived)
         elif final is not None:    # the reply spans replicas: its parts joined, the prompt the first one read
@@ -183,5 +194,4 @@ class ClusterScheduler(RemoteScheduler):
             if not req.internal:
                 counts.prompt_tokens += len(req.prompt)
                 counts.cached_tokens += result.cached_tokens
-        self._persist.discard(req.id)
         self._finish(req, result)

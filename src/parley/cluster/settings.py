@@ -14,7 +14,8 @@ class RaySettings:
         "", "--cluster", metavar="ADDRESS", env="PARLEY_CLUSTER",
         help="generate on replicas of parley's engine deployed on this Ray cluster as a Ray Serve application "
              "(pip install 'parley[cluster]'): 'local' starts one on this machine for the process's life, 'auto' "
-             "joins the one `ray start --head` runs here, HOST:PORT or ray://HOST:10001 another; each conversation "
+             "joins the one `ray start --head` runs here, HOST:PORT another (run parley on one of its nodes; Ray Client's "
+             "ray:// cannot stream); each conversation "
              "goes to the replica holding its KV (default: none, the in-process engine)")
     replicas: int = setting(
         2, "--replicas", metavar="N", least=1,

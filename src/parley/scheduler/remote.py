@@ -47,6 +47,7 @@ class RemoteScheduler(Streams):
         self.observers: list[Callable[[Request, Result], None]] = []
         self.totals = Totals()
         self._running: dict[int, tuple[Request, asyncio.Task | None]] = {}
+        self._persist: set[int] = set()      # pin requests whose KV the remote disk tier keeps too
         self._stopping = False
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -77,7 +78,7 @@ class RemoteScheduler(Streams):
     # ---- any thread --------------------------------------------------------------------------------------
     def submit(self, prompt: Sequence[int], params: SamplingParams, sink: Callable, *, pin: bool = False,
                prefill_only: bool = False, param: str = "prompt", internal: bool = False,
-               session: str | None = None, target: int | None = None) -> Request:
+               session: str | None = None, target: int | None = None, persist: bool = False) -> Request:
         """Queue a generation; `session` (a conversation id) keeps a conversation on one engine, `target` names
         one by its index. Raises in the caller's thread for a prompt that cannot fit, too many requests in flight,
         or what the engines here cannot do."""
@@ -101,6 +102,8 @@ class RemoteScheduler(Streams):
         req.internal = internal
         req.status = Status.WAITING
         self._running[req.id] = (req, None)
+        if persist:
+            self._persist.add(req.id)
         try:
             self._loop.call_soon_threadsafe(self._start, req, session, target)
         except RuntimeError:   # the loop has stopped
@@ -164,6 +167,13 @@ class RemoteScheduler(Streams):
             return
         task = self._loop.create_task(self._serve(req, session, target))
         self._running[req.id] = (req, task)
+        task.add_done_callback(lambda _: self._ended(req))
+
+    def _ended(self, req: Request) -> None:
+        """A task cancelled before its first step never ran _serve: finish its request as cancelled here, so
+        its consumer never waits for a Result that will not come."""
+        if req.status is not Status.FINISHED:
+            self._finish(req, result_of(req, "cancelled", [], "", 0, 0))
 
     async def _serve(self, req: Request, session: str | None, target: int | None) -> None:
         raise NotImplementedError
@@ -182,6 +192,7 @@ class RemoteScheduler(Streams):
     def _finish(self, req: Request, result: Result) -> None:
         req.status = Status.FINISHED
         self._running.pop(req.id, None)
+        self._persist.discard(req.id)
         t = self.totals
         t.prompt_tokens += result.prompt_tokens
         t.cached_tokens += result.cached_tokens
