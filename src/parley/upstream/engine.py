@@ -143,12 +143,6 @@ class UpstreamScheduler(RemoteScheduler):
     def unpin(self, slot) -> None:
         """Nothing is pinned here (pin() leaves the prefix in the upstreams' own caches)."""
 
-    def retire(self, tokens: Sequence[int]) -> None:
-        """Nothing to move out: the upstream evicts from its own cache."""
-
-    def drop_cached(self, *, save: bool = True) -> int:
-        return 0
-
     def engine_stats(self) -> list[dict]:
         return self.upstream_stats()
 
