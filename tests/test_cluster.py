@@ -104,7 +104,8 @@ def test_a_conversation_sticks_to_its_replica_and_its_prefix_hits_there(front):
             if turn:     # the replica holds the whole previous prompt (prompts extend each other)
                 assert served == where[chat.id]
                 assert r.cached_tokens >= previous[chat.id], (turn, r.stats)
-                assert r.cache_source == "live"
+                # live, or the RAM tier when the replica was quiet long enough to move it out (Scheduler._wait)
+                assert r.cache_source in ("live", "ram")
             where[chat.id] = served
         previous = {c.id: c.last.result.prompt_tokens for c in chats}
     stats = front.scheduler.replica_stats()

@@ -48,9 +48,14 @@ def unwritable(*dirs: Path):
     this gives EACCES; parley treats both alike, and mounting is not possible everywhere tests run.) As nobody,
     modules not imported yet may be unreadable (an interpreter under /root): tests load a Parley first."""
     if os.geteuid() == 0:
+        needed = readable_as_nobody()
         os.setegid(NOBODY)
         os.seteuid(NOBODY)
         try:
+            unreadable = [p for p in needed if not os.access(p, os.R_OK, effective_ids=True)]
+            if unreadable:
+                pytest.skip(f"nobody cannot read {unreadable[0]} (a checkout in a directory of mode 0700?): "
+                            "this test acts as nobody to make a home unwritable; clone where others can read")
             yield
         finally:
             os.seteuid(0)
@@ -64,6 +69,13 @@ def unwritable(*dirs: Path):
         finally:
             for d, mode in zip(dirs, modes, strict=True):
                 d.chmod(mode)
+
+
+def readable_as_nobody() -> list[Path]:
+    """What a load reads while the test acts as nobody: the package's data and the embedded model."""
+    from parley.engine.model_path import embedded_model_path
+
+    return [Path(parley.__file__).parent / "data" / "models", embedded_model_path()]
 
 
 @pytest.fixture()

@@ -7,9 +7,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import parley
 from parley.sampling import SamplingParams
+from parley.scheduler.prefix_cache import SAVE_MIN_TOKENS
 from parley.scheduler.request import Chunk, Result
 from tests.conftest import chatml
 
@@ -72,14 +74,47 @@ def test_idle_conversations_leave_the_context_while_others_decode():
     p = parley.load(deterministic=True, disk_cache_mb=0, kv_size=2048, ram_cache_mb=256, kv_idle_cells=32)
     try:
         first, second = conversation(p)
-        st = p.scheduler.stats()
-        assert st.live_sequences == 1 and st.cache.idle_trims == 0  # nothing decoding: nothing moved
-        p.scheduler.generate(p.tokenize(chatml("Count to three.")), G)  # decodes while the first one idles
+        # decodes while the first one idles (which may also have left already, the engine being quiet a moment)
+        p.scheduler.generate(p.tokenize(chatml("Count to three.")), G)
         st = p.scheduler.stats()
         assert st.cache.idle_trims >= 1 and st.ram_states >= 1
         res = p.scheduler.generate(second, G)
         assert res.cache_source == "ram" and res.cached_tokens >= len(first)
         assert res.token_ids == reference(second)
+    finally:
+        p.close(save=False)
+
+
+def wait_for(p, check, timeout: float = 20.0):
+    """The scheduler's stats once `check` holds (polled every 0.2 s: longer than the quiet it waits for)."""
+    deadline = time.monotonic() + timeout
+    while not check(st := p.scheduler.stats()):
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
+    return st
+
+
+def test_a_quiet_engine_moves_idle_conversations_out_and_keeps_short_ones():
+    """Nothing to run for a moment: an idle conversation goes to RAM then, not when the next request arrives
+    (whose first token would wait for the copy); it comes back from RAM and continues exactly. A conversation
+    too short to be worth saving stays live (moving it out would drop it)."""
+    p = parley.load(deterministic=True, disk_cache_mb=0, kv_size=2048, ram_cache_mb=256, kv_idle_cells=0)
+    try:
+        first, second = conversation(p)
+        st = wait_for(p, lambda st: st.ram_states == 1)
+        assert st.live_sequences == 0 and st.cache.idle_trims == 1
+        res = p.scheduler.generate(second, G)
+        assert res.cache_source == "ram" and res.cached_tokens >= len(first)
+        assert res.token_ids == reference(second)
+        wait_for(p, lambda st: st.live_sequences == 0)
+        short = p.tokenize(chatml("Hi."))
+        assert len(short) + 2 < SAVE_MIN_TOKENS
+        two = SamplingParams(temperature=0, max_tokens=2)
+        reply = p.scheduler.generate(short, two)
+        time.sleep(1.0)
+        st = p.scheduler.stats()
+        assert st.live_sequences == 1 and st.cache.idle_trims == 2
+        assert p.scheduler.generate(short + reply.token_ids, two).cache_source == "live"
     finally:
         p.close(save=False)
 

@@ -331,7 +331,7 @@ class PrefixCache:
                 return True
         return enough()
 
-    def trim_idle(self, cap: int, *, all_now: bool = False) -> int:
+    def trim_idle(self, cap: int, *, all_now: bool = False, save_only: bool = False) -> int:
         """With a unified KV buffer every decode scans every cell up to the highest one in use (other sequences'
         cells are masked, but still scanned), so idle conversations kept in the context slow down everyone
         decoding: beside 400-2,000 idle cells a lone stream ran 8-20% slower, beside 4,800 24%, beside 15,600
@@ -344,8 +344,10 @@ class PrefixCache:
         land low and stay there, except a fork that adds fewer than DEFER_TAIL_CELLS to the cells of a longer
         prefix running requests hold (the last question about a document while the next one starts): it barely
         widens the scan, and its state would copy the whole prefix (40 ms for 3,100 cells here), so it moves on a
-        later step, after the new request's first token. Only with a store: without one, eviction would throw the
-        KV away. Returns how many sequences moved."""
+        later step, after the new request's first token. `save_only` (the engine is quiet, nobody waits for
+        room): only sequences worth saving move; one shorter than SAVE_MIN_TOKENS stays, since dropping it
+        would lose a short conversation's next turn for nothing. Only with a store: without one, eviction
+        would throw the KV away. Returns how many sequences moved."""
         if self.store is None or (not self._flushing and self.ledger.used <= cap):
             return 0  # (the cheap checks first: this runs every decoding step)
         idle = self.idle_slots()
@@ -367,6 +369,8 @@ class PrefixCache:
                 deferred = True  # a short tail past a prefix the new request shares: it barely widens the scan,
                 continue         # and saving it copies the whole prefix, so it goes after the first token
             if self.ledger.private(victim.seq) < SAVE_MIN_TOKENS:
+                if save_only:
+                    continue
                 self.drop(victim)   # a short tail past a running fork of it: cheaper to recompute than save
             else:
                 self.evict(victim)

@@ -118,9 +118,12 @@ class Inbox:
                             f"{', '.join(t.__name__ for t in TASKS)}")
         self._queue.put(task)
 
-    def get(self) -> Task:
-        """The next task, waiting for one."""
-        return self._queue.get()
+    def get(self, timeout: float | None = None) -> Task | None:
+        """The next task, waiting for one (at most `timeout` seconds: None when none came)."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def get_nowait(self) -> Task | None:
         """The next task, or None when there is none."""
